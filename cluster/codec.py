@@ -1,0 +1,90 @@
+"""The intermediate codec: batches of (key, value) items in spill and run files.
+
+marshal is used because it is the fastest faithful codec measured for this data
+(tuples stay tuples, ints stay ints; see BENCHMARKS.md) and it cannot run code
+when loading. A file is a sequence of marshal-dumped lists; version 2 of the
+format has no back-references, so equal values always encode to equal bytes.
+"""
+from __future__ import annotations
+
+import marshal
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from cluster.exceptions import CodecError
+
+VERSION = 2
+
+
+def dump_batch(fh: IO[bytes], items: list) -> int:
+    """Write one batch; return the bytes written."""
+    try:
+        data = marshal.dumps(items, VERSION)
+    except ValueError:
+        raise CodecError(_unmarshalable(items)) from None
+    fh.write(data)
+    return len(data)
+
+
+def _unmarshalable(items: Iterable) -> str:
+    for item in items:
+        try:
+            marshal.dumps(item, VERSION)
+        except ValueError:
+            return (f"cannot carry item {item!r:.200} between phases: it holds a "
+                    f"{_bad_type(item)}; keys and values must be built from None, bool, int, float, "
+                    "str, bytes, tuple, list, dict, set")
+    return "cannot carry a batch between phases (unknown value)"
+
+
+def _bad_type(value: Any) -> str:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            try:
+                marshal.dumps(v, VERSION)
+            except ValueError:
+                return _bad_type(v)
+    if isinstance(value, dict):
+        for kv in value.items():
+            try:
+                marshal.dumps(kv, VERSION)
+            except ValueError:
+                return _bad_type(kv)
+    return type(value).__name__
+
+
+def iter_batches(fh: IO[bytes]) -> Iterator[list]:
+    """Yield the batches of an open file, in order."""
+    load = marshal.load
+    while True:
+        try:
+            yield load(fh)
+        except EOFError:
+            return
+
+
+def iter_items(path: str) -> Iterator:
+    """Yield every item of a spill or run file."""
+    with open(path, "rb") as fh:
+        for batch in iter_batches(fh):
+            yield from batch
+
+
+def stable_hash(key: Any) -> int:
+    """A hash of a key that is the same in every process and on every machine."""
+    if type(key) is str:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    try:
+        return zlib.crc32(marshal.dumps(key, VERSION))
+    except ValueError:
+        raise CodecError(f"key {key!r:.200} of type {type(key).__name__} cannot be hashed stably; "
+                         "use str, int, float, bytes or tuples of them") from None
+
+
+def dump_items(fh: IO[bytes], items: list, batch_items: int) -> int:
+    """Write items as batches of at most `batch_items`; return the bytes written."""
+    written = 0
+    for i in range(0, len(items), batch_items):
+        written += dump_batch(fh, items[i:i + batch_items])
+    return written

@@ -1,0 +1,190 @@
+"""ClusterConfig: one object, read from an INI file, passed explicitly to every part."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, fields
+
+from cluster import defaults
+from cluster.exceptions import ConfigError
+
+_INT_KEYS = ("number_of_servers_per_location", "base_port", "management_port", "redis_port", "ssh_port")
+_SIZE_KEYS = ("max_number_of_bytes_in_memory",)
+_FLOAT_KEYS = ("poll_every",)
+_DERIVED_DIRS = {
+    "base_dir": "data", "working_dir": "working", "logs_dir": "logs",
+    "auxiliary_dir": "auxiliary", "code_dir": "code", "base_projects_dir": "projects",
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_size(text: str) -> int:
+    """Parse '1073741824', '512M', '1.5GiB' into bytes."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use bytes, or a number with K, M, G or T)")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The whole configuration of one cluster; build it with `load`, `from_file` or `from_dict`."""
+
+    cluster_name: str
+    locations: tuple[str, ...]
+    number_of_servers_per_location: int
+    base_port: int
+    management_port: int
+    redis_port: int
+    redis_auth: str | None
+    compute_dir: str
+    base_dir: str
+    working_dir: str
+    logs_dir: str
+    auxiliary_dir: str
+    code_dir: str
+    base_projects_dir: str
+    local_working_dir: str
+    projects_dir: str
+    max_number_of_bytes_in_memory: int
+    poll_every: float
+    ssh_user: str | None
+    ssh_key_file: str | None
+    ssh_port: int
+    source: str = "built-in defaults"
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | None = None) -> ClusterConfig:
+        """`--config PATH`, else $CLUSTER_CONFIG, else ~/.config/cluster/cluster.cfg, else defaults."""
+        if path:
+            return cls.from_file(path)
+        env = os.environ.get(defaults.CONFIG_ENV)
+        if env:
+            return cls.from_file(env)
+        if os.path.exists(defaults.CONFIG_USER_PATH):
+            return cls.from_file(defaults.CONFIG_USER_PATH)
+        return cls.from_dict({})
+
+    @classmethod
+    def from_file(cls, path: str) -> ClusterConfig:
+        """Read the [CLUSTER] section of an INI file."""
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path} does not exist (given by --config or ${defaults.CONFIG_ENV})")
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path)
+        except configparser.Error as exc:
+            raise ConfigError(f"config file {path} is not a valid INI file: {exc}") from exc
+        if defaults.CONFIG_SECTION not in parser:
+            raise ConfigError(f"config file {path} has no [{defaults.CONFIG_SECTION}] section; "
+                              f"put the cluster's keys under [{defaults.CONFIG_SECTION}]")
+        extra = [s for s in parser.sections() if s != defaults.CONFIG_SECTION]
+        if extra:
+            raise ConfigError(f"config file {path}: unknown section(s) {', '.join(extra)}; "
+                              f"only [{defaults.CONFIG_SECTION}] is read")
+        values = dict(parser[defaults.CONFIG_SECTION])
+        base = os.path.dirname(os.path.abspath(path))
+        return cls.from_dict(values, source=path, relative_to=base)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "built-in defaults",
+                  relative_to: str | None = None) -> ClusterConfig:
+        """Validate raw values (strings or typed) against the known keys and derive the rest."""
+        unknown = sorted(set(values) - set(defaults.CONFIG_DEFAULTS))
+        problems = [f"unknown key {k!r} (known keys: {', '.join(defaults.CONFIG_DEFAULTS)})" for k in unknown]
+        merged = dict(defaults.CONFIG_DEFAULTS)
+        merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
+        for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir"):
+            if isinstance(merged[key], str) and not merged[key].strip():
+                merged[key] = None
+        out: dict[str, object] = {}
+        for key in _INT_KEYS:
+            try:
+                out[key] = int(str(merged[key]).strip())
+            except ValueError:
+                problems.append(f"{key} must be a whole number, got {merged[key]!r}")
+        for key in _SIZE_KEYS:
+            try:
+                out[key] = parse_size(str(merged[key]))
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
+        for key in _FLOAT_KEYS:
+            try:
+                out[key] = float(str(merged[key]).strip())
+            except ValueError:
+                problems.append(f"{key} must be a number of seconds, got {merged[key]!r}")
+        if out.get("number_of_servers_per_location", 1) < 1:
+            problems.append("number_of_servers_per_location must be at least 1")
+        if out.get("poll_every", 1.0) <= 0:
+            problems.append("poll_every must be more than 0 seconds")
+        if out.get("max_number_of_bytes_in_memory", 1) < 1024 ** 2:
+            problems.append("max_number_of_bytes_in_memory must be at least 1M")
+        for key in ("base_port", "management_port", "redis_port", "ssh_port"):
+            if key in out and not 0 < out[key] < 65536:
+                problems.append(f"{key} must be a TCP port (1-65535), got {out[key]}")
+        locations = tuple(x.strip() for x in str(merged["locations"]).split(",") if x.strip())
+        if not locations:
+            problems.append("locations must name at least one host")
+        if len(set(locations)) != len(locations):
+            problems.append(f"locations lists a host twice: {merged['locations']}")
+        name = str(merged["cluster_name"]).strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            problems.append(f"cluster_name must be letters, digits, '_', '.', '-', got {name!r}")
+
+        def absolute(p: str) -> str:
+            p = os.path.expanduser(str(p).strip())
+            if relative_to and not os.path.isabs(p):
+                p = os.path.join(relative_to, p)
+            return os.path.abspath(p)
+
+        compute_dir = absolute(merged["compute_dir"])
+        for key, sub in _DERIVED_DIRS.items():
+            out[key] = absolute(merged[key]) if merged[key] else os.path.join(compute_dir, sub)
+        out["projects_dir"] = (absolute(merged["projects_dir"]) if merged["projects_dir"]
+                               else os.path.abspath("projects"))
+        if merged["projects_dir"] and not os.path.isdir(out["projects_dir"]):
+            problems.append(f"projects_dir {out['projects_dir']} is not a directory; create it or fix the key")
+        key_file = absolute(merged["ssh_key_file"]) if merged["ssh_key_file"] else None
+        if key_file and not os.path.isfile(key_file):
+            problems.append(f"ssh_key_file {key_file} does not exist")
+        if problems:
+            raise ConfigError(f"configuration from {source} is not valid:\n" +
+                              "\n".join(f"  - {p}" for p in problems))
+        return cls(cluster_name=name, locations=locations, compute_dir=compute_dir,
+                   redis_auth=merged["redis_auth"], local_working_dir=absolute(merged["local_working_dir"]),
+                   ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source, **out)
+
+    # --- derived facts -----------------------------------------------------------------
+    @property
+    def server_memory_budget(self) -> int:
+        """Each server's share of its location's `max_number_of_bytes_in_memory`."""
+        return self.max_number_of_bytes_in_memory // self.number_of_servers_per_location
+
+    def server_ids(self) -> list[str]:
+        """Server names across all locations: S_0, S_1, ... numbered location by location."""
+        n = self.number_of_servers_per_location
+        return [f"S_{i}" for i in range(n * len(self.locations))]
+
+    def as_dict(self) -> dict[str, object]:
+        """The resolved configuration, for display."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_values(self) -> dict[str, object]:
+        """The keys as `from_dict` takes them (to hand a config to another process)."""
+        raw = {k: v for k, v in self.as_dict().items() if k in defaults.CONFIG_DEFAULTS}
+        raw["locations"] = ",".join(self.locations)
+        return raw
+
+    def with_overrides(self, **changes: object) -> ClusterConfig:
+        """A copy with some keys changed, re-validated."""
+        raw = self.to_values()
+        if "compute_dir" in changes:  # let the derived dirs follow the new compute_dir
+            for key, sub in _DERIVED_DIRS.items():
+                if raw[key] == os.path.join(self.compute_dir, sub):
+                    raw[key] = None
+        raw.update(changes)
+        return ClusterConfig.from_dict(raw, source=self.source)

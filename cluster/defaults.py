@@ -1,0 +1,51 @@
+"""Tunables and their defaults, in one place.
+
+Configuration defaults describe a one-machine cluster on localhost; job defaults
+fill in what a job dict leaves as None; engine tunables size batches and checks.
+"""
+from __future__ import annotations
+
+import os
+
+# --- configuration ([CLUSTER] section) -------------------------------------------------
+_DATA_HOME = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+CONFIG_DEFAULTS: dict[str, object] = {
+    "cluster_name": "cluster",
+    "locations": "localhost",
+    "number_of_servers_per_location": 2,
+    "base_port": 45700,
+    "management_port": 45699,
+    "redis_port": 46379,
+    "redis_auth": None,
+    "compute_dir": os.path.join(_DATA_HOME, "cluster", "compute"),
+    "base_dir": None,          # derived: <compute_dir>/data
+    "working_dir": None,       # derived: <compute_dir>/working
+    "logs_dir": None,          # derived: <compute_dir>/logs
+    "auxiliary_dir": None,     # derived: <compute_dir>/auxiliary
+    "code_dir": None,          # derived: <compute_dir>/code
+    "base_projects_dir": None, # derived: <compute_dir>/projects
+    "local_working_dir": os.path.join(_DATA_HOME, "cluster", "master"),
+    "projects_dir": None,      # derived: ./projects
+    "max_number_of_bytes_in_memory": 1024 ** 3,
+    "poll_every": 1.0,
+    "ssh_user": None,
+    "ssh_key_file": None,
+    "ssh_port": 22,
+}
+CONFIG_ENV = "CLUSTER_CONFIG"
+CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")
+CONFIG_SECTION = "CLUSTER"
+
+# --- job defaults for keys a job dict leaves as None -----------------------------------
+MAX_NUMBER_DUMPED_ITEMS_SHUFFLER = 500_000
+SIMULTANEOUS_FILES_IN_REDIS = 10
+MAX_NUMBER_DUMPED_ITEMS_REDUCER = 500_000
+
+# --- engine tunables ------------------------------------------------------------------
+BATCH_ITEMS = 2048             # items per codec batch in spill and run files
+MAX_MERGE_FAN_IN = 64          # runs merged at once; more runs get an extra merge pass
+MEMORY_CHECK_EVERY_LINES = 4096  # the mapper re-estimates held memory this often
+PROGRESS_EVERY_SECONDS = 0.5   # how often a worker reports its counters
+HEARTBEAT_TIMEOUT_SECONDS = 30.0  # a worker silent for this long fails the phase
+SIZE_SAMPLE_ITEMS = 256        # items sampled to estimate the memory an item takes
+GZIP_LEVEL = 3

@@ -1,0 +1,104 @@
+"""DiskList: an append-then-iterate list that keeps at most a budget in memory.
+
+Items stay in memory until `max_items_in_memory` is reached, then go to a file in
+batches; iterating yields the file's items, then the in-memory tail. The file is
+deleted when the list is closed (also by `with`, and after a full iteration when
+`delete_after_iteration` is set).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from cluster import codec, defaults
+
+
+class DiskList:
+    """A list that spills to `directory` past `max_items_in_memory` items."""
+
+    def __init__(self, directory: str | None = None, max_items_in_memory: int = 100_000,
+                 delete_after_iteration: bool = False):
+        self.directory = directory
+        self.max_items_in_memory = max(1, int(max_items_in_memory))
+        self.delete_after_iteration = delete_after_iteration
+        self._buffer: list = []
+        self._path: str | None = None
+        self._fh = None
+        self._on_disk = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return self._on_disk + len(self._buffer)
+
+    @property
+    def on_disk(self) -> bool:
+        """True once some items went to the file."""
+        return self._on_disk > 0
+
+    def append(self, item: Any) -> None:
+        self._buffer.append(item)
+        if len(self._buffer) >= self.max_items_in_memory:
+            self._spill()
+
+    def extend(self, items: Iterable) -> None:
+        it = iter(items)
+        room = self.max_items_in_memory
+        while True:
+            chunk = list(islice(it, max(1, room - len(self._buffer))))
+            if not chunk:
+                return
+            self._buffer.extend(chunk)
+            if len(self._buffer) >= room:
+                self._spill()
+
+    def _spill(self) -> None:
+        if self._closed:
+            raise ValueError("DiskList is closed")
+        if self._fh is None:
+            fd, self._path = tempfile.mkstemp(prefix="disklist-", suffix=".bin", dir=self.directory)
+            self._fh = os.fdopen(fd, "wb")
+        buf = self._buffer
+        for i in range(0, len(buf), defaults.BATCH_ITEMS):
+            codec.dump_batch(self._fh, buf[i:i + defaults.BATCH_ITEMS])
+        self._on_disk += len(buf)
+        self._buffer = []
+
+    def __iter__(self) -> Iterator:
+        if self._closed:
+            raise ValueError("DiskList is closed")
+        if self._fh is not None:
+            self._fh.flush()
+            with open(self._path, "rb") as fh:
+                for batch in codec.iter_batches(fh):
+                    yield from batch
+        yield from self._buffer
+        if self.delete_after_iteration:
+            self.close()
+
+    def close(self) -> None:
+        """Delete the file and drop the items."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+            self._path = None
+        self._buffer = []
+        self._on_disk = 0
+        self._closed = True
+
+    def __enter__(self) -> DiskList:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_path", None):
+            self.close()

@@ -1,0 +1,87 @@
+"""Every error the system raises, under one base class.
+
+Messages say what went wrong, where, and what to do about it, so that a user
+never has to read the code to find out why a job failed.
+"""
+from __future__ import annotations
+
+
+class ClusterError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(ClusterError):
+    """The cluster configuration is unreadable, incomplete or inconsistent."""
+
+
+class JobSpecError(ClusterError):
+    """A job dict is malformed; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[str], job_name: str | None = None):
+        self.problems = list(problems)
+        self.job_name = job_name
+        where = f"job {job_name!r}" if job_name else "the job"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where} is not valid ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class ProjectError(ClusterError):
+    """A project, or a function in it, could not be found or loaded."""
+
+
+class InputError(ClusterError):
+    """An input file or directory of a job cannot be used."""
+
+
+class BadRecord(ClusterError):
+    """Raised by a map function to count the current line as bad instead of failing the job."""
+
+
+class CodecError(ClusterError):
+    """A value cannot be carried between phases by the intermediate codec."""
+
+
+class OutputError(ClusterError):
+    """Reduce output could not be written (a value that is not JSON, a full disk...)."""
+
+
+class UserFunctionError(ClusterError):
+    """A map, combine or reduce function raised; says where, with the original traceback."""
+
+    def __init__(self, *, function: str, phase: str, server: str | None, error: str,
+                 traceback: str, input_file: str | None = None, line_number: int | None = None,
+                 line: str | None = None, key: object = None):
+        self.function = function
+        self.phase = phase
+        self.server = server
+        self.error = error
+        self.traceback = traceback
+        self.input_file = input_file
+        self.line_number = line_number
+        self.line = line
+        self.key = key
+        where = [f"phase {phase}"]
+        if server:
+            where.insert(0, f"server {server}")
+        if input_file:
+            where.append(f"file {input_file}" + (f" line {line_number}" if line_number else ""))
+        if key is not None:
+            where.append(f"key {key!r:.200}")
+        msg = f"{function} raised {error} ({', '.join(where)})"
+        if line is not None:
+            msg += f"\n  input line: {line[:200]!r}"
+        msg += "\n" + traceback.rstrip()
+        super().__init__(msg)
+
+
+class JobFailed(ClusterError):
+    """A job did not finish; carries the server, phase and the underlying report."""
+
+    def __init__(self, job_name: str, message: str, *, server: str | None = None,
+                 phase: str | None = None):
+        self.job_name = job_name
+        self.server = server
+        self.phase = phase
+        where = ", ".join(x for x in (f"server {server}" if server else "",
+                                      f"phase {phase}" if phase else "") if x)
+        super().__init__(f"job {job_name!r} failed" + (f" ({where})" if where else "") + f": {message}")

@@ -1,0 +1,91 @@
+"""Load map, combine and reduce functions from a project's sources, by name.
+
+A project is a folder `<projects_root>/<NAME>/` with `map_functions.py` and
+`reduce_functions.py`. Plain module-level functions are found by name; the
+original `MapFunctions(name).get_map_function()` and `ReduceFunctions(name)
+.get_reduce_function()` wrapper classes keep working.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+from cluster.exceptions import ProjectError
+
+MAP_MODULE = "map_functions"
+REDUCE_MODULE = "reduce_functions"
+_WRAPPERS = {MAP_MODULE: ("MapFunctions", "get_map_function"),
+             REDUCE_MODULE: ("ReduceFunctions", "get_reduce_function")}
+
+
+def project_dir(projects_root: str, project_name: str) -> str:
+    """The folder of a project, checked to exist."""
+    path = os.path.join(projects_root, project_name)
+    if not os.path.isdir(path):
+        known = sorted(d for d in os.listdir(projects_root)
+                       if os.path.isdir(os.path.join(projects_root, d))) if os.path.isdir(projects_root) else []
+        hint = f"projects there: {', '.join(known)}" if known else "that folder has no projects"
+        raise ProjectError(f"project {project_name!r} not found: no folder {path} "
+                           f"(projects_dir is {projects_root}; {hint})")
+    return path
+
+
+def load_module(projects_root: str, project_name: str, module: str) -> ModuleType:
+    """Import `<project>/<module>.py` afresh, with the project folder importable for its helpers."""
+    folder = project_dir(projects_root, project_name)
+    path = os.path.join(folder, module + ".py")
+    if not os.path.isfile(path):
+        raise ProjectError(f"project {project_name!r} has no {module}.py (looked for {path})")
+    unique = f"_cluster_project_{project_name.replace('.', '_').replace('-', '_')}_{module}"
+    spec = importlib.util.spec_from_file_location(unique, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        raise ProjectError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
+    return mod
+
+
+def _find(mod: ModuleType, module: str, name: str, project_name: str) -> Callable:
+    fn = getattr(mod, name, None)
+    if callable(fn) and not inspect.isclass(fn):
+        return fn
+    wrapper_name, getter = _WRAPPERS[module]
+    wrapper = getattr(mod, wrapper_name, None)
+    if inspect.isclass(wrapper):
+        try:
+            fn = getattr(wrapper(name), getter)()
+        except AttributeError:
+            fn = None  # the original wrappers leave the attribute unset for unknown names
+        if callable(fn):
+            return fn
+    available = sorted(n for n, v in vars(mod).items()
+                       if inspect.isfunction(v) and v.__module__ == mod.__name__ and not n.startswith("_"))
+    raise ProjectError(f"no function {name!r} in project {project_name!r} {module}.py "
+                       f"({mod.__file__}); functions there: {', '.join(available) or 'none'}")
+
+
+def load_function(projects_root: str, project_name: str, module: str, name: str) -> Callable:
+    """Find one function by name in a project's map_functions or reduce_functions module."""
+    return _find(load_module(projects_root, project_name, module), module, name, project_name)
+
+
+def load_job_functions(projects_root: str, job: dict) -> tuple[Callable, Callable | None, Callable]:
+    """The (map, combine or None, reduce) functions a mapreduce job names."""
+    name = job["project_name"]
+    map_mod = load_module(projects_root, name, MAP_MODULE)
+    reduce_mod = load_module(projects_root, name, REDUCE_MODULE)
+    map_fn = _find(map_mod, MAP_MODULE, job["map_function_name"], name)
+    reduce_fn = _find(reduce_mod, REDUCE_MODULE, job["reduce_function_name"], name)
+    combine_fn = None
+    if job.get("combine_function_name"):
+        combine_fn = _find(reduce_mod, REDUCE_MODULE, job["combine_function_name"], name)
+    return map_fn, combine_fn, reduce_fn

@@ -1,0 +1,230 @@
+"""Job templates and validation for the three job types: mapreduce, script, file_transfer.
+
+A job is a plain JSON-serializable dict made from a template. `validate_job` checks
+every key at once and raises one `JobSpecError` listing every problem.
+"""
+from __future__ import annotations
+
+import getpass
+import re
+from enum import Enum
+from typing import Any
+
+from cluster.exceptions import JobSpecError
+
+
+class JobType(str, Enum):
+    MAPREDUCE = "mapreduce"
+    SCRIPT = "script"
+    FILE_TRANSFER = "file_transfer"
+
+
+TRANSFER_TYPES = ("upload", "upload_bulk", "download", "download_bulk", "upload_auxiliary", "delete")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+
+
+def _submitter() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _common(job_type: JobType) -> dict[str, Any]:
+    return {
+        "job_submitter": _submitter(),
+        "job_type": job_type.value,
+        "force_run": False,
+        "start_time": None,
+        "end_time": None,
+        "job_name": None,
+        "group_name": None,
+        "job_priority": None,
+        "run_once": False,
+        "exception": None,
+    }
+
+
+def get_mapreduce_job_template() -> dict[str, Any]:
+    """A mapreduce job with every key at its default; set the None ones you need."""
+    job = _common(JobType.MAPREDUCE)
+    job.update({
+        "project_name": None,
+        "input_dirs": None,
+        "delete_job_data": True,
+        "current_phase": None,
+        # mapper
+        "map_function_name": None,
+        "auxiliary_data_name_mapper": None,
+        "hold_state": False,
+        "downsample": 1.0,
+        # shuffler
+        "max_number_dumped_items_shuffler": None,
+        "simultaneous_files_in_redis": None,
+        "combine_function_name": None,
+        # reducer
+        "reduce_function_name": None,
+        "auxiliary_data_name_reducer": None,
+        "max_number_dumped_items_reducer": None,
+        "disk_based_input": False,
+        "disk_based_output": False,
+        "compress": False,
+        "merge_previous_output": False,
+    })
+    return job
+
+
+def get_script_template() -> dict[str, Any]:
+    """A script job: runs a Python script with arguments."""
+    job = _common(JobType.SCRIPT)
+    job.update({"script_location": None, "script_arguments": []})
+    return job
+
+
+def get_file_transfer_template() -> dict[str, Any]:
+    """A file-transfer job between the master and the locations."""
+    job = _common(JobType.FILE_TRANSFER)
+    job.update({
+        "input_dir": None,
+        "output_dir": None,
+        "transfer_type": None,
+        "reload_files": False,
+        "delete_files": False,
+        "compress": False,
+        "input_file_name": None,
+        "auxiliary_data_name": None,
+    })
+    return job
+
+
+TEMPLATES = {
+    JobType.MAPREDUCE: get_mapreduce_job_template,
+    JobType.SCRIPT: get_script_template,
+    JobType.FILE_TRANSFER: get_file_transfer_template,
+}
+
+# key -> (accepted types, may be None, required)
+_STR, _BOOL, _INT, _NUM, _LIST = (str,), (bool,), (int,), (int, float), (list,)
+_RULES: dict[str, tuple[tuple[type, ...], bool, bool]] = {
+    "job_submitter": (_STR, True, False),
+    "job_type": (_STR, False, True),
+    "force_run": (_BOOL, False, False),
+    "start_time": (_NUM + _STR, True, False),
+    "end_time": (_NUM + _STR, True, False),
+    "job_name": (_STR, False, True),
+    "group_name": (_STR, True, False),
+    "job_priority": (_NUM, True, False),
+    "run_once": (_BOOL, False, False),
+    "exception": (_STR + (dict,), True, False),
+    "project_name": (_STR, False, True),
+    "input_dirs": (_LIST, False, True),
+    "delete_job_data": (_BOOL, False, False),
+    "current_phase": (_STR, True, False),
+    "map_function_name": (_STR, False, True),
+    "auxiliary_data_name_mapper": (_STR, True, False),
+    "hold_state": (_BOOL, False, False),
+    "downsample": (_NUM, False, False),
+    "max_number_dumped_items_shuffler": (_INT, True, False),
+    "simultaneous_files_in_redis": (_INT, True, False),
+    "combine_function_name": (_STR, True, False),
+    "reduce_function_name": (_STR, False, True),
+    "auxiliary_data_name_reducer": (_STR, True, False),
+    "max_number_dumped_items_reducer": (_INT, True, False),
+    "disk_based_input": (_BOOL, False, False),
+    "disk_based_output": (_BOOL, False, False),
+    "compress": (_BOOL, False, False),
+    "merge_previous_output": (_BOOL, False, False),
+    "script_location": (_STR, False, True),
+    "script_arguments": (_LIST, False, False),
+    "input_dir": (_STR, True, False),
+    "output_dir": (_STR, True, False),
+    "transfer_type": (_STR, False, True),
+    "reload_files": (_BOOL, False, False),
+    "delete_files": (_BOOL, False, False),
+    "input_file_name": (_STR, True, False),
+    "auxiliary_data_name": (_STR, True, False),
+}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def validate_job(job: Any) -> dict[str, Any]:
+    """Check a job dict against its template; raise JobSpecError listing every problem.
+
+    Returns the job unchanged when it is valid, so `validate_job(json.load(f))` reads well.
+    """
+    if not isinstance(job, dict):
+        raise JobSpecError([f"a job must be a dict (a JSON object), got {type(job).__name__}"])
+    name = job.get("job_name") if isinstance(job.get("job_name"), str) else None
+    try:
+        job_type = JobType(job.get("job_type"))
+    except ValueError:
+        raise JobSpecError([f"job_type must be one of {', '.join(t.value for t in JobType)}, "
+                            f"got {job.get('job_type')!r}"], name) from None
+    template = TEMPLATES[job_type]()
+    problems: list[str] = []
+    for key in sorted(set(job) - set(template)):
+        problems.append(f"unknown key {key!r} for a {job_type.value} job "
+                        f"(start from `mapreduce template {job_type.value}`)")
+    for key in template:
+        types, nullable, required = _RULES[key]
+        if key not in job:
+            problems.append(f"missing key {key!r}")
+            continue
+        value = job[key]
+        if value is None:
+            if required or not nullable:
+                problems.append(f"{key} is required" if required else f"{key} must not be null")
+            continue
+        if isinstance(value, bool) and bool not in types:
+            problems.append(f"{key} must be {_type_name(types)}, got {value!r}")
+        elif not isinstance(value, types):
+            problems.append(f"{key} must be {_type_name(types)}, got {type(value).__name__} {value!r:.80}")
+    problems += _check_values(job_type, job)
+    if problems:
+        raise JobSpecError(problems, name)
+    return job
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(_NAME_RE.fullmatch(value))
+
+
+def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
+    problems = []
+    name = job.get("job_name")
+    if isinstance(name, str) and not _is_name(name):
+        problems.append(f"job_name {name!r} must be letters, digits, '_', '.', '-' (it names folders)")
+    if job_type is JobType.MAPREDUCE:
+        dirs = job.get("input_dirs")
+        if isinstance(dirs, list):
+            if not dirs:
+                problems.append("input_dirs must list at least one folder")
+            for d in dirs:
+                if not isinstance(d, str) or not d:
+                    problems.append(f"input_dirs entries must be folder paths, got {d!r}")
+        ds = job.get("downsample")
+        if isinstance(ds, (int, float)) and not isinstance(ds, bool) and not 0 < ds <= 1:
+            problems.append(f"downsample must be in (0, 1], got {ds}")
+        for key in ("max_number_dumped_items_shuffler", "simultaneous_files_in_redis",
+                    "max_number_dumped_items_reducer"):
+            v = job.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+                problems.append(f"{key} must be at least 1, got {v}")
+        for key in ("project_name", "auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
+            v = job.get(key)
+            if isinstance(v, str) and not _is_name(v):
+                problems.append(f"{key} {v!r} must be letters, digits, '_', '.', '-'")
+        for key in ("map_function_name", "reduce_function_name", "combine_function_name"):
+            v = job.get(key)
+            if isinstance(v, str) and not v.isidentifier():
+                problems.append(f"{key} {v!r} is not a Python function name")
+    elif job_type is JobType.FILE_TRANSFER:
+        tt = job.get("transfer_type")
+        if isinstance(tt, str) and tt not in TRANSFER_TYPES:
+            problems.append(f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got {tt!r}")
+    return problems

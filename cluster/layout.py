@@ -1,0 +1,69 @@
+"""Where a job's files live on a location, in one place.
+
+    <base_dir>/<job_name>/
+        map/<server_id>/        spill files addressed to that server (its reduce input)
+        spill/<server_id>/      spill files being written by that server
+        sort/<server_id>/       that server's merge runs
+        staging/<run_id>/       reduce output of a run that has not succeeded yet
+        reduce/                 the job's published output
+    <auxiliary_dir>/<name>.data               auxiliary data (JSON)
+    <auxiliary_dir>/STATE_<job_name>/*.json   hold_state: files mapped by successful runs
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+SPILL_SUFFIX = ".spill"
+UNIVERSAL_MARK = "-u"
+INTERMEDIATE = ("map", "spill", "sort", "staging")
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    base_dir: str
+    auxiliary_dir: str
+    job_name: str
+
+    @property
+    def job_dir(self) -> str:
+        return os.path.join(self.base_dir, self.job_name)
+
+    def map_dir(self, server_id: str) -> str:
+        return os.path.join(self.job_dir, "map", server_id)
+
+    def spill_dir(self, server_id: str) -> str:
+        return os.path.join(self.job_dir, "spill", server_id)
+
+    def sort_dir(self, server_id: str) -> str:
+        return os.path.join(self.job_dir, "sort", server_id)
+
+    def staging_dir(self, run_id: str) -> str:
+        return os.path.join(self.job_dir, "staging", run_id)
+
+    @property
+    def output_dir(self) -> str:
+        return os.path.join(self.job_dir, "reduce")
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.auxiliary_dir, f"STATE_{self.job_name}")
+
+    def auxiliary_path(self, name: str) -> str:
+        return os.path.join(self.auxiliary_dir, name + ".data")
+
+    def server_dirs(self, server_id: str) -> list[str]:
+        return [self.map_dir(server_id), self.spill_dir(server_id), self.sort_dir(server_id)]
+
+    def clear_intermediate(self) -> None:
+        """Remove what an earlier (possibly crashed) run left between phases."""
+        for name in INTERMEDIATE:
+            shutil.rmtree(os.path.join(self.job_dir, name), ignore_errors=True)
+
+    def output_files(self) -> list[str]:
+        """The published output files, in name order."""
+        if not os.path.isdir(self.output_dir):
+            return []
+        return sorted(os.path.join(self.output_dir, f) for f in os.listdir(self.output_dir)
+                      if not f.startswith("."))

@@ -1,0 +1,222 @@
+"""The local executor: one location's servers as worker processes, no servers to start.
+
+It plans the inputs, starts N worker processes (each a `ServerTask`), drives them
+through map, sort and reduce, shows progress, and commits the output only when
+every worker succeeded. A worker that raises, dies or falls silent fails the job
+with a message naming it; the previous output is left as it was.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster import defaults, functions
+from cluster.config import ClusterConfig
+from cluster.exceptions import JobFailed
+from cluster.jobs import JobType, validate_job
+from cluster.layout import JobLayout
+from cluster.mapper import HoldState, assign_files, is_locked, list_input_files, load_auxiliary_data, new_run_id
+from cluster.process import Phase, Report, local_worker_main
+from cluster.reducer import commit_output, discard_run
+
+log = logging.getLogger(__name__)
+
+SUM_KEYS = ("files", "records_in", "records_sampled_out", "bytes_in", "bad_lines", "corrupt_files",
+            "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
+            "spilled_items", "spilled_bytes", "moved_bytes", "runs_in", "groups", "records_out",
+            "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced")
+
+
+@dataclass
+class JobResult:
+    """What a finished run reports: where the output is and what was counted."""
+
+    job_name: str
+    run_id: str
+    output_dir: str
+    counters: dict[str, Any]
+    per_server: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+
+def plan_inputs(config: ClusterConfig, job: dict, servers: list[str], layout: JobLayout
+                ) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
+    """Decide, once for the location, which server maps which file."""
+    files = list_input_files(job["input_dirs"])
+    notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
+    if job.get("hold_state"):
+        seen = HoldState(layout).mapped()
+        notes["files_already_mapped"] = sum(1 for f, _ in files if f in seen)
+        files = [(f, s) for f, s in files if f not in seen]
+    unlocked = []
+    for f, s in files:
+        if is_locked(f):
+            notes["locked_files_skipped"].append(f)
+        else:
+            unlocked.append((f, s))
+    plan = {s: {"files": fs} for s, fs in assign_files(unlocked, servers).items()}
+    previous = []
+    if job.get("merge_previous_output"):
+        previous = [(p, os.path.getsize(p)) for p in layout.output_files()]
+    for s, fs in assign_files(previous, servers).items():
+        plan[s]["previous_output"] = fs
+    return plan, notes
+
+
+def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
+    """Sum the servers' counters into one dict for the job."""
+    total: dict[str, Any] = {k: 0 for k in SUM_KEYS}
+    total["bad_line_examples"] = []
+    total["corrupt_file_names"] = []
+    total["seconds"] = {}
+    total["peak_rss_bytes"] = {}
+    for server, phases in per_server.items():
+        for phase, c in phases.items():
+            for k in SUM_KEYS:
+                if k in c:
+                    total[k] += c[k]
+            total["bad_line_examples"] += c.get("bad_line_examples", [])
+            total["corrupt_file_names"] += c.get("corrupt_file_names", [])
+            if "peak_rss_bytes" in c:
+                total["peak_rss_bytes"][server] = max(total["peak_rss_bytes"].get(server, 0), c["peak_rss_bytes"])
+    return total
+
+
+class LocalExecutor:
+    """Runs mapreduce jobs now, on this machine, with `servers` worker processes."""
+
+    def __init__(self, config: ClusterConfig, servers: int | None = None,
+                 on_progress: Callable[[str, dict[str, dict]], None] | None = None,
+                 worker_log_level: int = logging.WARNING):
+        self.config = config
+        self.servers = [f"S_{i}" for i in range(servers or config.number_of_servers_per_location)]
+        self.config_for_workers = config.with_overrides(number_of_servers_per_location=len(self.servers))
+        self.on_progress = on_progress
+        self.worker_log_level = worker_log_level
+
+    def run(self, job: dict) -> JobResult:
+        """Run one mapreduce job to the end; raise JobFailed (or a ClusterError) if it fails."""
+        validate_job(job)
+        if job["job_type"] != JobType.MAPREDUCE.value:
+            raise JobFailed(job.get("job_name", "?"), f"the local executor runs mapreduce jobs, not "
+                            f"{job['job_type']} jobs (those run through the Runner)")
+        config = self.config_for_workers
+        name = job["job_name"]
+        functions.load_job_functions(config.projects_dir, job)  # fail fast, before any worker starts
+        layout = JobLayout(config.base_dir, config.auxiliary_dir, name)
+        for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
+            load_auxiliary_data(layout, job.get(aux))
+        layout.clear_intermediate()
+        run_id = new_run_id()
+        plan, notes = plan_inputs(config, job, self.servers, layout)
+        for f in notes["locked_files_skipped"]:
+            log.warning("skipping %s: it is locked (still being written); it will be mapped next time", f)
+        hold = HoldState(layout)
+        try:
+            per_server = self._drive(config, job, run_id, plan)
+            if job.get("hold_state"):
+                for s in self.servers:
+                    hold.record(run_id, s, plan[s]["files"])
+        except BaseException:
+            discard_run(layout, run_id)
+            hold.discard(run_id)
+            raise
+        replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
+        output_dir = commit_output(layout, run_id, replace=replace)
+        hold.commit(run_id)
+        counters = merge_counters(per_server)
+        counters.update(notes)
+        counters["seconds"] = self._phase_seconds
+        return JobResult(name, run_id, output_dir, counters, per_server)
+
+    def _drive(self, config: ClusterConfig, job: dict, run_id: str, plan: dict) -> dict[str, dict[str, dict]]:
+        ctx = mp.get_context("spawn")
+        reports = ctx.Queue()
+        commands = {s: ctx.Queue() for s in self.servers}
+        procs = {}
+        per_server: dict[str, dict[str, dict]] = {s: {} for s in self.servers}
+        self._phase_seconds: dict[str, float] = {}
+        name = job["job_name"]
+        try:
+            for s in self.servers:
+                p = ctx.Process(target=local_worker_main, name=f"cluster-{name}-{s}", daemon=True,
+                                args=(config.to_values(), job, run_id, s, self.servers, plan[s],
+                                      commands[s], reports, self.worker_log_level))
+                p.start()
+                procs[s] = p
+            for phase in Phase:
+                started = time.monotonic()
+                for s in self.servers:
+                    commands[s].put(phase.value)
+                self._wait_phase(name, phase, procs, reports, per_server)
+                self._phase_seconds[phase.value] = round(time.monotonic() - started, 3)
+            for s in self.servers:
+                commands[s].put(None)
+            for p in procs.values():
+                p.join(timeout=30)
+        finally:
+            for p in procs.values():
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=5)
+                    if p.is_alive():
+                        p.kill()
+            reports.close()
+        return per_server
+
+    def _wait_phase(self, name: str, phase: Phase, procs: dict, reports, per_server: dict) -> None:
+        pending = set(procs)
+        last_seen = {s: time.monotonic() for s in procs}
+        while pending:
+            try:
+                kind, server, rphase, payload = reports.get(timeout=min(1.0, self.config.poll_every))
+            except queue.Empty:
+                kind = None
+            now = time.monotonic()
+            if kind is not None:
+                last_seen[server] = now
+                if kind == Report.ERROR.value:
+                    raise _job_failed(name, payload)
+                if kind in (Report.PROGRESS.value, Report.DONE.value) and rphase == phase.value:
+                    per_server[server][rphase] = payload
+                    if self.on_progress:
+                        self.on_progress(phase.value, {s: per_server[s].get(phase.value, {}) for s in procs})
+                if kind == Report.DONE.value and rphase == phase.value:
+                    pending.discard(server)
+            for s in list(pending):
+                p = procs[s]
+                if not p.is_alive():
+                    try:  # it may have reported its error just before dying
+                        kind, server, rphase, payload = reports.get(timeout=0.5)
+                        if kind == Report.ERROR.value:
+                            raise _job_failed(name, payload)
+                    except queue.Empty:
+                        pass
+                    raise JobFailed(name, f"worker process of server {s} (pid {p.pid}) died with exit code "
+                                    f"{p.exitcode}" + (" (killed by a signal, often the out-of-memory killer)"
+                                                       if (p.exitcode or 0) < 0 else ""),
+                                    server=s, phase=phase.value)
+                if now - last_seen[s] > defaults.HEARTBEAT_TIMEOUT_SECONDS:
+                    raise JobFailed(name, f"server {s} sent no heartbeat for "
+                                    f"{defaults.HEARTBEAT_TIMEOUT_SECONDS:.0f}s", server=s, phase=phase.value)
+
+
+def _job_failed(name: str, report: dict) -> JobFailed:
+    where = []
+    if report.get("input_file"):
+        where.append(f"input file {report['input_file']}"
+                     + (f" line {report['line_number']}" if report.get("line_number") else ""))
+    if report.get("key"):
+        where.append(f"key {report['key']}")
+    message = report["message"]
+    if report["type"] not in ("UserFunctionError",):
+        message = f"{report['type']}: {message}\n{report['traceback']}"
+    err = JobFailed(name, message, server=report["server"], phase=report["phase"])
+    err.report = report
+    return err
+

@@ -1,0 +1,304 @@
+"""Map phase: choose a server's input files, read them (plain, .gz, .bz2, .xz), call map.
+
+The master (or the location's coordinator) plans the inputs once per location,
+so servers never disagree about who maps a file; each server then runs `Mapper`
+over its share and feeds every map call's output to its `Shuffler`.
+"""
+from __future__ import annotations
+
+import bz2
+import fcntl
+import gzip
+import logging
+import lzma
+import os
+import random
+import time
+import traceback
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+import ujson
+
+from cluster import codec, defaults
+from cluster.exceptions import BadRecord, InputError, UserFunctionError
+from cluster.layout import JobLayout
+from cluster.shuffler import Shuffler
+
+log = logging.getLogger(__name__)
+
+_DECOMPRESSORS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+CORRUPT_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+MAX_BAD_LINE_EXAMPLES = 20
+
+
+# --- choosing input files ----------------------------------------------------------------
+def list_input_files(input_dirs: Iterable[str]) -> list[tuple[str, int]]:
+    """Every file under the input dirs (recursively, hidden names skipped) with its size."""
+    found: dict[str, int] = {}
+    missing = []
+    for top in input_dirs:
+        if not os.path.isdir(top):
+            missing.append(top)
+            continue
+        for root, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith(".") or name.endswith(".tmp"):
+                    continue
+                path = os.path.abspath(os.path.join(root, name))
+                try:
+                    found[path] = os.path.getsize(path)
+                except FileNotFoundError:
+                    continue
+    if missing:
+        raise InputError(f"input_dirs not found on this machine: {', '.join(missing)} "
+                         "(each location must have every input dir, even an empty one)")
+    return sorted(found.items())
+
+
+def is_locked(path: str) -> bool:
+    """True when another process holds a lock on the file (it is still being written)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def assign_files(files: list[tuple[str, int]], servers: list[str]) -> dict[str, list[str]]:
+    """Split files over servers by size: largest first, each to the least-loaded server.
+
+    Ties are broken by a stable hash of the path, never Python's salted hash(), so
+    every process that plans the same listing gets the same answer.
+    """
+    loads = {s: 0 for s in servers}
+    plan: dict[str, list[str]] = {s: [] for s in servers}
+    for path, size in sorted(files, key=lambda f: (-f[1], codec.stable_hash(f[0]), f[0])):
+        target = min(servers, key=lambda s: (loads[s], servers.index(s)))
+        plan[target].append(path)
+        loads[target] += max(size, 1)
+    return plan
+
+
+class HoldState:
+    """hold_state bookkeeping: which files successful runs of a job have mapped.
+
+    A run records its files in a pending file; `commit` makes it count only when
+    the job succeeded, so a failed run maps the same files again next time.
+    """
+
+    def __init__(self, layout: JobLayout):
+        self.directory = layout.state_dir
+
+    def mapped(self) -> set[str]:
+        done: set[str] = set()
+        if not os.path.isdir(self.directory):
+            return done
+        for name in os.listdir(self.directory):
+            if name.endswith(".json"):
+                with open(os.path.join(self.directory, name)) as fh:
+                    done.update(ujson.load(fh))
+        return done
+
+    def record(self, run_id: str, server_id: str, files: list[str]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"{run_id}-{server_id}.pending")
+        with open(path, "w") as fh:
+            ujson.dump({f: os.path.getsize(f) if os.path.exists(f) else None for f in files}, fh)
+
+    def commit(self, run_id: str) -> None:
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            if name.startswith(run_id + "-") and name.endswith(".pending"):
+                src = os.path.join(self.directory, name)
+                os.replace(src, src[: -len(".pending")] + ".json")
+
+    def discard(self, run_id: str) -> None:
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            if name.startswith(run_id + "-") and name.endswith(".pending"):
+                os.unlink(os.path.join(self.directory, name))
+
+
+def load_auxiliary_data(layout: JobLayout, name: str | None) -> Any:
+    """The JSON document `auxiliary_dir/<name>.data`, or None when no name is given."""
+    if not name:
+        return None
+    path = layout.auxiliary_path(name)
+    try:
+        with open(path, "rb") as fh:
+            return ujson.loads(fh.read())
+    except FileNotFoundError:
+        raise InputError(f"auxiliary data {name!r} not found: no file {path} "
+                         "(upload it with an upload_auxiliary transfer, or fix the job's name)") from None
+    except ValueError as exc:
+        raise InputError(f"auxiliary data {path} is not valid JSON: {exc}") from None
+
+
+# --- reading -----------------------------------------------------------------------------
+def open_input(path: str) -> tuple[IO[bytes], IO[bytes]]:
+    """(line reader, raw file) for a plain or compressed file; raw.tell() is the progress."""
+    raw = open(path, "rb")
+    ext = os.path.splitext(path)[1].lower()
+    opener = _DECOMPRESSORS.get(ext)
+    if opener is None:
+        return raw, raw
+    return opener(fileobj=raw, mode="rb"), raw
+
+
+def read_previous_output(line: str, auxiliary_data: Any) -> list[tuple]:
+    """The 'map function' of merge_previous_output: an output line back into a (key, value) item."""
+    item = ujson.loads(line)
+    if not isinstance(item, list) or len(item) != 2:
+        raise BadRecord("previous output items must be [key, value] pairs")
+    return [(_tuplify(item[0]), item[1])]
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+class Mapper:
+    """Runs one server's map phase over its files, feeding a Shuffler."""
+
+    def __init__(self, *, server_id: str, job: dict, map_function: Callable, auxiliary_data: Any,
+                 shuffler: Shuffler, counters: dict, progress: Callable[[], None] | None = None):
+        self.server_id = server_id
+        self.job = job
+        self.map_function = map_function
+        self.auxiliary_data = auxiliary_data
+        self.shuffler = shuffler
+        self.counters = counters
+        self.progress = progress
+        for name in ("files", "files_done", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
+                     "corrupt_files", "input_bytes_total", "input_bytes_done"):
+            counters.setdefault(name, 0)
+        counters.setdefault("bad_line_examples", [])
+        counters.setdefault("corrupt_file_names", [])
+
+    def run(self, files: list[str], map_function: Callable | None = None) -> None:
+        """Map every file; `map_function` overrides the job's (for previous output)."""
+        fn = map_function or self.map_function
+        self.counters["files"] += len(files)
+        self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        for path in files:
+            self._map_file(path, fn)
+            self.counters["files_done"] += 1
+
+    def _sampler(self, path: str) -> Callable[[], float] | None:
+        fraction = float(self.job.get("downsample") or 1.0)
+        if fraction >= 1.0:
+            return None
+        return random.Random(f"{self.job['job_name']}\0{path}").random
+
+    def _map_file(self, path: str, fn: Callable) -> None:
+        counters = self.counters
+        aux = self.auxiliary_data
+        add = self.shuffler.add
+        sample = self._sampler(path)
+        fraction = float(self.job.get("downsample") or 1.0)
+        check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
+        lineno = records = nbytes = skipped = 0
+        done_before = counters["input_bytes_done"]
+        started = time.monotonic()
+        try:
+            reader, raw = open_input(path)
+        except OSError as exc:
+            raise InputError(f"cannot open input file {path}: {exc}") from exc
+        try:
+            with reader, raw:
+                try:
+                    for lineno, data in enumerate(reader, 1):
+                        if sample is not None and sample() >= fraction:
+                            skipped += 1
+                            continue
+                        nbytes += len(data)
+                        try:
+                            line = data.decode()
+                        except UnicodeDecodeError as exc:
+                            self._bad_line(path, lineno, f"not UTF-8: {exc.reason}")
+                            continue
+                        try:
+                            add(fn(line, aux))
+                        except BadRecord as exc:
+                            self._bad_line(path, lineno, str(exc))
+                        except Exception as exc:
+                            raise self._user_error(exc, path, lineno, line) from exc
+                        if not lineno & check_every:
+                            counters["records_in"] += lineno - records - skipped
+                            counters["bytes_in"] += nbytes
+                            counters["records_sampled_out"] += skipped
+                            records, nbytes, skipped = lineno, 0, 0
+                            counters["input_bytes_done"] = done_before + raw.tell()
+                            self.shuffler.maybe_flush()
+                            if self.progress:
+                                self.progress()
+                except CORRUPT_ERRORS as exc:
+                    if isinstance(exc, OSError) and not _is_decompress_error(exc, path):
+                        raise InputError(f"reading input file {path} failed at line {lineno}: {exc}") from exc
+                    counters["corrupt_files"] += 1
+                    counters["corrupt_file_names"].append(f"{path}: {type(exc).__name__}: {exc} "
+                                                          f"(after line {lineno})")
+                    log.warning("%s: corrupt compressed file %s after line %d: %s",
+                                self.server_id, path, lineno, exc)
+        finally:
+            counters["records_in"] += max(0, lineno - records - skipped)
+            counters["records_sampled_out"] += skipped
+            counters["bytes_in"] += nbytes
+            counters["input_bytes_done"] = done_before + (os.path.getsize(path) if os.path.exists(path) else 0)
+        log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
+        self.shuffler.maybe_flush()
+        if self.progress:
+            self.progress()
+
+    def _bad_line(self, path: str, lineno: int, reason: str) -> None:
+        self.counters["bad_lines"] += 1
+        examples = self.counters["bad_line_examples"]
+        if len(examples) < MAX_BAD_LINE_EXAMPLES:
+            examples.append(f"{path}:{lineno}: {reason}")
+
+    def _user_error(self, exc: Exception, path: str, lineno: int, line: str) -> UserFunctionError:
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TypeError) and "unhashable" in str(exc):
+            error += " (keys must be hashable: use a tuple, not a list or dict)"
+        elif _raised_in_shuffler(exc):
+            error += " (a map function must return an iterable of (key, value) items, or None)"
+        return UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
+                                 server=self.server_id, error=error, traceback=traceback.format_exc(),
+                                 input_file=path, line_number=lineno, line=line)
+
+
+def _raised_in_shuffler(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith("shuffler.py")
+
+
+def _is_decompress_error(exc: OSError, path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in _DECOMPRESSORS
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run of a job."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def iter_lines(path: str) -> Iterator[str]:
+    """Decoded lines of a plain or compressed file (for reading output back)."""
+    reader, raw = open_input(path)
+    with reader, raw:
+        for data in reader:
+            yield data.decode()

@@ -1,0 +1,80 @@
+"""Progress bars per phase (files, records, bytes) and the end-of-job counters table."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024 / 1024:,.1f} MB"
+
+
+class PhaseBars:
+    """One tqdm bar per phase, fed with every server's counters."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.disable = (not sys.stderr.isatty()) if enabled is None else not enabled
+        self.bar: tqdm | None = None
+        self.phase: str | None = None
+
+    def update(self, phase: str, per_server: dict[str, dict[str, Any]]) -> None:
+        if self.disable:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            unit = {"map": "B", "sort": "run", "reduce": "item"}[phase]
+            self.bar = tqdm(desc=f"{phase:>6}", unit=unit, unit_scale=True, leave=True, file=sys.stderr,
+                            dynamic_ncols=True)
+        c = [x for x in per_server.values() if x]
+        if phase == "map":
+            total = sum(x.get("input_bytes_total", 0) for x in c)
+            done = sum(x.get("input_bytes_done", 0) for x in c)
+            post = (f"files {sum(x.get('files_done', 0) for x in c)}/{sum(x.get('files', 0) for x in c)}, "
+                    f"records {sum(x.get('records_in', 0) for x in c):,}, spilled "
+                    f"{_mb(sum(x.get('spilled_bytes', 0) for x in c))}")
+        elif phase == "sort":
+            total = done = sum(x.get("runs_in", 0) for x in c)
+            post = f"servers done {sum(1 for x in c if 'seconds' in x)}/{len(per_server)}"
+        else:
+            total = None
+            done = sum(x.get("items_reduced", 0) for x in c)
+            post = f"groups {sum(x.get('groups', 0) for x in c):,}, out {sum(x.get('records_out', 0) for x in c):,}"
+        self.bar.total = total
+        self.bar.n = min(done, total) if total else done
+        self.bar.set_postfix_str(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_counters(result: Any) -> str:
+    """A few lines a person reads after a job: output, records, bytes, time per phase, memory."""
+    c = result.counters
+    sec = c.get("seconds", {})
+    rss = c.get("peak_rss_bytes", {})
+    lines = [
+        f"job {result.job_name} succeeded (run {result.run_id})",
+        f"  output:        {result.output_dir} ({c['output_files']} files, {_mb(c['output_bytes'])})",
+        f"  input:         {c['files']} files, {c['records_in']:,} records, {_mb(c['bytes_in'])}",
+        f"  bad lines:     {c['bad_lines']:,}" + (f"  e.g. {c['bad_line_examples'][0]}" if c['bad_line_examples'] else ""),
+        f"  map output:    {c['map_items_out']:,} items"
+        + (f", combined {c['combine_items_in']:,} -> {c['combine_items_out']:,}" if c["combine_calls"] else ""),
+        f"  shuffled:      {c['spilled_items']:,} items, {_mb(c['spilled_bytes'])} in {c['spill_files']} files",
+        f"  reduce:        {c['groups']:,} groups -> {c['records_out']:,} records",
+        "  seconds:       " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()),
+        "  peak memory:   " + ", ".join(f"{s} {_mb(v)}" for s, v in sorted(rss.items())),
+    ]
+    if c.get("corrupt_files"):
+        lines.append(f"  CORRUPT FILES: {c['corrupt_files']}")
+        lines += [f"    {name}" for name in c["corrupt_file_names"]]
+    if c.get("locked_files_skipped"):
+        lines.append(f"  skipped (locked, still being written): {len(c['locked_files_skipped'])} files")
+    if c.get("files_already_mapped"):
+        lines.append(f"  skipped (hold_state, mapped before): {c['files_already_mapped']} files")
+    return "\n".join(lines)

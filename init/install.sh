@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up of this machine for the cluster: OS packages when missing,
+# a virtualenv in .venv, and the package with its test extras.
+#   init/install.sh            runtime + test extras
+#   EXTRAS=test,bench init/install.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+extras="${EXTRAS:-test}"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v screen >/dev/null 2>&1 || need+=(screen)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "install.sh: installing OS packages: ${need[*]}" >&2
+    if command -v apt-get >/dev/null 2>&1; then
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+        # We start our own redis-servers on our own ports; the distribution's
+        # default instance is not ours to keep running.
+        if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+            as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+        fi
+    else
+        echo "install.sh: please install ${need[*]} with your OS package manager" >&2
+        exit 1
+    fi
+fi
+
+py="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$py" -m venv .venv
+fi
+stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)-${extras//,/_}"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".[${extras}]"
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
