@@ -126,10 +126,10 @@ def output(job_name: str, config_path: str | None, limit: int | None) -> None:
     out = sys.stdout
     for path in files:
         for line in iter_lines(path):
-            out.write(line if line.endswith("\n") else line + "\n")
-            shown += 1
             if limit is not None and shown >= limit:
                 return
+            out.write(line if line.endswith("\n") else line + "\n")
+            shown += 1
 
 
 @mapreduce.command("config")

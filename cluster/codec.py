@@ -2,8 +2,9 @@
 
 marshal is used because it is the fastest faithful codec measured for this data
 (tuples stay tuples, ints stay ints; see BENCHMARKS.md) and it cannot run code
-when loading. A file is a sequence of marshal-dumped lists; version 2 of the
-format has no back-references, so equal values always encode to equal bytes.
+when loading. A file is a sequence of marshal-dumped lists in the current format
+(version 4: back-references make it faster and smaller). Stable hashing uses
+version 2, which has no back-references, so equal keys always give equal bytes.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import IO, Any
 
 from cluster.exceptions import CodecError
 
-VERSION = 2
+VERSION = marshal.version
+HASH_VERSION = 2
 
 
 def dump_batch(fh: IO[bytes], items: list) -> int:
@@ -73,10 +75,16 @@ def iter_items(path: str) -> Iterator:
 
 def stable_hash(key: Any) -> int:
     """A hash of a key that is the same in every process and on every machine."""
-    if type(key) is str:
+    t = type(key)
+    if t is str:
         return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if t is int or t is bool or (t is float and key.is_integer()):
+        # 1, 1.0 and True are one key to a dict and to groupby: they must reach the same server
+        return zlib.crc32(b"i%d" % int(key))
+    if t is tuple:
+        return zlib.crc32(b"t" + b",".join(b"%d" % stable_hash(e) for e in key))
     try:
-        return zlib.crc32(marshal.dumps(key, VERSION))
+        return zlib.crc32(marshal.dumps(key, HASH_VERSION))
     except ValueError:
         raise CodecError(f"key {key!r:.200} of type {type(key).__name__} cannot be hashed stably; "
                          "use str, int, float, bytes or tuples of them") from None

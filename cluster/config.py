@@ -92,7 +92,7 @@ class ClusterConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "built-in defaults",
-                  relative_to: str | None = None) -> ClusterConfig:
+                  relative_to: str | None = None, check_dirs: bool = True) -> ClusterConfig:
         """Validate raw values (strings or typed) against the known keys and derive the rest."""
         unknown = sorted(set(values) - set(defaults.CONFIG_DEFAULTS))
         problems = [f"unknown key {k!r} (known keys: {', '.join(defaults.CONFIG_DEFAULTS)})" for k in unknown]
@@ -121,7 +121,7 @@ class ClusterConfig:
             problems.append("number_of_servers_per_location must be at least 1")
         if out.get("poll_every", 1.0) <= 0:
             problems.append("poll_every must be more than 0 seconds")
-        if out.get("max_number_of_bytes_in_memory", 1) < 1024 ** 2:
+        if out.get("max_number_of_bytes_in_memory", 1024 ** 2) < 1024 ** 2:
             problems.append("max_number_of_bytes_in_memory must be at least 1M")
         for key in ("base_port", "management_port", "redis_port", "ssh_port"):
             if key in out and not 0 < out[key] < 65536:
@@ -146,10 +146,10 @@ class ClusterConfig:
             out[key] = absolute(merged[key]) if merged[key] else os.path.join(compute_dir, sub)
         out["projects_dir"] = (absolute(merged["projects_dir"]) if merged["projects_dir"]
                                else os.path.abspath("projects"))
-        if merged["projects_dir"] and not os.path.isdir(out["projects_dir"]):
+        if check_dirs and merged["projects_dir"] and not os.path.isdir(out["projects_dir"]):
             problems.append(f"projects_dir {out['projects_dir']} is not a directory; create it or fix the key")
         key_file = absolute(merged["ssh_key_file"]) if merged["ssh_key_file"] else None
-        if key_file and not os.path.isfile(key_file):
+        if check_dirs and key_file and not os.path.isfile(key_file):
             problems.append(f"ssh_key_file {key_file} does not exist")
         if problems:
             raise ConfigError(f"configuration from {source} is not valid:\n" +
@@ -187,4 +187,4 @@ class ClusterConfig:
                 if raw[key] == os.path.join(self.compute_dir, sub):
                     raw[key] = None
         raw.update(changes)
-        return ClusterConfig.from_dict(raw, source=self.source)
+        return ClusterConfig.from_dict(raw, source=self.source, check_dirs="projects_dir" in changes)

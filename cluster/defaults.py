@@ -47,5 +47,6 @@ MAX_MERGE_FAN_IN = 64          # runs merged at once; more runs get an extra mer
 MEMORY_CHECK_EVERY_LINES = 4096  # the mapper re-estimates held memory this often
 PROGRESS_EVERY_SECONDS = 0.5   # how often a worker reports its counters
 HEARTBEAT_TIMEOUT_SECONDS = 30.0  # a worker silent for this long fails the phase
+COMBINE_BUFFER_BYTES = 256 * 1024 ** 2  # combine once map output grows this much (cache-friendly)
 SIZE_SAMPLE_ITEMS = 256        # items sampled to estimate the memory an item takes
 GZIP_LEVEL = 3

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import groupby
+from itertools import groupby, islice
 from operator import itemgetter
 from typing import Any
 
@@ -58,6 +58,9 @@ def universal_key(k: Any) -> tuple:
 
 def _universal_item_key(item: tuple) -> tuple:
     return universal_key(item[0])
+
+
+_FAMILY = {int: "number", float: "number", bool: "number", str: "str", bytes: "bytes", tuple: "tuple"}
 
 
 def sort_keys(keys: list) -> bool:
@@ -114,6 +117,7 @@ class DiskSort:
         self._buffer: list = []
         self._item_bytes: float | None = None
         self._runs: list[str] = []
+        self._families: set = set()
         self._own_runs: list[str] = []
         self._groups: Iterator | None = None
         self._current: DiskList | None = None
@@ -126,8 +130,13 @@ class DiskSort:
             self._check_memory()
 
     def extend(self, items: Iterable[tuple]) -> None:
-        self._buffer.extend(items)
-        self._check_memory()
+        it = iter(items)
+        while True:
+            batch = list(islice(it, defaults.BATCH_ITEMS))
+            if not batch:
+                return
+            self._buffer.extend(batch)
+            self._check_memory()
 
     def add_run(self, path: str, universal: bool = False) -> None:
         """Add a file of batches already sorted by key (universal order when `universal`)."""
@@ -157,6 +166,9 @@ class DiskSort:
         if not self._buffer:
             return
         self.universal = sort_items(self._buffer) or self.universal
+        self._families.update(_FAMILY.get(t, "other") for t in set(map(type, map(_key0, self._buffer))))
+        if len(self._families) > 1:
+            self.universal = True  # runs of different key types only merge in the universal order
         path = self._new_run_path()
         with open(path, "wb") as fh:
             codec.dump_items(fh, self._buffer, defaults.BATCH_ITEMS)

@@ -45,12 +45,15 @@ class OutputError(ClusterError):
     """Reduce output could not be written (a value that is not JSON, a full disk...)."""
 
 
+_NO_KEY = object()
+
+
 class UserFunctionError(ClusterError):
     """A map, combine or reduce function raised; says where, with the original traceback."""
 
     def __init__(self, *, function: str, phase: str, server: str | None, error: str,
                  traceback: str, input_file: str | None = None, line_number: int | None = None,
-                 line: str | None = None, key: object = None):
+                 line: str | None = None, key: object = _NO_KEY):
         self.function = function
         self.phase = phase
         self.server = server
@@ -59,13 +62,14 @@ class UserFunctionError(ClusterError):
         self.input_file = input_file
         self.line_number = line_number
         self.line = line
-        self.key = key
+        self.has_key = key is not _NO_KEY
+        self.key = key if self.has_key else None
         where = [f"phase {phase}"]
         if server:
             where.insert(0, f"server {server}")
         if input_file:
             where.append(f"file {input_file}" + (f" line {line_number}" if line_number else ""))
-        if key is not None:
+        if self.has_key:
             where.append(f"key {key!r:.200}")
         msg = f"{function} raised {error} ({', '.join(where)})"
         if line is not None:

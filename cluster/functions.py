@@ -43,6 +43,7 @@ def load_module(projects_root: str, project_name: str, module: str) -> ModuleTyp
     unique = f"_cluster_project_{project_name.replace('.', '_').replace('-', '_')}_{module}"
     spec = importlib.util.spec_from_file_location(unique, path)
     mod = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(mod)
@@ -51,6 +52,10 @@ def load_module(projects_root: str, project_name: str, module: str) -> ModuleTyp
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
+        # The project's own helper modules are loaded afresh each time, never shared between projects.
+        for name in set(sys.modules) - before:
+            if (getattr(sys.modules[name], "__file__", None) or "").startswith(folder + os.sep):
+                del sys.modules[name]
     return mod
 
 

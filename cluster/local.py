@@ -76,7 +76,7 @@ def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
     total["seconds"] = {}
     total["peak_rss_bytes"] = {}
     for server, phases in per_server.items():
-        for phase, c in phases.items():
+        for c in phases.values():
             for k in SUM_KEYS:
                 if k in c:
                     total[k] += c[k]

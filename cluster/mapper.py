@@ -25,7 +25,7 @@ import ujson
 from cluster import codec, defaults
 from cluster.exceptions import BadRecord, InputError, UserFunctionError
 from cluster.layout import JobLayout
-from cluster.shuffler import Shuffler
+from cluster.shuffler import BadMapOutput, Shuffler
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,17 @@ def open_input(path: str) -> tuple[IO[bytes], IO[bytes]]:
     opener = _DECOMPRESSORS.get(ext)
     if opener is None:
         return raw, raw
-    return opener(fileobj=raw, mode="rb"), raw
+    if opener is gzip.GzipFile:
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    return opener(raw, mode="rb"), raw
 
 
 def read_previous_output(line: str, auxiliary_data: Any) -> list[tuple]:
     """The 'map function' of merge_previous_output: an output line back into a (key, value) item."""
-    item = ujson.loads(line)
+    try:
+        item = ujson.loads(line)
+    except ValueError as exc:
+        raise BadRecord(f"previous output line is not JSON: {exc}") from None
     if not isinstance(item, list) or len(item) != 2:
         raise BadRecord("previous output items must be [key, value] pairs")
     return [(_tuplify(item[0]), item[1])]
@@ -240,9 +245,9 @@ class Mapper:
                             counters["records_in"] += lineno - records - skipped
                             counters["bytes_in"] += nbytes
                             counters["records_sampled_out"] += skipped
+                            self._flush(path, fn, records + 1, lineno)
                             records, nbytes, skipped = lineno, 0, 0
                             counters["input_bytes_done"] = done_before + raw.tell()
-                            self.shuffler.maybe_flush()
                             if self.progress:
                                 self.progress()
                 except CORRUPT_ERRORS as exc:
@@ -259,9 +264,43 @@ class Mapper:
             counters["bytes_in"] += nbytes
             counters["input_bytes_done"] = done_before + (os.path.getsize(path) if os.path.exists(path) else 0)
         log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
-        self.shuffler.maybe_flush()
+        self._flush(path, fn, records + 1, lineno)
         if self.progress:
             self.progress()
+
+    def _flush(self, path: str, fn: Callable, first_line: int, last_line: int) -> None:
+        try:
+            self.shuffler.maybe_flush()
+        except BadMapOutput as exc:
+            lineno, line = self._locate_bad_output(path, fn, first_line, last_line)
+            where = {"line_number": lineno, "line": line} if lineno else {}
+            error = str(exc) if lineno else f"{exc} (in the output of lines {first_line}-{last_line})"
+            raise UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
+                                    server=self.server_id, error=error, traceback="", input_file=path,
+                                    **where) from None
+
+    def _locate_bad_output(self, path: str, fn: Callable, first: int, last: int) -> tuple[int | None, str | None]:
+        """Failure path only: map the batch's lines again to name the line whose output is malformed."""
+        sample = self._sampler(path)
+        fraction = float(self.job.get("downsample") or 1.0)
+        for lineno, line in enumerate(iter_lines(path), 1):
+            if lineno > last:
+                break
+            if (sample is not None and sample() >= fraction) or lineno < first:
+                continue
+            try:
+                items = list(fn(line, self.auxiliary_data) or ())
+                for item in items:
+                    hash(item[0])
+                    if not isinstance(item, (tuple, list)):
+                        raise TypeError("not a (key, value) item")
+            except BadRecord:
+                continue
+            except (TypeError, IndexError, KeyError):
+                return lineno, line
+            except Exception:  # noqa: BLE001 - the first run did not raise here; keep the range
+                return None, None
+        return None, None
 
     def _bad_line(self, path: str, lineno: int, reason: str) -> None:
         self.counters["bad_lines"] += 1

@@ -53,7 +53,7 @@ def error_report(exc: BaseException, server_id: str, phase: str) -> dict[str, An
               "traceback": traceback.format_exc()}
     if isinstance(exc, UserFunctionError):
         report.update(input_file=exc.input_file, line_number=exc.line_number,
-                      key=repr(exc.key) if exc.key is not None else None, traceback=exc.traceback)
+                      key=repr(exc.key) if exc.has_key else None, traceback=exc.traceback)
     return report
 
 
@@ -108,22 +108,14 @@ class ServerTask:
             memory_budget=self.config.server_memory_budget,
             max_items_per_file=self.job.get("max_number_dumped_items_shuffler")
             or defaults.MAX_NUMBER_DUMPED_ITEMS_SHUFFLER,
-            combine=self.combine_fn, auxiliary_data=aux_reduce, counters=counters)
+            combine=self.combine_fn, combine_name=self.job.get("combine_function_name") or "combine",
+            auxiliary_data=aux_reduce, counters=counters)
         mapper = Mapper(server_id=self.server_id, job=self.job, map_function=self.map_fn,
                         auxiliary_data=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_mapper")),
                         shuffler=shuffler, counters=counters, progress=self.progress)
         mapper.run(self.inputs.get("files", []))
         mapper.run(self.inputs.get("previous_output", []), map_function=read_previous_output)
-        try:
-            shuffler.close()
-        except ShuffleError:
-            raise
-        except Exception as exc:
-            if self.combine_fn is None:
-                raise
-            raise UserFunctionError(function=f"combine function {self.job['combine_function_name']!r}",
-                                    phase="map", server=self.server_id, error=f"{type(exc).__name__}: {exc}",
-                                    traceback=traceback.format_exc()) from exc
+        shuffler.close()
 
     def _reducer_for(self, counters: dict) -> Reducer:
         if self._reducer is None:
@@ -160,10 +152,13 @@ def local_worker_main(config_values: dict, job: dict, run_id: str, server_id: st
     phase = "start"
     task = None
     try:
-        config = ClusterConfig.from_dict(config_values, source="master")
+        config = ClusterConfig.from_dict(config_values, source="master", check_dirs=False)
+
+        def send_progress(phase_name: str, counters: dict) -> None:
+            reports.put((Report.PROGRESS.value, server_id, phase_name, dict(counters)))
+
         task = ServerTask(config=config, job=job, run_id=run_id, server_id=server_id, partitions=partitions,
-                          inputs=inputs, projects_root=config.projects_dir, on_progress=lambda p, c: reports.put((Report.PROGRESS.value,
-                                                                                server_id, p, dict(c))))
+                          inputs=inputs, projects_root=config.projects_dir, on_progress=send_progress)
         while True:
             command = commands.get()
             if command is None:

@@ -62,7 +62,8 @@ def format_counters(result: Any) -> str:
         f"job {result.job_name} succeeded (run {result.run_id})",
         f"  output:        {result.output_dir} ({c['output_files']} files, {_mb(c['output_bytes'])})",
         f"  input:         {c['files']} files, {c['records_in']:,} records, {_mb(c['bytes_in'])}",
-        f"  bad lines:     {c['bad_lines']:,}" + (f"  e.g. {c['bad_line_examples'][0]}" if c['bad_line_examples'] else ""),
+        f"  bad lines:     {c['bad_lines']:,}"
+        + (f"  e.g. {c['bad_line_examples'][0]}" if c["bad_line_examples"] else ""),
         f"  map output:    {c['map_items_out']:,} items"
         + (f", combined {c['combine_items_in']:,} -> {c['combine_items_out']:,}" if c["combine_calls"] else ""),
         f"  shuffled:      {c['spilled_items']:,} items, {_mb(c['spilled_bytes'])} in {c['spill_files']} files",

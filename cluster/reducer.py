@@ -60,7 +60,7 @@ class OutputWriter:
         for item in items:
             try:
                 lines.append(dumps(item, ensure_ascii=False))
-            except (TypeError, OverflowError) as exc:
+            except (TypeError, ValueError) as exc:
                 raise OutputError(f"reduce output item {item!r:.200} (key {key!r:.100}) is not JSON: {exc}; "
                                   "reduce functions must yield JSON-serializable items") from None
         start = 0
@@ -69,7 +69,11 @@ class OutputWriter:
                 self.close()
                 self._open()
             take = lines[start:start + self.max_items - self._in_file]
-            data = ("\n".join(take) + "\n").encode()
+            try:
+                data = ("\n".join(take) + "\n").encode()
+            except UnicodeEncodeError as exc:
+                raise OutputError(f"reduce output for key {key!r:.100} holds a string that is not valid "
+                                  f"Unicode ({exc.reason}); clean it in the reduce function") from None
             self._fh.write(data)
             self._in_file += len(take)
             self.bytes += len(data)
@@ -120,7 +124,11 @@ class Reducer:
         """Collect this server's runs and merge them down to what one final merge can hold."""
         self._sort = self._new_sort(universal=False)
         self.counters["runs_in"] = self._sort.run_count
-        self._sort.premerge()
+        try:
+            self._sort.premerge()
+        except OrderConflict:
+            self._fall_back_to_universal()
+            self._sort.premerge()
         self.counters["merge_passes"] = self._sort.counters["merge_passes"]
 
     def reduce(self) -> None:
@@ -130,13 +138,15 @@ class Reducer:
         try:
             self._reduce_once()
         except OrderConflict:
-            # Keys of different runs were not comparable: start again in the universal order.
-            log.warning("%s: keys are not mutually comparable; re-reducing in the universal key order",
-                        self.server_id)
-            self.counters["order_fallbacks"] += 1
-            self._sort.close()
-            self._sort = self._new_sort(universal=True)
+            self._fall_back_to_universal()
             self._reduce_once()
+
+    def _fall_back_to_universal(self) -> None:
+        """Keys of different runs were not comparable: start the merge again in the universal order."""
+        log.warning("%s: keys are not mutually comparable; merging in the universal key order", self.server_id)
+        self.counters["order_fallbacks"] = self.counters.get("order_fallbacks", 0) + 1
+        self._sort.close()
+        self._sort = self._new_sort(universal=True)
 
     def _reduce_once(self) -> None:
         job = self.job

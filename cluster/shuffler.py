@@ -1,30 +1,62 @@
 """Partition map output by key into spill files and hand them to a transport.
 
-Map output is grouped by key in memory (one dict lookup per item). When the
-estimated size passes the budget, the groups are combined in place when the job
-has a combiner (and kept while that frees enough), otherwise spilled: keys are
-sorted once per spill, so every spill file is a sorted run and the reducer only
-merges. Keys go to servers by a stable hash, the same on every machine.
+Each map call's output is appended to a pending batch (one C-level extend per
+line). A batch is then either counted or grouped:
+
+- counted, when the job has a combiner and every item of the batch is a
+  (key, value) pair of plain types (values int/str/bytes/None, keys those or
+  hashable tuples): identical items are counted by `collections.Counter` in C, so
+  millions of ("word", 1) items take the memory of their distinct values, and
+  the combiner later gets `[item] * n`. Only items equal in type and value are
+  merged, so the combiner sees exactly what the map produced.
+- keys counted per value, for `cluster.emit.with_value(keys, value)` output with a
+  combiner: no tuple is built per key at all.
+- grouped otherwise: items are appended to their key's list (itemgetter,
+  defaultdict lookup and list.append chained through `map`, all in C).
+
+When the held items pass the combine size, groups are combined in place (a
+combiner may run 0..n times, so it must be associative); when they pass the
+memory budget they are spilled: keys are sorted once per spill, so every spill
+file is a sorted run and the reducer only merges. Keys go to servers by a stable
+hash, the same on every machine.
 """
 from __future__ import annotations
 
 import logging
 import os
+import traceback
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from cluster import codec, defaults
-from cluster.disk_sort import deep_size, sort_keys
+from cluster.disk_sort import estimate_item_bytes, sort_keys
+from cluster.emit import SameValue
+from cluster.exceptions import UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
 from cluster.transport import Transport
 
 log = logging.getLogger(__name__)
-_PER_KEY_BYTES = 160  # a dict entry, a list header and its spare slots
+_PER_KEY_BYTES = 160   # a dict entry, a list header and its spare slots
+_PER_COUNT_BYTES = 100  # a Counter entry
+_key0 = itemgetter(0)
+_value1 = itemgetter(1)
+_append = list.append
+_consume = deque(maxlen=0).extend
+_TUPLE = {tuple}
+_PAIR = {2}
+_COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
+_COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None), tuple})
 
 
 class ShuffleError(Exception):
     """Internal: a spill could not be written (wrapped by the phase with its context)."""
+
+
+class BadMapOutput(Exception):
+    """Internal: a map call returned something that is not (key, value) items with hashable keys."""
 
 
 class Shuffler:
@@ -32,8 +64,8 @@ class Shuffler:
 
     def __init__(self, *, server_id: str, partitions: list[str], spill_dir: str, transport: Transport,
                  memory_budget: int, max_items_per_file: int,
-                 combine: Callable[[list, Any], Iterable] | None = None, auxiliary_data: Any = None,
-                 counters: dict | None = None):
+                 combine: Callable[[list, Any], Iterable] | None = None, combine_name: str = "combine",
+                 auxiliary_data: Any = None, counters: dict | None = None):
         self.server_id = server_id
         self.partitions = list(partitions)
         self.spill_dir = spill_dir
@@ -41,94 +73,195 @@ class Shuffler:
         self.memory_budget = memory_budget
         self.max_items_per_file = max(1, max_items_per_file)
         self.combine = combine
+        self.combine_name = combine_name
+        self.combine_buffer_bytes = defaults.COMBINE_BUFFER_BYTES
         self.auxiliary_data = auxiliary_data
         self.counters = counters if counters is not None else {}
         for name in ("map_items_out", "combine_calls", "combine_items_in", "combine_items_out",
                      "spills", "spilled_items", "spilled_bytes", "spill_files", "moved_bytes"):
             self.counters.setdefault(name, 0)
-        self._groups: dict = {}
+        self._pending: list = []
+        self._pending_keys: dict = {}   # (type(value), value) -> [value, keys...] from with_value()
+        self._counts: Counter = Counter()   # identical items -> how many
+        self._key_counts: dict = {}     # (type(value), value) -> (value, Counter of keys)
+        self._counted = 0               # items represented by the counters
+        self._use_counts = combine is not None
+        self._groups: defaultdict = defaultdict(list)
         self._held = 0
-        self._added = 0
         self._item_bytes: float | None = None
+        self._after_combine = 0.0
         self._seq = 0
         self._partition_cache: dict = {}
         os.makedirs(spill_dir, exist_ok=True)
 
     def add(self, items: Iterable | None) -> None:
-        """Take one map call's output. The hot path: keep it lean."""
+        """Take one map call's output (the hot path: one C-level extend)."""
         if items is None:
             return
-        groups = self._groups
-        get = groups.get
-        n = 0
-        for n, item in enumerate(items, 1):  # noqa: B007 - n is the count
-            key = item[0]
-            group = get(key)
-            if group is None:
-                groups[key] = [item]
-            else:
-                group.append(item)
-        self._held += n
-        self._added += n
+        if type(items) is SameValue:
+            value = items.value
+            try:
+                bucket = self._pending_keys.get((type(value), value))
+            except TypeError:  # an unhashable value: plain items
+                self._pending += items
+                return
+            if bucket is None:
+                self._pending_keys[(type(value), value)] = bucket = [value]
+            bucket += items.keys
+            return
+        self._pending += items
 
+    # --- batches -----------------------------------------------------------------------
+    def drain(self) -> None:
+        """Count or group the pending batch. Raises BadMapOutput for malformed map output."""
+        if self._pending_keys:
+            self._drain_keys()
+        items = self._pending
+        if not items:
+            return
+        self._pending = []
+        self.counters["map_items_out"] += len(items)
+        if self._item_bytes is None and len(items) >= defaults.SIZE_SAMPLE_ITEMS:
+            self._item_bytes = estimate_item_bytes(items)
+        if self._use_counts and self._countable(items):
+            before = len(self._counts)
+            self._counts.update(items)
+            self._counted += len(items)
+            if len(items) > 10_000 and len(self._counts) - before > 0.8 * len(items):
+                self._use_counts = False  # nearly every item is distinct: counting only costs time
+            return
+        try:
+            _consume(map(_append, map(self._groups.__getitem__, map(_key0, items)), items))
+        except (TypeError, IndexError, KeyError) as exc:
+            raise BadMapOutput(self._describe_bad(items, exc)) from None
+        self._held += len(items)
+
+    def _drain_keys(self) -> None:
+        buckets, self._pending_keys = self._pending_keys, {}
+        for vk, bucket in buckets.items():
+            value = bucket[0]
+            keys = bucket
+            keys[0:1] = []
+            if (self.combine is not None and type(value) in _COUNT_VALUE_TYPES
+                    and set(map(type, keys)) <= _COUNT_KEY_TYPES - {tuple}):
+                entry = self._key_counts.get(vk)
+                if entry is None:
+                    self._key_counts[vk] = entry = (value, Counter())
+                entry[1].update(keys)
+                self._counted += len(keys)
+                self.counters["map_items_out"] += len(keys)
+            else:
+                self._pending += zip(keys, repeat(value))
+
+    @staticmethod
+    def _countable(items: list) -> bool:
+        if set(map(type, items)) != _TUPLE or set(map(len, items)) != _PAIR:
+            return False
+        if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
+            return False
+        key_types = set(map(type, map(_key0, items)))
+        if not key_types <= _COUNT_KEY_TYPES:
+            return False
+        if tuple in key_types:
+            try:  # a tuple key holding a list would fail half-way through Counter.update
+                hash(tuple(items))
+            except TypeError:
+                return False
+        return True
+
+    @staticmethod
+    def _describe_bad(items: list, exc: Exception) -> str:
+        for item in items:
+            try:
+                hash(item[0])
+            except TypeError:
+                return (f"map output item {item!r:.200} has an unhashable key "
+                        f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
+            except (IndexError, KeyError):
+                break
+        return (f"map output must be an iterable of (key, value) items, or None ({type(exc).__name__}: {exc}); "
+                f"got items like {items[0]!r:.200}")
+
+    def _take_counted(self) -> dict:
+        """Counted items by key, as {key: [(item, n), ...]}; the counters start empty again."""
+        by_key: defaultdict = defaultdict(list)
+        for item, n in self._counts.items():
+            by_key[item[0]].append((item, n))
+        for value, counts in self._key_counts.values():
+            for key, n in counts.items():
+                by_key[key].append(((key, value), n))
+        self._counts = Counter()
+        self._key_counts = {}
+        self._counted = 0
+        return by_key
+
+    def _absorb_counts(self) -> None:
+        """Move counted items into their groups."""
+        groups = self._groups
+        for key, entries in self._take_counted().items():
+            group = groups[key]
+            for item, n in entries:
+                group += [item] * n
+                self._held += n
+
+    # --- memory ------------------------------------------------------------------------
     def held_bytes(self) -> float:
         """Estimated bytes held by buffered items."""
-        if self._item_bytes is None:
-            if self._held < defaults.SIZE_SAMPLE_ITEMS:
-                return self._held * 128.0
-            sample = list(chain.from_iterable(list(self._groups.values())[:defaults.SIZE_SAMPLE_ITEMS]))
-            sample = sample[:defaults.SIZE_SAMPLE_ITEMS]
-            self._item_bytes = 8 + sum(map(deep_size, sample)) / len(sample)
-        return self._held * self._item_bytes + len(self._groups) * _PER_KEY_BYTES
+        per_item = self._item_bytes or 128.0
+        counted_keys = len(self._counts) + sum(len(c) for _, c in self._key_counts.values())
+        # a counted item costs a pointer once its group is built for the combiner
+        return (self._held * per_item + len(self._groups) * _PER_KEY_BYTES + self._counted * 8
+                + counted_keys * (per_item + _PER_COUNT_BYTES) + len(self._pending) * per_item)
 
     def maybe_flush(self) -> None:
-        """Combine or spill when the held items pass the memory budget."""
-        if self.held_bytes() <= self.memory_budget:
-            return
-        if self.combine is not None:
+        """Drain the batch; combine past the combine size; spill past the memory budget."""
+        self.drain()
+        held = self.held_bytes()
+        if self.combine is not None and held - self._after_combine > min(self.memory_budget / 2,
+                                                                          self.combine_buffer_bytes):
             self._combine_all()
-            if self.held_bytes() <= self.memory_budget / 2:
-                return
-        self._spill_all()
+            held = self._after_combine = self.held_bytes()
+        if held > self.memory_budget:
+            self._spill_all()
+            self._after_combine = 0.0
 
     def close(self) -> dict:
         """Spill what is left, wait for the transport; return the counters."""
-        if self.combine is not None and self._groups:
+        self.drain()
+        if self.combine is not None:
             self._combine_all()
         self._spill_all()
         self.transport.close()
-        self.counters["map_items_out"] += self._added
-        self._added = 0
         return self.counters
 
     # --- combine -----------------------------------------------------------------------
     def _combine_all(self) -> None:
+        counted = self._take_counted()
+        groups = self._groups
         combine, aux = self.combine, self.auxiliary_data
-        new: dict = {}
+        new: defaultdict = defaultdict(list)
         held = calls = items_in = 0
-        for key, group in self._groups.items():
+        for key in set(groups).union(counted):
+            group = groups.get(key) or []
+            for item, n in counted.get(key, ()):  # built one key at a time: memory stays small
+                group = group + [item] * n
             if len(group) > 1:
                 calls += 1
                 items_in += len(group)
-                out = combine(group, aux)
-                for item in out if out is not None else ():
-                    k = item[0]
-                    g = new.get(k)
-                    if g is None:
-                        new[k] = [item]
-                    else:
-                        g.append(item)
-                    held += 1
+                try:
+                    for item in combine(group, aux) or ():
+                        new[item[0]].append(item)
+                        held += 1
+                except Exception as exc:
+                    raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
+                                            server=self.server_id, error=f"{type(exc).__name__}: {exc}",
+                                            traceback=traceback.format_exc(), key=key) from exc
             else:
-                g = new.get(key)
-                if g is None:
-                    new[key] = group
-                else:
-                    g.extend(group)
+                new[key].extend(group)
                 held += 1
         self.counters["combine_calls"] += calls
         self.counters["combine_items_in"] += items_in
-        self.counters["combine_items_out"] += held - (len(self._groups) - calls)
+        self.counters["combine_items_out"] += held - (len(set(groups).union(counted)) - calls)
         self._groups = new
         self._held = held
 
@@ -142,6 +275,7 @@ class Shuffler:
         return p
 
     def _spill_all(self) -> None:
+        self._absorb_counts()
         groups = self._groups
         if not groups:
             return
@@ -155,7 +289,7 @@ class Shuffler:
             part = self._partition
             for k in keys:
                 per_part[part(k)].append(k)
-        self._groups = {}
+        self._groups = defaultdict(list)
         self._held = 0
         self.counters["spills"] += 1
         getitem = groups.__getitem__

@@ -1,0 +1,149 @@
+"""Benchmark driver: each configuration runs in its own process, timed wall-clock, with peak RSS.
+
+Compares, on the same files in one run: hand-written single-process loops, the same
+loops over 2 processes, Dask bag with 2 processes, and the local executor with 1 and
+2 workers, with and without the combiner. Ratios are to the single-process loop.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_GEN = os.path.join(ROOT, "..", "shared", "bench", "gen_data.py")
+DATA = os.path.join(ROOT, "bench-data")
+PY = sys.executable
+
+
+def dataset(kind: str, size_mb: int, files: int) -> tuple[str, dict]:
+    """(input dir, expected answers), generating the data once."""
+    base = os.path.join(DATA, kind)
+    meta = base + ".meta"
+    if not os.path.exists(os.path.join(meta, "EXPECTED.json")):
+        shutil.rmtree(base, ignore_errors=True)
+        if os.path.exists(SHARED_GEN):
+            subprocess.run([PY, SHARED_GEN, kind, "--size-mb", str(size_mb), "--files", str(files),
+                            "--out", base], check=True)
+            os.makedirs(meta, exist_ok=True)
+            for name in ("EXPECTED.json", "MANIFEST.json"):
+                os.replace(os.path.join(base, name), os.path.join(meta, name))
+        else:
+            from cluster.sample_data import generate
+            tmp = base + ".gen"
+            generate(kind, tmp, size_mb=size_mb, files=files)
+            os.replace(os.path.join(tmp, "input"), base)
+            os.makedirs(meta, exist_ok=True)
+            os.replace(os.path.join(tmp, "EXPECTED.json"), os.path.join(meta, "EXPECTED.json"))
+            shutil.rmtree(tmp)
+    with open(os.path.join(meta, "EXPECTED.json")) as fh:
+        return base, json.load(fh)
+
+
+def data_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder) for f in fs)
+
+
+def run_one(spec: dict) -> dict:
+    """Run one configuration in a fresh process; return its JSON report."""
+    started = time.perf_counter()
+    proc = subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_one.py"), json.dumps(spec)],
+                          capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed",
+                "wall": wall}
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report["wall"] = wall
+    return report
+
+
+def table(title: str, mb: float, rows: list[tuple[str, dict]], base_key: str) -> list[str]:
+    base = dict(rows)[base_key]
+    out = [f"### {title} ({mb:.0f} MB)", "",
+           "| configuration | seconds | MB/s | vs single-process loop | peak RSS per process (MB) | correct |",
+           "|---|---:|---:|---:|---|---|"]
+    for name, r in rows:
+        if "error" in r:
+            out.append(f"| {name} | - | - | - | - | error: {r['error'][:80]} |")
+            continue
+        rss = ", ".join(f"{v / 2**20:.0f}" for v in r.get("rss", []))
+        ratio = base["seconds"] / r["seconds"]
+        out.append(f"| {name} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | {ratio:.2f}x | {rss} | "
+                   f"{'yes' if r.get('correct') else 'NO'} |")
+    return out + [""]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size-mb", type=int, default=300)
+    p.add_argument("--skewed-mb", type=int, default=120)
+    p.add_argument("--only", default="codec,words,telemetry,skewed")
+    p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    a = p.parse_args()
+    only = set(a.only.split(","))
+    lines = ["# Benchmarks", "",
+             f"Measured by `scripts/bench` on {time.strftime('%Y-%m-%d')}: "
+             f"{platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, Python {platform.python_version()}. Each configuration runs in a fresh "
+             "process; seconds are wall-clock through the whole job (read, map, shuffle, sort, reduce, write). "
+             "Ratios compare configurations within this one run (the machine is shared and noisy: compare "
+             "ratios, not absolute times). Peak RSS is per process (for the executor: each worker; the "
+             "master is listed first).", ""]
+    if "codec" in only:
+        r = run_one({"kind": "codec"})
+        lines += ["### Intermediate codec (dump + load of 200,000 (key, value) items)", "",
+                  "| codec | str keys (M items/s) | tuple keys (M items/s) | faithful (tuple stays tuple) |",
+                  "|---|---:|---:|---|"]
+        for name, v in r["codecs"].items():
+            lines.append(f"| {name} | {v['str']:.2f} | {v['tuple']:.2f} | {v['faithful']} |")
+        lines.append("")
+    for kind, files, cases in (
+        ("words", 16, [("loop-1", "Counter loop, 1 process"), ("loop-2", "Counter loop, 2 processes"),
+                       ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
+                       ("exec-2-c", "local executor, 2 workers, combiner"),
+                       ("exec-2", "local executor, 2 workers, no combiner")]),
+        ("telemetry", 32, [("loop-1", "json.loads loop, 1 process"), ("loop-2", "json.loads loop, 2 processes"),
+                           ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
+                           ("exec-2-c", "local executor, 2 workers, combiner"),
+                           ("exec-2", "local executor, 2 workers, no combiner")]),
+    ):
+        if kind not in only:
+            continue
+        folder, expected = dataset(kind, a.size_mb, files)
+        mb = data_bytes(folder) / 2**20
+        rows = []
+        for case, label in cases:
+            print(f"{kind} {label} ...", flush=True)
+            r = run_one({"kind": kind, "case": case, "input": folder, "expected": expected})
+            print(f"   {r}", flush=True)
+            rows.append((label, r))
+        lines += table(f"{kind}", mb, rows, cases[0][1])
+    if "skewed" in only:
+        folder, expected = dataset("skewed", a.skewed_mb, 8)
+        mb = data_bytes(folder) / 2**20
+        print("skewed ...", flush=True)
+        r = run_one({"kind": "skewed", "case": "exec-2-disk", "input": folder, "expected": expected,
+                     "budget": "64M"})
+        print(f"   {r}", flush=True)
+        lines += [f"### Skewed keys ({mb:.0f} MB, one key ~30% of records), 2 workers, "
+                  "disk_based_input, max_number_of_bytes_in_memory = 64M", ""]
+        if "error" in r:
+            lines += [f"error: {r['error']}", ""]
+        else:
+            worst = max(r["rss"][1:]) / 2**20
+            lines += [f"{r['seconds']:.1f} s, correct: {'yes' if r['correct'] else 'NO'}, peak RSS per "
+                      f"worker: {', '.join(f'{v / 2**20:.0f} MB' for v in r['rss'][1:])} (target: under "
+                      f"64 + 160 = 224 MB; worst {worst:.0f} MB)", ""]
+    with open(a.out, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""One benchmark configuration, run in its own process by scripts/bench.py; prints a JSON report."""
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def files_of(folder: str) -> list[str]:
+    return sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs)
+
+
+def open_text(path: str):
+    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
+
+
+def count_words(path: str) -> collections.Counter:
+    c: collections.Counter = collections.Counter()
+    with open_text(path) as fh:
+        for line in fh:
+            c.update(line.split())
+    return c
+
+
+def telemetry_file(path: str) -> tuple[dict, dict, int]:
+    by_co: dict = {}
+    uptime: dict = {}
+    bad = 0
+    with open_text(path) as fh:
+        for line in fh:
+            _, sep, payload = line.partition("\t")
+            if not sep:
+                bad += 1
+                continue
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                bad += 1
+                continue
+            info = doc["info"]
+            ch = info["appUpdateChannel"]
+            k = f"{ch}|{info['OS']}"
+            by_co[k] = by_co.get(k, 0) + 1
+            uptime[ch] = uptime.get(ch, 0) + doc["simpleMeasurements"]["uptime"]
+    return by_co, uptime, bad
+
+
+def merge_telemetry(parts) -> tuple[dict, dict, int]:
+    by_co: collections.Counter = collections.Counter()
+    up: collections.Counter = collections.Counter()
+    bad = 0
+    for a, b, n in parts:
+        by_co.update(a)
+        up.update(b)
+        bad += n
+    return dict(by_co), dict(up), bad
+
+
+def check_words(counts: dict, exp: dict) -> bool:
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    return (sum(counts.values()) == exp["total_words"] and len(counts) == exp["distinct_words"]
+            and [c for _, c in top] == [c for _, c in exp["top"]])
+
+
+def check_telemetry(by_co: dict, up: dict, bad: int | None, exp: dict) -> bool:
+    return by_co == exp["by_channel_os"] and up == exp["uptime_sum_by_channel"] and \
+        (bad is None or bad == exp["bad_lines"])
+
+
+def rss_self() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_children() -> int:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def loop(spec: dict) -> dict:
+    files = files_of(spec["input"])
+    fn = count_words if spec["kind"] == "words" else telemetry_file
+    if spec["case"] == "loop-1":
+        parts = [fn(f) for f in files]
+        rss = [rss_self()]
+    else:
+        with mp.get_context("fork").Pool(2) as pool:
+            parts = list(pool.imap_unordered(fn, sorted(files, key=os.path.getsize, reverse=True)))
+        rss = [rss_self(), rss_children()]
+    if spec["kind"] == "words":
+        total: collections.Counter = collections.Counter()
+        for c in parts:
+            total.update(c)
+        ok = check_words(total, spec["expected"])
+    else:
+        ok = check_telemetry(*merge_telemetry(parts), spec["expected"])
+    return {"correct": ok, "rss": rss}
+
+
+def dask_case(spec: dict) -> dict:
+    import dask.bag as db
+    files = files_of(spec["input"])
+    b = db.read_text(files)
+    if spec["kind"] == "words":
+        counts = dict(b.str.split().flatten().frequencies().compute(scheduler="processes", num_workers=2))
+        ok = check_words(counts, spec["expected"])
+    else:
+        def parse(line):
+            _, sep, payload = line.partition("\t")
+            if not sep:
+                return []
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                return []
+            info = doc["info"]
+            ch = info["appUpdateChannel"]
+            return [("c", f"{ch}|{info['OS']}", 1), ("u", ch, doc["simpleMeasurements"]["uptime"])]
+        res = b.map(parse).flatten().foldby(
+            key=lambda t: (t[0], t[1]), binop=lambda acc, t: acc + t[2], initial=0,
+            combine=lambda x, y: x + y, combine_initial=0).compute(scheduler="processes", num_workers=2)
+        by_co = {k[1]: v for k, v in res if k[0] == "c"}
+        up = {k[1]: v for k, v in res if k[0] == "u"}
+        ok = check_telemetry(by_co, up, None, spec["expected"])
+    return {"correct": ok, "rss": [rss_self(), rss_children()]}
+
+
+def executor_case(spec: dict) -> dict:
+    from cluster.config import ClusterConfig
+    from cluster.jobs import get_mapreduce_job_template
+    from cluster.local import LocalExecutor
+    from cluster.mapper import iter_lines
+
+    servers = int(spec["case"].split("-")[1])
+    config = ClusterConfig.from_dict({
+        "compute_dir": os.path.join(ROOT, "bench-data", "compute"),
+        "projects_dir": os.path.join(ROOT, "projects"),
+        "max_number_of_bytes_in_memory": spec.get("budget", "1G"),
+        "number_of_servers_per_location": servers})
+    job = get_mapreduce_job_template()
+    combine = spec["case"].endswith("-c")
+    if spec["kind"] == "words":
+        job.update(project_name="word_count", map_function_name="word_count", reduce_function_name="sum_counts")
+    elif spec["kind"] == "telemetry":
+        job.update(project_name="telemetry", map_function_name="channel_os", reduce_function_name="sum_values")
+    else:
+        job.update(project_name="bench_skewed", map_function_name="key_value", reduce_function_name="sum_group",
+                   disk_based_input=True)
+        config = config.with_overrides(projects_dir=os.path.join(ROOT, "scripts", "bench_projects"))
+    job.update(job_name=f"bench_{spec['kind']}_{spec['case']}", input_dirs=[spec["input"]])
+    if combine:
+        job["combine_function_name"] = job["reduce_function_name"]
+    result = LocalExecutor(config, servers=servers).run(job)
+    items = [json.loads(line) for path in sorted(os.listdir(result.output_dir))
+             for line in iter_lines(os.path.join(result.output_dir, path))]
+    exp = spec["expected"]
+    if spec["kind"] == "words":
+        ok = check_words(dict(items), exp)
+    elif spec["kind"] == "telemetry":
+        by_co = {f"{k[1]}|{k[2]}": v for k, v in items if k[0] == "documents"}
+        up = {k[1]: v for k, v in items if k[0] == "uptime"}
+        ok = check_telemetry(by_co, up, result.counters["bad_lines"], exp)
+    else:
+        sums = dict(items)
+        ok = sum(1 for _ in items) > 0 and all(sums.get(k) == v for k, v in exp["sum_by_key_top"])
+    rss = [rss_self()] + [result.counters["peak_rss_bytes"][s] for s in sorted(result.counters["peak_rss_bytes"])]
+    return {"correct": ok, "rss": rss, "phase_seconds": result.counters["seconds"]}
+
+
+def codec_case() -> dict:
+    import marshal
+    import pickle
+    import random
+
+    import ujson
+    rng = random.Random(1)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 9))) for _ in range(5000)]
+    str_items = [(rng.choice(words), rng.randint(0, 1000)) for _ in range(200_000)]
+    tup_items = [((rng.choice(words), rng.randint(0, 50)), rng.randint(0, 1000)) for _ in range(200_000)]
+    codecs = {"marshal (v4, used)": (lambda x: marshal.dumps(x, 4), marshal.loads),
+              "marshal (v2)": (lambda x: marshal.dumps(x, 2), marshal.loads),
+              "pickle (protocol 5)": (lambda x: pickle.dumps(x, 5), pickle.loads),
+              "ujson": (ujson.dumps, ujson.loads)}
+    out = {}
+    for name, (dumps, loads) in codecs.items():
+        res = {}
+        for label, items in (("str", str_items), ("tuple", tup_items)):
+            best = 1e9
+            for _ in range(3):
+                t = time.perf_counter()
+                back = loads(dumps(items))
+                best = min(best, time.perf_counter() - t)
+            res[label] = len(items) / best / 1e6
+        res["faithful"] = "yes" if back == tup_items else "no"
+        out[name] = res
+    return {"codecs": out}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    if spec["kind"] == "codec":
+        print(json.dumps(codec_case()))
+        return
+    started = time.perf_counter()
+    case = spec["case"]
+    if case.startswith("loop"):
+        report = loop(spec)
+    elif case.startswith("dask"):
+        report = dask_case(spec)
+    else:
+        report = executor_case(spec)
+    report["seconds"] = time.perf_counter() - started
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

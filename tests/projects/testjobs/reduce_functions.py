@@ -1,0 +1,81 @@
+"""Reduce functions of the integration tests' project."""
+
+
+def sum_values(group, auxiliary_data):
+    """[(key, sum of values)]; group is a list."""
+    return [(group[0][0], sum(value for _, value in group))]
+
+
+def sum_streaming(group, auxiliary_data):
+    """Like sum_values, but reads the group once, in order (a disk-backed group works too)."""
+    first = None
+    total = 0
+    for item in group:
+        if first is None:
+            first = item
+        total += item[1]
+    return [(first[0], total)]
+
+
+def fail_on_boom_key(group, auxiliary_data):
+    """Sums, but raises on the key 'boom'."""
+    key = group[0][0]
+    if key == "boom":
+        raise RuntimeError("reduce cannot take key boom")
+    return [(key, sum(value for _, value in group))]
+
+
+def sum_into_disk_list(group, auxiliary_data):
+    """disk_based_output: appends (key, sum) and (key, count) items to the disk list and returns it."""
+    sink, _aux = auxiliary_data
+    key = None
+    total = count = 0
+    for item in group:
+        key = item[0]
+        total += item[1]
+        count += 1
+    sink.append((key, total))
+    sink.append((["count", key], count))
+    return sink
+
+
+def sum_into_disk_list_return_none(group, auxiliary_data):
+    """disk_based_output: appends (key, sum) to the disk list and returns None."""
+    sink, _aux = auxiliary_data
+    items = list(group)
+    sink.append((items[0][0], sum(v for _, v in items)))
+
+
+def not_json(group, auxiliary_data):
+    """Returns an item that JSON cannot write (a set)."""
+    return [(group[0][0], {v for _, v in group})]
+
+
+def sum_by_repr(group, auxiliary_data):
+    """[(repr(key), sum)]: any key type (bytes, None, nested tuples) as JSON text."""
+    return [(repr(group[0][0]), sum(value for _, value in group))]
+
+
+def fail_combine(group, auxiliary_data):
+    """A combiner that always raises."""
+    raise KeyError("combiner cannot combine " + repr(group[0][0]))
+
+
+def fail_on_none_key(group, auxiliary_data):
+    """Sums, but raises on the key None."""
+    key = group[0][0]
+    if key is None:
+        raise RuntimeError("reduce refuses this group")
+    return [(key, sum(value for _, value in group))]
+
+
+_combine_calls = 0
+
+
+def combine_oserror_once(group, auxiliary_data):
+    """A summing combiner whose first call in a process raises OSError (a flaky scratch file)."""
+    global _combine_calls
+    _combine_calls += 1
+    if _combine_calls == 1:
+        raise OSError("combiner could not write its scratch file")
+    return [(group[0][0], sum(value for _, value in group))]

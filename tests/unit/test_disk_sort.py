@@ -1,0 +1,238 @@
+"""DiskSort: external merge sort under a memory budget, iterated by key group."""
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+
+import pytest
+
+from cluster import codec
+from cluster.disk_list import DiskList
+from cluster.disk_sort import DiskSort, sort_items, sort_keys, universal_key
+
+TINY = 1024 ** 2  # the smallest budget DiskSort accepts
+
+
+def run_files(folder) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if f.startswith("run-"))
+
+
+def write_run(path, items) -> str:
+    with open(path, "wb") as fh:
+        codec.dump_items(fh, items, 1000)
+    return str(path)
+
+
+def test_random_keys_under_a_tiny_budget(tmp_path):
+    rnd = random.Random(11)
+    items = [(rnd.randrange(50_000), i) for i in range(150_000)]
+    with DiskSort(str(tmp_path), memory_budget=TINY) as ds:
+        for item in items:
+            ds.append(item)
+        assert ds.counters["runs_spilled"] >= 5
+        assert len(run_files(tmp_path)) == ds.run_count == ds.counters["runs_spilled"]
+        groups = list(ds.groups())
+        assert ds.counters["merge_passes"] >= 2  # premerge passes plus the final merge
+        assert ds.counters["items_sorted"] == 150_000
+    keys = [k for k, _ in groups]
+    expected: dict = {}
+    for k, v in items:
+        expected.setdefault(k, []).append(v)
+    assert keys == sorted(expected)
+    assert {k: sorted(v for _, v in g) for k, g in groups} == {k: sorted(v) for k, v in expected.items()}
+    assert all(all(item[0] == k for item in g) for k, g in groups)
+    assert run_files(tmp_path) == []
+
+
+def test_items_in_memory_only(tmp_path):
+    ds = DiskSort(str(tmp_path))
+    ds.extend([("b", 1), ("a", 2), ("c", 3), ("a", 4)])
+    assert [k for k, _ in ds.items()] == ["a", "a", "b", "c"]
+    assert ds.counters["runs_spilled"] == 0
+    assert run_files(tmp_path) == []
+
+
+def test_mixed_type_keys_group_exactly(tmp_path):
+    rnd = random.Random(5)
+    pool = ([i for i in range(300)] + [f"s{i}" for i in range(300)] + [None]
+            + [(i, f"t{i % 3}") for i in range(100)] + [(i, None) for i in range(50)]
+            + [frozenset({i, i + 1}) for i in range(100)] + [frozenset({f"a{i}", "b"}) for i in range(20)]
+            + [2.5, b"bytes", (), ("nested", (1, "x"))])
+    items = [(rnd.choice(pool), 1) for _ in range(80_000)]
+    with DiskSort(str(tmp_path), memory_budget=TINY) as ds:
+        for item in items:
+            ds.append(item)
+        assert ds.run_count >= 3
+        result = [(k, len(g)) for k, g in ds.groups()]
+    keys = [k for k, _ in result]
+    assert len(keys) == len(set(keys))  # each key exactly once
+    assert dict(result) == dict(Counter(k for k, _ in items))
+    assert keys == sorted(keys, key=universal_key)
+
+
+def test_add_run_of_presorted_files(tmp_path):
+    a = write_run(tmp_path / "a.spill", [(i, "a") for i in range(0, 3000, 2)])
+    b = write_run(tmp_path / "b.spill", [(i, "b") for i in range(0, 3000, 3)])
+    c = write_run(tmp_path / "c.spill", [])
+    ds = DiskSort(str(tmp_path / "sort"))
+    os.makedirs(tmp_path / "sort")
+    for p in (a, b, c):
+        ds.add_run(p)
+    ds.append((1, "appended"))
+    assert ds.run_count == 3
+    groups = dict(ds.groups())
+    expected_keys = sorted(set(range(0, 3000, 2)) | set(range(0, 3000, 3)) | {1})
+    assert list(groups) == expected_keys
+    assert sorted(v for _, v in groups[6]) == ["a", "b"]
+    assert groups[1] == [(1, "appended")]
+    ds.close()
+    assert all(os.path.exists(p) for p in (a, b, c))  # added runs belong to their owner
+
+
+def test_natural_run_merged_with_universal(tmp_path):
+    natural = write_run(tmp_path / "n.spill", sorted([(i, "n") for i in range(0, 500, 5)] + [(2.5, "n")]))
+    mixed = [(None, "u"), ("s", "u"), (10, "u"), ((3, "z"), "u"), (frozenset({1}), "u"), (7.5, "u")]
+    mixed.sort(key=lambda item: universal_key(item[0]))
+    universal = write_run(tmp_path / "u.spill", mixed)
+    ds = DiskSort(str(tmp_path))
+    ds.add_run(natural)
+    ds.add_run(universal, universal=True)
+    assert ds.universal
+    result = [(k, sorted(v for _, v in g)) for k, g in ds.groups()]
+    keys = [k for k, _ in result]
+    assert keys == sorted(keys, key=universal_key)
+    assert len(keys) == len(set(keys))
+    assert dict(result)[10] == ["n", "u"]
+    assert dict(result)[2.5] == ["n"]
+    assert dict(result)[(3, "z")] == ["u"]
+    assert keys[:3] == [None, 0, 2.5]
+    assert keys[-3:] == ["s", (3, "z"), frozenset({1})]
+    assert len(keys) == 101 + 5
+
+
+def test_disk_based_groups_are_disk_lists_closed_after_the_next_group(tmp_path):
+    ds = DiskSort(str(tmp_path))
+    ds.extend([("b", i) for i in range(5)] + [("a", i) for i in range(3)] + [("c", 0)])
+    first = ds.next_group(disk_based=True)
+    assert isinstance(first, DiskList)
+    assert sorted(first) == [("a", 0), ("a", 1), ("a", 2)]
+    second = ds.next_group()
+    assert isinstance(second, DiskList)
+    with pytest.raises(ValueError, match="closed"):
+        list(first)
+    assert sorted(second) == [("b", i) for i in range(5)]
+    assert list(ds.next_group()) == [("c", 0)]
+    with pytest.raises(StopIteration):
+        ds.next_group()
+    with pytest.raises(ValueError):
+        list(second)
+    ds.close()
+
+
+def test_next_group_lists_and_stop_iteration(tmp_path):
+    ds = DiskSort(str(tmp_path))
+    ds.extend([(2, "x"), (1, "y"), (2, "z")])
+    assert ds.next_group() == [(1, "y")]
+    assert sorted(ds.next_group()) == [(2, "x"), (2, "z")]
+    with pytest.raises(StopIteration):
+        ds.next_group()
+    empty = DiskSort(str(tmp_path))
+    with pytest.raises(StopIteration):
+        empty.next_group()
+
+
+def test_hot_key_goes_to_disk(tmp_path):
+    with DiskSort(str(tmp_path), memory_budget=TINY) as ds:
+        for i in range(200_000):
+            ds.append(("hot", i))
+        ds.append(("cold", 0))
+        seen = []
+        for key, group in ds.groups(disk_based=True, max_items_in_memory=1000):
+            assert isinstance(group, DiskList)
+            seen.append((key, len(group), group.on_disk))
+            if key == "hot":
+                assert sorted(v for _, v in group) == list(range(200_000))
+                assert any(f.startswith("disklist-") for f in os.listdir(tmp_path))
+        assert seen == [("cold", 1, False), ("hot", 200_000, True)]
+    assert os.listdir(tmp_path) == []
+
+
+def test_close_removes_run_files_even_mid_iteration(tmp_path):
+    ds = DiskSort(str(tmp_path), memory_budget=TINY)
+    for i in range(100_000):
+        ds.append((i % 1000, i))
+    assert run_files(tmp_path)
+    ds.premerge()
+    group = ds.next_group(disk_based=True)
+    assert sorted(group) == [(0, i) for i in range(0, 100_000, 1000)]
+    ds.close()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="closed"):
+        list(group)
+
+
+def test_close_without_iterating(tmp_path):
+    ds = DiskSort(str(tmp_path), memory_budget=TINY)
+    for i in range(60_000):
+        ds.append((str(i), i))
+    assert run_files(tmp_path)
+    ds.close()
+    assert run_files(tmp_path) == []
+
+
+def test_sort_helpers():
+    keys = [3, 1, 2]
+    assert sort_keys(keys) is False and keys == [1, 2, 3]
+    keys = [3, "a", None, 1]
+    assert sort_keys(keys) is True and keys == [None, 1, 3, "a"]
+    items = [((2, "b"), 0), ((1, "z"), 1)]
+    assert sort_items(items) is False and items == [((1, "z"), 1), ((2, "b"), 0)]
+    items = [(frozenset({2}), 0), (frozenset({1}), 1), (1, 2)]
+    assert sort_items(items) is True
+    assert items == [(1, 2), (frozenset({1}), 1), (frozenset({2}), 0)]
+
+
+def test_universal_key_agrees_with_the_natural_order():
+    rnd = random.Random(2)
+    for values in ([rnd.randrange(-50, 50) + rnd.choice([0, 0.5]) for _ in range(200)],
+                   [rnd.choice("abcdé") * rnd.randrange(4) for _ in range(200)],
+                   [(rnd.randrange(3), rnd.choice("xy"), (rnd.randrange(2),)) for _ in range(200)],
+                   [bytes([rnd.randrange(256)]) for _ in range(200)]):
+        assert sorted(values, key=universal_key) == sorted(values)
+    assert universal_key(1) == universal_key(1.0) == universal_key(True)
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN GAP: sort_items/sort_keys treat tuples holding frozensets as "
+                                       "naturally ordered; '<' on sets is a subset test, so equal keys "
+                                       "are not brought together and a key is yielded twice")
+def test_tuple_keys_holding_frozensets_group_exactly(tmp_path):
+    ds = DiskSort(str(tmp_path))
+    ds.extend([((frozenset({1}),), "a"), ((frozenset({2}),), "b"), ((frozenset({1}),), "c")])
+    result = [(k, len(g)) for k, g in ds.groups()]
+    assert sorted(result, key=lambda kv: universal_key(kv[0])) == [((frozenset({1}),), 2),
+                                                                    ((frozenset({2}),), 1)]
+
+
+def test_runs_of_different_key_types_merge(tmp_path):
+    with DiskSort(str(tmp_path), memory_budget=TINY) as ds:
+        ds.extend((i, 1) for i in range(40_000))
+        ds.extend((str(i), 1) for i in range(40_000))
+        assert ds.run_count >= 2
+        assert sum(1 for _ in ds.groups()) == 80_000
+
+
+def test_extend_keeps_to_the_budget(tmp_path):
+    by_append = DiskSort(str(tmp_path / "a"), memory_budget=TINY)
+    by_extend = DiskSort(str(tmp_path / "e"), memory_budget=TINY)
+    os.makedirs(tmp_path / "a")
+    os.makedirs(tmp_path / "e")
+    for i in range(200_000):
+        by_append.append((i, i))
+    by_extend.extend((i, i) for i in range(200_000))
+    try:
+        assert by_append.counters["runs_spilled"] >= 5
+        assert by_extend.counters["runs_spilled"] >= by_append.counters["runs_spilled"] - 1
+    finally:
+        by_append.close()
+        by_extend.close()

@@ -1,0 +1,207 @@
+"""Job templates and validate_job."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.exceptions import JobSpecError
+from cluster.jobs import (
+    TRANSFER_TYPES,
+    get_file_transfer_template,
+    get_mapreduce_job_template,
+    get_script_template,
+    validate_job,
+)
+
+COMMON = {"job_submitter", "job_type", "force_run", "start_time", "end_time", "job_name", "group_name",
+          "job_priority", "run_once", "exception"}
+MAPREDUCE = COMMON | {
+    "project_name", "input_dirs", "delete_job_data", "current_phase", "map_function_name",
+    "auxiliary_data_name_mapper", "hold_state", "downsample", "max_number_dumped_items_shuffler",
+    "simultaneous_files_in_redis", "reduce_function_name", "auxiliary_data_name_reducer",
+    "max_number_dumped_items_reducer", "disk_based_input", "disk_based_output", "compress",
+    # added by later issues
+    "combine_function_name", "merge_previous_output"}
+SCRIPT = COMMON | {"script_location", "script_arguments"}
+TRANSFER = COMMON | {"input_dir", "output_dir", "transfer_type", "reload_files", "delete_files", "compress",
+                     "input_file_name", "auxiliary_data_name"}
+
+
+def mapreduce_job(**changes):
+    job = get_mapreduce_job_template()
+    job.update(job_name="wc", project_name="word_count", input_dirs=["/data/in"],
+               map_function_name="word_count", reduce_function_name="sum_counts")
+    job.update(changes)
+    return job
+
+
+def problems_of(job) -> list[str]:
+    with pytest.raises(JobSpecError) as info:
+        validate_job(job)
+    assert str(info.value).count("\n  - ") == len(info.value.problems)
+    return info.value.problems
+
+
+# --- templates ---------------------------------------------------------------------------
+def test_mapreduce_template_keys():
+    job = get_mapreduce_job_template()
+    assert set(job) == MAPREDUCE
+    assert job["job_type"] == "mapreduce"
+    assert job["downsample"] == 1.0
+    assert job["delete_job_data"] is True
+    for key in ("hold_state", "disk_based_input", "disk_based_output", "compress", "merge_previous_output",
+                "force_run", "run_once"):
+        assert job[key] is False, key
+    for key in ("job_name", "project_name", "input_dirs", "map_function_name", "reduce_function_name",
+                "combine_function_name", "max_number_dumped_items_shuffler", "max_number_dumped_items_reducer"):
+        assert job[key] is None, key
+
+
+def test_script_and_transfer_template_keys():
+    script = get_script_template()
+    assert set(script) == SCRIPT
+    assert script["job_type"] == "script" and script["script_arguments"] == []
+    transfer = get_file_transfer_template()
+    assert set(transfer) == TRANSFER
+    assert transfer["job_type"] == "file_transfer"
+
+
+def test_templates_are_fresh_and_json_serializable():
+    a, b = get_mapreduce_job_template(), get_mapreduce_job_template()
+    a["job_name"] = "changed"
+    assert b["job_name"] is None
+    s1, s2 = get_script_template(), get_script_template()
+    s1["script_arguments"].append("x")
+    assert s2["script_arguments"] == []
+    for job in (a, s1, get_file_transfer_template()):
+        assert json.loads(json.dumps(job)) == job
+
+
+# --- validation --------------------------------------------------------------------------
+def test_a_filled_template_is_valid_and_returned_unchanged():
+    job = mapreduce_job()
+    assert validate_job(job) is job
+    script = get_script_template()
+    script.update(job_name="post", script_location="/x/post.py", script_arguments=["--n", "3"])
+    assert validate_job(script) is script
+    for tt in TRANSFER_TYPES:
+        transfer = get_file_transfer_template()
+        transfer.update(job_name="t", transfer_type=tt)
+        assert validate_job(transfer) is transfer
+
+
+def test_an_empty_template_lists_every_required_key():
+    problems = problems_of(get_mapreduce_job_template())
+    assert sorted(problems) == sorted(f"{k} is required" for k in (
+        "job_name", "project_name", "input_dirs", "map_function_name", "reduce_function_name"))
+
+
+def test_every_problem_is_listed_at_once():
+    job = mapreduce_job(job_name="a/b", downsample=0, max_number_dumped_items_shuffler=True,
+                        hold_state="yes", map_function_name=None, extra_key=1, another=2)
+    del job["compress"]
+    with pytest.raises(JobSpecError) as info:
+        validate_job(job)
+    err = info.value
+    assert err.job_name == "a/b"
+    problems = err.problems
+    assert len(problems) == 8, problems
+    expected = [
+        "unknown key 'another'",
+        "unknown key 'extra_key'",
+        "missing key 'compress'",
+        "map_function_name is required",
+        "hold_state must be true/false, got str 'yes'",
+        "max_number_dumped_items_shuffler must be a whole number, got True",
+        "job_name 'a/b' must be letters, digits",
+        "downsample must be in (0, 1], got 0",
+    ]
+    for fragment in expected:
+        assert sum(fragment in p for p in problems) == 1, fragment
+    assert "job 'a/b' is not valid (8 problem(s))" in str(err)
+
+
+@pytest.mark.parametrize("value, ok", [(0, False), (0.0, False), (-0.5, False), (1.5, False), (1.0, True),
+                                       (1, True), (0.25, True), (1e-9, True)])
+def test_downsample_range(value, ok):
+    job = mapreduce_job(downsample=value)
+    if ok:
+        assert validate_job(job) is job
+    else:
+        assert problems_of(job) == [f"downsample must be in (0, 1], got {value}"]
+
+
+@pytest.mark.parametrize("key", ["max_number_dumped_items_shuffler", "simultaneous_files_in_redis",
+                                 "max_number_dumped_items_reducer"])
+def test_int_keys(key):
+    assert validate_job(mapreduce_job(**{key: 10})) is not None
+    assert problems_of(mapreduce_job(**{key: True})) == [f"{key} must be a whole number, got True"]
+    assert problems_of(mapreduce_job(**{key: 2.5})) == [f"{key} must be a whole number, got float 2.5"]
+    assert problems_of(mapreduce_job(**{key: 0})) == [f"{key} must be at least 1, got 0"]
+
+
+def test_bool_is_not_a_number_and_number_is_not_a_bool():
+    assert problems_of(mapreduce_job(downsample=True)) == ["downsample must be a whole number or a number, got True"]
+    assert problems_of(mapreduce_job(job_priority=False)) == [
+        "job_priority must be a whole number or a number, got False"]
+    assert problems_of(mapreduce_job(compress=1)) == ["compress must be true/false, got int 1"]
+
+
+def test_bad_names():
+    problems = problems_of(mapreduce_job(job_name="../etc", project_name="a b", map_function_name="not-ident",
+                                         combine_function_name="1abc", auxiliary_data_name_mapper="x/y"))
+    assert len(problems) == 5
+    assert any(p.startswith("job_name '../etc'") for p in problems)
+    assert any(p.startswith("project_name 'a b'") for p in problems)
+    assert any(p == "map_function_name 'not-ident' is not a Python function name" for p in problems)
+    assert any(p == "combine_function_name '1abc' is not a Python function name" for p in problems)
+    assert any(p.startswith("auxiliary_data_name_mapper 'x/y'") for p in problems)
+    assert validate_job(mapreduce_job(job_name="Job_1.v-2")) is not None
+
+
+def test_input_dirs_must_be_a_nonempty_list_of_paths():
+    assert problems_of(mapreduce_job(input_dirs=[])) == ["input_dirs must list at least one folder"]
+    assert problems_of(mapreduce_job(input_dirs=["/a", "", 3])) == [
+        "input_dirs entries must be folder paths, got ''", "input_dirs entries must be folder paths, got 3"]
+    assert problems_of(mapreduce_job(input_dirs="/a")) == ["input_dirs must be a list, got str '/a'"]
+
+
+def test_not_nullable_keys():
+    assert problems_of(mapreduce_job(hold_state=None)) == ["hold_state must not be null"]
+    assert validate_job(mapreduce_job(combine_function_name=None, group_name=None)) is not None
+
+
+def test_bad_job_type_and_not_a_dict():
+    job = mapreduce_job(job_type="mapred")
+    assert problems_of(job) == ["job_type must be one of mapreduce, script, file_transfer, got 'mapred'"]
+    assert problems_of(["not", "a", "dict"]) == ["a job must be a dict (a JSON object), got list"]
+
+
+def test_keys_of_another_job_type_are_unknown():
+    script = get_script_template()
+    script.update(job_name="s", script_location="/s.py", map_function_name="f")
+    assert problems_of(script) == [
+        "unknown key 'map_function_name' for a script job (start from `mapreduce template script`)"]
+
+
+def test_transfer_type_is_checked():
+    transfer = get_file_transfer_template()
+    transfer.update(job_name="t", transfer_type="copy")
+    problems = problems_of(transfer)
+    assert problems == [f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got 'copy'"]
+    transfer["transfer_type"] = None
+    assert problems_of(transfer) == ["transfer_type is required"]
+
+
+def test_script_requires_location_and_list_arguments():
+    script = get_script_template()
+    script.update(job_name="s", script_arguments="--x")
+    assert sorted(problems_of(script)) == ["script_arguments must be a list, got str '--x'",
+                                           "script_location is required"]
+
+
+def test_exception_may_be_text_or_object():
+    assert validate_job(mapreduce_job(exception="boom")) is not None
+    assert validate_job(mapreduce_job(exception={"server": "S_0"})) is not None
+    assert problems_of(mapreduce_job(exception=3)) == ["exception must be a string or an object, got int 3"]

@@ -1,0 +1,270 @@
+"""Map phase helpers: choosing files, locks, hold_state, reading compressed input."""
+from __future__ import annotations
+
+import bz2
+import fcntl
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cluster.exceptions import BadRecord, InputError
+from cluster.layout import JobLayout
+from cluster.mapper import (
+    HoldState,
+    assign_files,
+    is_locked,
+    iter_lines,
+    list_input_files,
+    open_input,
+    read_previous_output,
+)
+
+
+# --- assign_files ------------------------------------------------------------------------
+def loads(plan: dict, sizes: dict) -> dict:
+    return {s: sum(max(sizes[f], 1) for f in fs) for s, fs in plan.items()}
+
+
+def test_assign_files_largest_first_to_the_least_loaded():
+    files = [("/d/a", 10), ("/d/b", 9), ("/d/c", 8), ("/d/d", 7), ("/d/e", 6), ("/d/f", 5), ("/d/g", 1)]
+    plan = assign_files(files, ["S_0", "S_1", "S_2"])
+    assert plan == {"S_0": ["/d/a", "/d/f", "/d/g"], "S_1": ["/d/b", "/d/e"], "S_2": ["/d/c", "/d/d"]}
+
+
+def test_assign_files_is_balanced_and_complete():
+    sizes = {f"/in/part-{i:04d}": (i * 7919) % 1000 + 1 for i in range(300)}
+    servers = [f"S_{i}" for i in range(7)]
+    plan = assign_files(sorted(sizes.items()), servers)
+    assigned = [f for fs in plan.values() for f in fs]
+    assert sorted(assigned) == sorted(sizes)
+    load = loads(plan, sizes)
+    assert max(load.values()) - min(load.values()) <= max(sizes.values())
+    assert list(plan) == servers
+
+
+def test_assign_files_ignores_input_order_and_counts_empty_files():
+    files = [(f"/x/{i}", 100 if i % 3 else 0) for i in range(30)]
+    a = assign_files(files, ["A", "B"])
+    b = assign_files(list(reversed(files)), ["A", "B"])
+    assert a == b
+    assert [len(a["A"]), len(a["B"])] == [15, 15]  # empty files weigh 1, so they spread too
+
+
+def test_assign_files_with_no_files_or_one_server():
+    assert assign_files([], ["S_0", "S_1"]) == {"S_0": [], "S_1": []}
+    assert assign_files([("/b", 1), ("/a", 5)], ["S_0"]) == {"S_0": ["/a", "/b"]}
+
+
+def test_assign_files_is_the_same_in_another_process():
+    # equal sizes everywhere: only the tie-break decides, and it must not use the salted hash()
+    files = [(f"/data/in/file-{i:03d}.txt", 1000 * (i % 4)) for i in range(60)]
+    servers = ["S_0", "S_1", "S_2", "S_3", "S_4"]
+    code = ("import json, sys; from cluster.mapper import assign_files; "
+            "files, servers = json.loads(sys.stdin.read()); "
+            "print(json.dumps(assign_files([tuple(f) for f in files], servers)))")
+    for seed in ("123", "4242"):
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps([files, servers]),
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert json.loads(out) == assign_files(files, servers)
+
+
+# --- list_input_files --------------------------------------------------------------------
+def test_list_input_files_skips_hidden_and_tmp(tmp_path):
+    top = tmp_path / "in"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / ".hidden_dir").mkdir()
+    (top / "a.txt").write_text("abc")
+    (top / "sub" / "b.gz").write_bytes(b"12345")
+    (top / "sub" / "deeper" / "c").write_text("")
+    (top / ".hidden").write_text("x")
+    (top / "sub" / ".also_hidden").write_text("x")
+    (top / ".hidden_dir" / "inside.txt").write_text("x")
+    (top / "partial.tmp").write_text("x")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "z.txt").write_text("zz")
+    assert list_input_files([str(top), str(other), str(top)]) == [
+        (str(top / "a.txt"), 3), (str(top / "sub" / "b.gz"), 5),
+        (str(top / "sub" / "deeper" / "c"), 0), (str(other / "z.txt"), 2)]
+
+
+def test_list_input_files_empty_dir(tmp_path):
+    assert list_input_files([str(tmp_path)]) == []
+
+
+def test_list_input_files_missing_dir_raises(tmp_path):
+    (tmp_path / "ok").mkdir()
+    missing1, missing2 = str(tmp_path / "nope1"), str(tmp_path / "nope2")
+    with pytest.raises(InputError) as info:
+        list_input_files([missing1, str(tmp_path / "ok"), missing2])
+    assert f"input_dirs not found on this machine: {missing1}, {missing2}" in str(info.value)
+
+
+# --- is_locked ---------------------------------------------------------------------------
+HOLDER = ("import fcntl, sys\n"
+          "fh = open(sys.argv[1], 'ab')\n"
+          "fcntl.flock(fh, fcntl.LOCK_EX)\n"
+          "print('locked', flush=True)\n"
+          "sys.stdin.read()\n")
+
+
+def test_is_locked_while_another_process_holds_the_lock(tmp_path):
+    path = tmp_path / "being-written.txt"
+    path.write_text("partial")
+    assert is_locked(str(path)) is False
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert is_locked(str(path)) is True
+        assert is_locked(str(path)) is True  # checking does not take or break the lock
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == 0
+    assert is_locked(str(path)) is False
+
+
+def test_is_locked_leaves_no_lock_behind(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    assert is_locked(str(path)) is False
+    with open(path, "rb") as fh:  # an exclusive lock is still free after the check
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- HoldState ---------------------------------------------------------------------------
+@pytest.fixture
+def layout(tmp_path):
+    return JobLayout(str(tmp_path / "data"), str(tmp_path / "aux"), "job1")
+
+
+def make_files(tmp_path, names):
+    paths = []
+    for n in names:
+        p = tmp_path / "in" / n
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(n * 3)
+        paths.append(str(p))
+    return paths
+
+
+def test_hold_state_counts_only_committed_runs(tmp_path, layout):
+    a, b, c = make_files(tmp_path, ["a", "b", "c"])
+    hs = HoldState(layout)
+    assert hs.mapped() == set()
+    hs.record("run1", "S_0", [a])
+    hs.record("run1", "S_1", [b])
+    assert hs.mapped() == set()  # pending until the job succeeds
+    hs.commit("run1")
+    assert hs.mapped() == {a, b}
+    assert sorted(os.listdir(layout.state_dir)) == ["run1-S_0.json", "run1-S_1.json"]
+    with open(os.path.join(layout.state_dir, "run1-S_0.json")) as fh:
+        assert json.load(fh) == {a: 3}
+    # a new HoldState (another process) reads the same state
+    assert HoldState(layout).mapped() == {a, b}
+    hs.record("run2", "S_0", [c])
+    hs.discard("run2")
+    assert hs.mapped() == {a, b}
+    assert sorted(os.listdir(layout.state_dir)) == ["run1-S_0.json", "run1-S_1.json"]
+
+
+def test_hold_state_commit_and_discard_touch_only_their_run(tmp_path, layout):
+    a, b = make_files(tmp_path, ["a", "b"])
+    hs = HoldState(layout)
+    hs.record("r1", "S_0", [a])
+    hs.record("r2", "S_0", [b])
+    hs.commit("r2")
+    assert hs.mapped() == {b}
+    assert "r1-S_0.pending" in os.listdir(layout.state_dir)
+    hs.discard("r1")
+    assert sorted(os.listdir(layout.state_dir)) == ["r2-S_0.json"]
+    hs.commit("r1")  # nothing left to commit: no change
+    assert hs.mapped() == {b}
+
+
+def test_hold_state_without_a_state_dir(layout):
+    hs = HoldState(layout)
+    hs.commit("r")
+    hs.discard("r")
+    assert hs.mapped() == set()
+    assert not os.path.exists(layout.state_dir)
+
+
+def test_hold_state_records_missing_files_as_none(tmp_path, layout):
+    hs = HoldState(layout)
+    gone = str(tmp_path / "gone")
+    hs.record("r", "S_0", [gone])
+    hs.commit("r")
+    with open(os.path.join(layout.state_dir, "r-S_0.json")) as fh:
+        assert json.load(fh) == {gone: None}
+    assert hs.mapped() == {gone}
+
+
+# --- reading -----------------------------------------------------------------------------
+LINES = ["first line\n", "ünïcode ✓\n", "\n", "last without newline"]
+DATA = "".join(LINES).encode()
+
+
+@pytest.mark.parametrize("ext, compress", [
+    (".gz", gzip.compress), (".GZ", gzip.compress), (".txt", lambda b: b), ("", lambda b: b),
+    (".bz2", bz2.compress), (".xz", lzma.compress), (".XZ", lzma.compress)])
+def test_open_input_reads_plain_and_compressed(tmp_path, ext, compress):
+    path = tmp_path / f"input{ext}"
+    path.write_bytes(compress(DATA))
+    reader, raw = open_input(str(path))
+    with reader, raw:
+        got = [line.decode() for line in reader]
+        assert raw.tell() == os.path.getsize(path)
+    assert got == LINES
+    assert list(iter_lines(str(path))) == LINES
+    if ext in (".txt", ""):
+        assert reader is raw
+
+
+def test_open_input_multi_member_gzip(tmp_path):
+    path = tmp_path / "cat.gz"
+    path.write_bytes(gzip.compress(b"a\nb\n") + gzip.compress(b"c\n"))
+    assert list(iter_lines(str(path))) == ["a\n", "b\n", "c\n"]
+
+
+def test_open_input_corrupt_gzip_raises_on_read(tmp_path):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(b"x\n" * 1000)[:-30])
+    reader, raw = open_input(str(path))
+    with reader, raw, pytest.raises(EOFError):
+        for _ in reader:
+            pass
+
+
+def test_open_input_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        open_input(str(tmp_path / "nope.gz"))
+
+
+# --- previous output ---------------------------------------------------------------------
+def test_read_previous_output_turns_lines_back_into_items():
+    assert read_previous_output('["word", 3]\n', None) == [("word", 3)]
+    assert read_previous_output('[["a", [1, "b"]], {"v": [1]}]', None) == [(("a", (1, "b")), {"v": [1]})]
+    assert read_previous_output("[7, null]", None) == [(7, None)]
+    key = read_previous_output('[[1, 2], 0]', None)[0][0]
+    assert type(key) is tuple
+
+
+@pytest.mark.parametrize("line", ['{"a": 1}', "[1, 2, 3]", "[1]", '"text"', "5"])
+def test_read_previous_output_rejects_non_pairs(line):
+    with pytest.raises(BadRecord, match=r"\[key, value\] pairs"):
+        read_previous_output(line, None)
+
+
+def test_read_previous_output_not_json_is_a_bad_record():
+    with pytest.raises(BadRecord):
+        read_previous_output('["truncated", ', None)
