@@ -8,21 +8,24 @@ with a message naming it; the previous output is left as it was.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import queue
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cluster
 from cluster import defaults, functions
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.mapper import HoldState, assign_files, is_locked, list_input_files, load_auxiliary_data, new_run_id
-from cluster.process import Phase, Report, local_worker_main
+from cluster.process import Channel, Phase, Report
 from cluster.reducer import commit_output, discard_run
 
 log = logging.getLogger(__name__)
@@ -134,39 +137,58 @@ class LocalExecutor:
         counters["seconds"] = self._phase_seconds
         return JobResult(name, run_id, output_dir, counters, per_server)
 
+    def _start_worker(self, config: ClusterConfig, job: dict, run_id: str, server: str, inputs: dict,
+                      reports: queue.Queue) -> tuple[subprocess.Popen, Channel]:
+        """Start `python -m cluster.process` for one server, with a command pipe and a report pipe."""
+        cmd_r, cmd_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(cluster.__file__)))
+        env = dict(os.environ, CLUSTER_SERVER_ID=server, CLUSTER_JOB_NAME=job["job_name"],
+                   PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "cluster.process", str(cmd_r), str(rep_w)],
+                                    pass_fds=(cmd_r, rep_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(cmd_r)
+            os.close(rep_w)
+        commands = Channel(write_fd=cmd_w)
+        threading.Thread(target=_pump, args=(Channel(read_fd=rep_r), reports), daemon=True,
+                         name=f"reports-{server}").start()
+        commands.send({"server_id": server, "config": config.to_values(), "job": job, "run_id": run_id,
+                       "partitions": self.servers, "inputs": inputs, "log_level": self.worker_log_level})
+        return proc, commands
+
     def _drive(self, config: ClusterConfig, job: dict, run_id: str, plan: dict) -> dict[str, dict[str, dict]]:
-        ctx = mp.get_context("spawn")
-        reports = ctx.Queue()
-        commands = {s: ctx.Queue() for s in self.servers}
-        procs = {}
+        reports: queue.Queue = queue.Queue()
+        procs: dict[str, subprocess.Popen] = {}
+        commands: dict[str, Channel] = {}
         per_server: dict[str, dict[str, dict]] = {s: {} for s in self.servers}
         self._phase_seconds: dict[str, float] = {}
         name = job["job_name"]
         try:
             for s in self.servers:
-                p = ctx.Process(target=local_worker_main, name=f"cluster-{name}-{s}", daemon=True,
-                                args=(config.to_values(), job, run_id, s, self.servers, plan[s],
-                                      commands[s], reports, self.worker_log_level))
-                p.start()
-                procs[s] = p
+                procs[s], commands[s] = self._start_worker(config, job, run_id, s, plan[s], reports)
             for phase in Phase:
                 started = time.monotonic()
                 for s in self.servers:
-                    commands[s].put(phase.value)
+                    _send(commands[s], phase.value)
                 self._wait_phase(name, phase, procs, reports, per_server)
                 self._phase_seconds[phase.value] = round(time.monotonic() - started, 3)
             for s in self.servers:
-                commands[s].put(None)
+                _send(commands[s], None)
             for p in procs.values():
-                p.join(timeout=30)
+                p.wait(timeout=30)
         finally:
             for p in procs.values():
-                if p.is_alive():
+                if p.poll() is None:
                     p.terminate()
-                    p.join(timeout=5)
-                    if p.is_alive():
+                    try:
+                        p.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
                         p.kill()
-            reports.close()
+                        p.wait()
+            for c in commands.values():
+                c.close()
         return per_server
 
     def _wait_phase(self, name: str, phase: Phase, procs: dict, reports, per_server: dict) -> None:
@@ -190,7 +212,7 @@ class LocalExecutor:
                     pending.discard(server)
             for s in list(pending):
                 p = procs[s]
-                if not p.is_alive():
+                if p.poll() is not None:
                     try:  # it may have reported its error just before dying
                         kind, server, rphase, payload = reports.get(timeout=0.5)
                         if kind == Report.ERROR.value:
@@ -198,12 +220,31 @@ class LocalExecutor:
                     except queue.Empty:
                         pass
                     raise JobFailed(name, f"worker process of server {s} (pid {p.pid}) died with exit code "
-                                    f"{p.exitcode}" + (" (killed by a signal, often the out-of-memory killer)"
-                                                       if (p.exitcode or 0) < 0 else ""),
+                                    f"{p.returncode}" + (f" (killed by signal {-p.returncode}; SIGKILL is often the "
+                                                         "out-of-memory killer)" if p.returncode < 0 else ""),
                                     server=s, phase=phase.value)
                 if now - last_seen[s] > defaults.HEARTBEAT_TIMEOUT_SECONDS:
                     raise JobFailed(name, f"server {s} sent no heartbeat for "
                                     f"{defaults.HEARTBEAT_TIMEOUT_SECONDS:.0f}s", server=s, phase=phase.value)
+
+
+def _pump(channel: Channel, reports: queue.Queue) -> None:
+    """Move a worker's reports to the executor's queue until the worker closes its pipe."""
+    try:
+        while True:
+            reports.put(channel.receive())
+    except (EOFError, OSError, ValueError):
+        pass
+    finally:
+        channel.close()
+
+
+def _send(channel: Channel, command: str | None) -> None:
+    """Send a command; a worker that is gone is noticed by the phase's liveness check."""
+    try:
+        channel.send(command)
+    except OSError:
+        pass
 
 
 def _job_failed(name: str, report: dict) -> JobFailed:

@@ -9,8 +9,10 @@ heartbeat go back on another.
 from __future__ import annotations
 
 import logging
+import marshal
 import os
 import resource
+import sys
 import threading
 import time
 import traceback
@@ -138,37 +140,87 @@ class ServerTask:
             self._reducer.close()
 
 
-def local_worker_main(config_values: dict, job: dict, run_id: str, server_id: str, partitions: list[str],
-                      inputs: dict, commands, reports, log_level: int = logging.WARNING) -> None:
-    """Entry point of a local worker process: run phases as the commands arrive."""
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {server_id} %(levelname)s %(name)s: %(message)s")
+class Channel:
+    """Framed messages (marshal) over a pipe, safe to send from several threads."""
+
+    def __init__(self, read_fd: int | None = None, write_fd: int | None = None):
+        self._reader = os.fdopen(read_fd, "rb") if read_fd is not None else None
+        self._writer = os.fdopen(write_fd, "wb") if write_fd is not None else None
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        data = marshal.dumps(message)
+        with self._lock:
+            self._writer.write(len(data).to_bytes(4, "big") + data)
+            self._writer.flush()
+
+    def receive(self) -> Any:
+        """The next message; EOFError when the other side closed the pipe."""
+        head = self._reader.read(4)
+        if len(head) < 4:
+            raise EOFError("channel closed")
+        data = self._reader.read(int.from_bytes(head, "big"))
+        return marshal.loads(data)
+
+    def close(self) -> None:
+        for f in (self._reader, self._writer):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+def local_worker_main(commands: Channel, reports: Channel) -> None:
+    """A local worker: the first command carries the task; then one phase per command."""
+    start = commands.receive()
+    server_id = start["server_id"]
+    logging.basicConfig(level=start.get("log_level", logging.WARNING),
+                        format=f"%(asctime)s {server_id} %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
 
     def heartbeat() -> None:
         while not stop.wait(1.0):
-            reports.put((Report.HEARTBEAT.value, server_id, None, None))
+            reports.send((Report.HEARTBEAT.value, server_id, None, None))
 
     threading.Thread(target=heartbeat, daemon=True, name="heartbeat").start()
     phase = "start"
     task = None
     try:
-        config = ClusterConfig.from_dict(config_values, source="master", check_dirs=False)
+        config = ClusterConfig.from_dict(start["config"], source="master", check_dirs=False)
 
         def send_progress(phase_name: str, counters: dict) -> None:
-            reports.put((Report.PROGRESS.value, server_id, phase_name, dict(counters)))
+            reports.send((Report.PROGRESS.value, server_id, phase_name, counters))
 
-        task = ServerTask(config=config, job=job, run_id=run_id, server_id=server_id, partitions=partitions,
-                          inputs=inputs, projects_root=config.projects_dir, on_progress=send_progress)
+        task = ServerTask(config=config, job=start["job"], run_id=start["run_id"], server_id=server_id,
+                          partitions=start["partitions"], inputs=start["inputs"],
+                          projects_root=config.projects_dir, on_progress=send_progress)
         while True:
-            command = commands.get()
+            command = commands.receive()
             if command is None:
                 break
             phase = command
             counters = task.run_phase(Phase(command))
-            reports.put((Report.DONE.value, server_id, command, dict(counters)))
+            reports.send((Report.DONE.value, server_id, command, counters))
     except BaseException as exc:  # noqa: B036 - every failure must reach the master, then exit
-        reports.put((Report.ERROR.value, server_id, phase, error_report(exc, server_id, phase)))
+        reports.send((Report.ERROR.value, server_id, phase, error_report(exc, server_id, phase)))
     finally:
         stop.set()
         if task is not None:
             task.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cluster.process CMD_FD REPORT_FD`: a local worker started by the local executor."""
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m cluster.process COMMAND_FD REPORT_FD (started by the local executor)")
+    commands, reports = Channel(read_fd=int(args[0])), Channel(write_fd=int(args[1]))
+    try:
+        local_worker_main(commands, reports)
+    finally:
+        reports.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -243,8 +243,11 @@ class Shuffler:
         held = calls = items_in = 0
         for key in set(groups).union(counted):
             group = groups.get(key) or []
-            for item, n in counted.get(key, ()):  # built one key at a time: memory stays small
-                group = group + [item] * n
+            entries = counted.get(key)
+            if entries:  # built one key at a time: memory stays small
+                group = list(group)
+                for item, n in entries:
+                    group += [item] * n
             if len(group) > 1:
                 calls += 1
                 items_in += len(group)

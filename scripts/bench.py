@@ -107,6 +107,7 @@ def main() -> None:
         ("words", 16, [("loop-1", "Counter loop, 1 process"), ("loop-2", "Counter loop, 2 processes"),
                        ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
                        ("exec-2-c", "local executor, 2 workers, combiner"),
+                       ("exec-2-c-t", "local executor, 2 workers, combiner, map emits tuples"),
                        ("exec-2", "local executor, 2 workers, no combiner")]),
         ("telemetry", 32, [("loop-1", "json.loads loop, 1 process"), ("loop-2", "json.loads loop, 2 processes"),
                            ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),

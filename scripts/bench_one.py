@@ -143,9 +143,10 @@ def executor_case(spec: dict) -> dict:
         "max_number_of_bytes_in_memory": spec.get("budget", "1G"),
         "number_of_servers_per_location": servers})
     job = get_mapreduce_job_template()
-    combine = spec["case"].endswith("-c")
+    combine = "-c" in spec["case"]
     if spec["kind"] == "words":
-        job.update(project_name="word_count", map_function_name="word_count", reduce_function_name="sum_counts")
+        job.update(project_name="word_count", reduce_function_name="sum_counts",
+                   map_function_name="word_count_tuples" if spec["case"].endswith("-t") else "word_count")
     elif spec["kind"] == "telemetry":
         job.update(project_name="telemetry", map_function_name="channel_os", reduce_function_name="sum_values")
     else:

@@ -3,7 +3,11 @@ compressed and rotated output, auxiliary data for the mapper."""
 from __future__ import annotations
 
 import gzip
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,8 @@ from integration_helpers import (
 )
 
 from cluster.exceptions import ClusterError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def wc_job(name: str, input_dir: Path, **extra) -> dict:
@@ -104,3 +110,31 @@ def test_missing_auxiliary_data_is_named(wc_config, words_plain):
                     auxiliary_data_name_mapper="no_such_aux")
     with pytest.raises(ClusterError, match="no_such_aux"):
         run_job(wc_config, job)
+
+
+def test_a_script_without_a_main_guard_can_run_the_executor(tmp_path):
+    """Workers are fresh `python -m cluster.process` processes: they never re-import the caller's script."""
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "a.txt").write_text("x y x\n" * 50)
+    script = tmp_path / "job_script.py"
+    script.write_text(f'''
+import json
+from cluster.config import ClusterConfig
+from cluster.jobs import get_mapreduce_job_template
+from cluster.local import LocalExecutor
+from cluster.mapper import iter_lines
+import os
+config = ClusterConfig.from_dict({{"compute_dir": {str(tmp_path / "compute")!r},
+                                  "projects_dir": {os.path.join(REPO, "projects")!r}}})
+job = get_mapreduce_job_template()
+job.update(job_name="noguard", project_name="word_count", input_dirs=[{str(data)!r}],
+           map_function_name="word_count", reduce_function_name="sum_counts")
+result = LocalExecutor(config, servers=2).run(job)
+items = [json.loads(l) for f in sorted(os.listdir(result.output_dir))
+         for l in iter_lines(os.path.join(result.output_dir, f))]
+print(json.dumps(dict(items), sort_keys=True))
+''')
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"x": 100, "y": 50}

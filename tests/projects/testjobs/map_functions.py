@@ -1,5 +1,4 @@
 """Map functions of the integration tests' project (loaded by name, like any project)."""
-import multiprocessing
 import os
 import time
 
@@ -52,14 +51,15 @@ def bad_record_on_bad(line, auxiliary_data):
 
 
 def sleep_on_marker(line, auxiliary_data):
-    """Word count that, on a line starting with SLEEP, writes '<process name> <pid>' and sleeps 30 s.
+    """Word count that, on a line starting with SLEEP, writes 'cluster-<job>-<server> <pid>' and sleeps 30 s.
 
     auxiliary_data: {"pid_dir": folder for the pid file}.
     """
     if line.startswith("SLEEP"):
         path = os.path.join(auxiliary_data["pid_dir"], f"sleeper-{os.getpid()}.pid")
         with open(path + ".tmp", "w") as fh:
-            fh.write(f"{multiprocessing.current_process().name} {os.getpid()}\n")
+            name = f"cluster-{os.environ['CLUSTER_JOB_NAME']}-{os.environ['CLUSTER_SERVER_ID']}"
+            fh.write(f"{name} {os.getpid()}\n")
         os.replace(path + ".tmp", path)
         time.sleep(30)
     return [(word, 1) for word in line.split()]
