@@ -215,8 +215,9 @@ class Mapper:
         sample = self._sampler(path)
         fraction = float(self.job.get("downsample") or 1.0)
         check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
-        lineno = records = nbytes = skipped = 0
+        lineno = records = skipped = 0
         done_before = counters["input_bytes_done"]
+        bytes_before = counters["bytes_in"]
         started = time.monotonic()
         try:
             reader, raw = open_input(path)
@@ -229,7 +230,6 @@ class Mapper:
                         if sample is not None and sample() >= fraction:
                             skipped += 1
                             continue
-                        nbytes += len(data)
                         try:
                             line = data.decode()
                         except UnicodeDecodeError as exc:
@@ -243,10 +243,10 @@ class Mapper:
                             raise self._user_error(exc, path, lineno, line) from exc
                         if not lineno & check_every:
                             counters["records_in"] += lineno - records - skipped
-                            counters["bytes_in"] += nbytes
+                            counters["bytes_in"] = bytes_before + reader.tell()
                             counters["records_sampled_out"] += skipped
                             self._flush(path, fn, records + 1, lineno)
-                            records, nbytes, skipped = lineno, 0, 0
+                            records, skipped = lineno, 0
                             counters["input_bytes_done"] = done_before + raw.tell()
                             if self.progress:
                                 self.progress()
@@ -258,10 +258,10 @@ class Mapper:
                                                           f"(after line {lineno})")
                     log.warning("%s: corrupt compressed file %s after line %d: %s",
                                 self.server_id, path, lineno, exc)
+                counters["bytes_in"] = bytes_before + _tell(reader, counters["bytes_in"] - bytes_before)
         finally:
             counters["records_in"] += max(0, lineno - records - skipped)
             counters["records_sampled_out"] += skipped
-            counters["bytes_in"] += nbytes
             counters["input_bytes_done"] = done_before + (os.path.getsize(path) if os.path.exists(path) else 0)
         log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
         self._flush(path, fn, records + 1, lineno)
@@ -317,6 +317,14 @@ class Mapper:
         return UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
                                  server=self.server_id, error=error, traceback=traceback.format_exc(),
                                  input_file=path, line_number=lineno, line=line)
+
+
+def _tell(reader: IO[bytes], default: int) -> int:
+    """Bytes read so far (uncompressed), or `default` when a broken stream cannot say."""
+    try:
+        return reader.tell()
+    except (OSError, ValueError, EOFError):
+        return default
 
 
 def _raised_in_shuffler(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ heartbeat go back on another.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import marshal
 import os
@@ -175,6 +176,7 @@ def local_worker_main(commands: Channel, reports: Channel) -> None:
     """A local worker: the first command carries the task; then one phase per command."""
     start = commands.receive()
     server_id = start["server_id"]
+    gc.set_threshold(*defaults.WORKER_GC_THRESHOLDS)
     logging.basicConfig(level=start.get("log_level", logging.WARNING),
                         format=f"%(asctime)s {server_id} %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()

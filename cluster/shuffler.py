@@ -4,8 +4,9 @@ Each map call's output is appended to a pending batch (one C-level extend per
 line). A batch is then either counted or grouped:
 
 - counted, when the job has a combiner and every item of the batch is a
-  (key, value) pair of plain types (values int/str/bytes/None, keys those or
-  hashable tuples): identical items are counted by `collections.Counter` in C, so
+  (key, value) pair of plain types (int, str, bytes or None; tuple keys are
+  grouped, since hashing a nested tuple twice costs more than grouping it once):
+  identical items are counted by `collections.Counter` in C, so
   millions of ("word", 1) items take the memory of their distinct values, and
   the combiner later gets `[item] * n`. Only items equal in type and value are
   merged, so the combiner sees exactly what the map produced.
@@ -48,7 +49,7 @@ _consume = deque(maxlen=0).extend
 _TUPLE = {tuple}
 _PAIR = {2}
 _COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
-_COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None), tuple})
+_COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None)})
 
 
 class ShuffleError(Exception):
@@ -123,7 +124,9 @@ class Shuffler:
         self.counters["map_items_out"] += len(items)
         if self._item_bytes is None and len(items) >= defaults.SIZE_SAMPLE_ITEMS:
             self._item_bytes = estimate_item_bytes(items)
-        if self._use_counts and self._countable(items):
+        if self._use_counts and not self._countable(items):
+            self._use_counts = False  # map output types rarely change: stop checking
+        if self._use_counts:
             before = len(self._counts)
             self._counts.update(items)
             self._counted += len(items)
@@ -143,7 +146,7 @@ class Shuffler:
             keys = bucket
             keys[0:1] = []
             if (self.combine is not None and type(value) in _COUNT_VALUE_TYPES
-                    and set(map(type, keys)) <= _COUNT_KEY_TYPES - {tuple}):
+                    and set(map(type, keys)) <= _COUNT_KEY_TYPES):
                 entry = self._key_counts.get(vk)
                 if entry is None:
                     self._key_counts[vk] = entry = (value, Counter())
@@ -159,15 +162,7 @@ class Shuffler:
             return False
         if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
             return False
-        key_types = set(map(type, map(_key0, items)))
-        if not key_types <= _COUNT_KEY_TYPES:
-            return False
-        if tuple in key_types:
-            try:  # a tuple key holding a list would fail half-way through Counter.update
-                hash(tuple(items))
-            except TypeError:
-                return False
-        return True
+        return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
 
     @staticmethod
     def _describe_bad(items: list, exc: Exception) -> str:

@@ -3,7 +3,7 @@
 Per (channel, OS): how many documents; per channel: total uptime. Lines that are
 not "<id>\\t<json>" or whose JSON does not parse are counted as bad lines.
 """
-import json
+from json import loads
 
 from cluster.exceptions import BadRecord
 
@@ -13,10 +13,10 @@ def channel_os(line, auxiliary_data):
     if not sep:
         raise BadRecord("no tab between document id and JSON")
     try:
-        doc = json.loads(payload)
+        doc = loads(payload)
     except ValueError as exc:
         raise BadRecord(f"JSON does not parse: {exc}") from None
     info = doc["info"]
     channel = info["appUpdateChannel"]
-    return [(("documents", channel, info["OS"]), 1),
-            (("uptime", channel), doc["simpleMeasurements"]["uptime"])]
+    return ((("documents", channel, info["OS"]), 1),
+            (("uptime", channel), doc["simpleMeasurements"]["uptime"]))
