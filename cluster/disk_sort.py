@@ -21,7 +21,7 @@ import sys
 import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import groupby, islice
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import Any
 
@@ -63,9 +63,21 @@ def _universal_item_key(item: tuple) -> tuple:
 _FAMILY = {int: "number", float: "number", bool: "number", str: "str", bytes: "bytes", tuple: "tuple"}
 
 
+def _naturally_ordered(keys: Iterable) -> bool:
+    """True when the natural order of these keys is total (no sets, None, dicts...), one tuple level down."""
+    keys = list(keys)
+    types = set(map(type, keys))
+    if not types <= NATURAL_TYPES:
+        return False
+    if tuple in types:
+        inner = set(map(type, chain.from_iterable(k for k in keys if type(k) is tuple)))
+        return inner <= NATURAL_TYPES
+    return True
+
+
 def sort_keys(keys: list) -> bool:
     """Sort distinct keys in place; return True when the universal order had to be used."""
-    if set(map(type, keys)) <= NATURAL_TYPES:
+    if _naturally_ordered(keys):
         try:
             keys.sort()
             return False
@@ -77,7 +89,7 @@ def sort_keys(keys: list) -> bool:
 
 def sort_items(items: list) -> bool:
     """Sort (key, value) items by key in place; return True when the universal order was used."""
-    if set(map(type, map(_key0, items))) <= NATURAL_TYPES:
+    if _naturally_ordered(map(_key0, items)):
         try:
             items.sort(key=_key0)
             return False

@@ -203,9 +203,6 @@ def test_universal_key_agrees_with_the_natural_order():
     assert universal_key(1) == universal_key(1.0) == universal_key(True)
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN GAP: sort_items/sort_keys treat tuples holding frozensets as "
-                                       "naturally ordered; '<' on sets is a subset test, so equal keys "
-                                       "are not brought together and a key is yielded twice")
 def test_tuple_keys_holding_frozensets_group_exactly(tmp_path):
     ds = DiskSort(str(tmp_path))
     ds.extend([((frozenset({1}),), "a"), ((frozenset({2}),), "b"), ((frozenset({1}),), "c")])
