@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from cluster.exceptions import CodecError
+from cluster.sizing import batch_items_for, estimate_item_bytes
 
 VERSION = marshal.version
 HASH_VERSION = 2
@@ -57,13 +58,18 @@ def _bad_type(value: Any) -> str:
 
 
 def iter_batches(fh: IO[bytes]) -> Iterator[list]:
-    """Yield the batches of an open file, in order."""
+    """Yield the batches of an open file, in order; a file cut inside a batch is an error."""
     load = marshal.load
     while True:
+        start = fh.tell()
         try:
-            yield load(fh)
+            batch = load(fh)
         except EOFError:
+            if fh.seek(0, 2) != start:
+                raise CodecError(f"{getattr(fh, 'name', 'a spill file')} is truncated: it ends inside a "
+                                 f"batch at byte {start}") from None
             return
+        yield batch
 
 
 def iter_items(path: str) -> Iterator:
@@ -91,7 +97,8 @@ def stable_hash(key: Any) -> int:
 
 
 def dump_items(fh: IO[bytes], items: list, batch_items: int) -> int:
-    """Write items as batches of at most `batch_items`; return the bytes written."""
+    """Write items as batches of at most `batch_items` (fewer for big items); return the bytes written."""
+    batch_items = min(batch_items, batch_items_for(estimate_item_bytes(items)))
     written = 0
     for i in range(0, len(items), batch_items):
         written += dump_batch(fh, items[i:i + batch_items])

@@ -42,9 +42,11 @@ SIMULTANEOUS_FILES_IN_REDIS = 10
 MAX_NUMBER_DUMPED_ITEMS_REDUCER = 500_000
 
 # --- engine tunables ------------------------------------------------------------------
-BATCH_ITEMS = 2048             # items per codec batch in spill and run files
+BATCH_ITEMS = 2048             # items per codec batch in spill and run files, at most...
+BATCH_BYTES = 4 * 1024 ** 2    # ...and at most this much memory per batch (big values: fewer items)
 MAX_MERGE_FAN_IN = 64          # runs merged at once; more runs get an extra merge pass
 MEMORY_CHECK_EVERY_LINES = 4096  # the mapper re-estimates held memory this often
+MAX_PENDING_ITEMS = 1_000_000  # map output items waiting to be grouped, whatever the lines
 PROGRESS_EVERY_SECONDS = 0.5   # how often a worker reports its counters
 HEARTBEAT_TIMEOUT_SECONDS = 30.0  # a worker silent for this long fails the phase
 COMBINE_BUFFER_BYTES = 256 * 1024 ** 2  # combine once map output grows this much (cache-friendly)

@@ -33,6 +33,19 @@ class DiskList:
     def __len__(self) -> int:
         return self._on_disk + len(self._buffer)
 
+    def __getitem__(self, index: int) -> Any:
+        """Item by position (read by a scan: cheap for the first items, which is what `group[0]` needs)."""
+        if not isinstance(index, int):
+            raise TypeError("a DiskList takes integer indexes only; iterate it to read every item")
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("DiskList index out of range")
+        if index >= self._on_disk:
+            return self._buffer[index - self._on_disk]
+        return next(islice(self._iter_file(), index, None))
+
     @property
     def on_disk(self) -> bool:
         """True once some items went to the file."""
@@ -61,19 +74,21 @@ class DiskList:
             fd, self._path = tempfile.mkstemp(prefix="disklist-", suffix=".bin", dir=self.directory)
             self._fh = os.fdopen(fd, "wb")
         buf = self._buffer
-        for i in range(0, len(buf), defaults.BATCH_ITEMS):
-            codec.dump_batch(self._fh, buf[i:i + defaults.BATCH_ITEMS])
+        codec.dump_items(self._fh, buf, defaults.BATCH_ITEMS)
         self._on_disk += len(buf)
         self._buffer = []
 
-    def __iter__(self) -> Iterator:
-        if self._closed:
-            raise ValueError("DiskList is closed")
+    def _iter_file(self) -> Iterator:
         if self._fh is not None:
             self._fh.flush()
             with open(self._path, "rb") as fh:
                 for batch in codec.iter_batches(fh):
                     yield from batch
+
+    def __iter__(self) -> Iterator:
+        if self._closed:
+            raise ValueError("DiskList is closed")
+        yield from self._iter_file()
         yield from self._buffer
         if self.delete_after_iteration:
             self.close()

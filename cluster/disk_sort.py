@@ -17,7 +17,6 @@ so runs sorted either way merge correctly and equal keys always meet.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
@@ -27,13 +26,11 @@ from typing import Any
 
 from cluster import codec, defaults
 from cluster.disk_list import DiskList
+from cluster.exceptions import GroupTooLarge, OrderConflict
+from cluster.sizing import batch_items_for, estimate_item_bytes
 
 _key0 = itemgetter(0)
 NATURAL_TYPES = frozenset({str, int, float, bool, bytes, tuple})
-
-
-class OrderConflict(Exception):
-    """Internal: runs sorted naturally turned out not to be comparable with each other."""
 
 
 def universal_key(k: Any) -> tuple:
@@ -41,8 +38,10 @@ def universal_key(k: Any) -> tuple:
     t = type(k)
     if t is str:
         return (2, k)
-    if t is int or t is float or t is bool:
-        return (1, k)
+    if t is int or t is bool:
+        return (1, 0, k)
+    if t is float:
+        return (1, 0, k) if k == k else (1, 1, 0)  # NaN after every number: the order stays total
     if k is None:
         return (0, 0)
     if t is bytes:
@@ -64,14 +63,15 @@ _FAMILY = {int: "number", float: "number", bool: "number", str: "str", bytes: "b
 
 
 def _naturally_ordered(keys: Iterable) -> bool:
-    """True when the natural order of these keys is total (no sets, None, dicts...), one tuple level down."""
+    """True when the natural order of these keys is total: no sets, None, dicts or NaN, at any tuple depth."""
     keys = list(keys)
     types = set(map(type, keys))
     if not types <= NATURAL_TYPES:
         return False
+    if float in types and any(k != k for k in keys if type(k) is float):
+        return False
     if tuple in types:
-        inner = set(map(type, chain.from_iterable(k for k in keys if type(k) is tuple)))
-        return inner <= NATURAL_TYPES
+        return _naturally_ordered(chain.from_iterable(k for k in keys if type(k) is tuple))
     return True
 
 
@@ -99,25 +99,6 @@ def sort_items(items: list) -> bool:
     return True
 
 
-def deep_size(obj: Any, depth: int = 3) -> int:
-    """Approximate bytes an object holds, following containers a few levels down."""
-    size = sys.getsizeof(obj)
-    if depth and isinstance(obj, (tuple, list, set, frozenset)):
-        size += sum(deep_size(x, depth - 1) for x in obj)
-    elif depth and isinstance(obj, dict):
-        size += sum(deep_size(k, depth - 1) + deep_size(v, depth - 1) for k, v in obj.items())
-    return size
-
-
-def estimate_item_bytes(items: list) -> float:
-    """Average in-memory bytes of an item (plus its list slot), from a sample."""
-    if not items:
-        return 64.0
-    step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
-    sample = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
-    return 8 + sum(map(deep_size, sample)) / len(sample)
-
-
 class DiskSort:
     """Sort (key, value) items under `memory_budget` bytes, spilling runs into `directory`."""
 
@@ -129,6 +110,8 @@ class DiskSort:
         self._buffer: list = []
         self._item_bytes: float | None = None
         self._runs: list[str] = []
+        self._since_check = 0
+        self._check_every = defaults.SIZE_SAMPLE_ITEMS
         self._families: set = set()
         self._own_runs: list[str] = []
         self._groups: Iterator | None = None
@@ -138,13 +121,14 @@ class DiskSort:
     # --- input -------------------------------------------------------------------------
     def append(self, item: tuple) -> None:
         self._buffer.append(item)
-        if len(self._buffer) % defaults.BATCH_ITEMS == 0:
+        self._since_check += 1
+        if self._since_check >= self._check_every:
             self._check_memory()
 
     def extend(self, items: Iterable[tuple]) -> None:
         it = iter(items)
         while True:
-            batch = list(islice(it, defaults.BATCH_ITEMS))
+            batch = list(islice(it, self._check_every))
             if not batch:
                 return
             self._buffer.extend(batch)
@@ -161,8 +145,10 @@ class DiskSort:
         return len(self._runs)
 
     def _check_memory(self) -> None:
+        self._since_check = 0
         if self._item_bytes is None and len(self._buffer) >= defaults.SIZE_SAMPLE_ITEMS:
             self._item_bytes = estimate_item_bytes(self._buffer)
+            self._check_every = batch_items_for(self._item_bytes)
         per_item = self._item_bytes or 64.0
         # sorting needs the list itself plus timsort's temporary space (n/2 pointers)
         if len(self._buffer) * (per_item + 4) > self.memory_budget:
@@ -191,7 +177,7 @@ class DiskSort:
     # --- merging -----------------------------------------------------------------------
     def _fan_in(self) -> int:
         per_item = self._item_bytes or 128.0
-        per_run = 3 * defaults.BATCH_ITEMS * per_item  # current batch, its slice, the merged copy
+        per_run = 3 * batch_items_for(per_item) * per_item  # current batch, its slice, the merged copy
         return int(max(2, min(defaults.MAX_MERGE_FAN_IN, self.memory_budget // per_run)))
 
     @staticmethod
@@ -222,6 +208,8 @@ class DiskSort:
                             keep.append(h)
                     else:
                         i = bisect_right(batch, bound, key=key)
+                        if i == len(batch):  # only an inconsistent order gets here
+                            raise TypeError("keys are not consistently ordered")
                         if i:
                             out += batch[:i]
                             h[0] = batch[i:]
@@ -298,9 +286,10 @@ class DiskSort:
 
         A DiskList group is valid until the next group is requested.
         """
+        per_item = self._item_bytes or 128.0
         if max_items_in_memory is None:
-            per_item = self._item_bytes or 128.0
             max_items_in_memory = max(1000, int(self.memory_budget / 4 / per_item))
+        max_list_items = max(1000, int(self.memory_budget / per_item))
         for key, it in groupby(self.items(), key=_key0):
             if disk_based:
                 group = DiskList(self.directory, max_items_in_memory)
@@ -312,7 +301,13 @@ class DiskSort:
                     group.close()
                     self._current = None
             else:
-                yield key, list(it)
+                group = list(islice(it, max_list_items))
+                if len(group) == max_list_items and next(it, None) is not None:  # noqa: B031 - a peek
+                    raise GroupTooLarge(
+                        f"the group of key {key!r:.100} holds more than {max_list_items:,} items, more than "
+                        f"this server's memory budget ({self.memory_budget / 2**20:,.1f} MB) holds as a list; set "
+                        "disk_based_input to reduce big groups from disk, or raise max_number_of_bytes_in_memory")
+                yield key, group
 
     def next_group(self, disk_based: bool = False) -> list | DiskList:
         """The next key's items (the original interface); raises StopIteration at the end."""

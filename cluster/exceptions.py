@@ -48,6 +48,24 @@ class OutputError(ClusterError):
 _NO_KEY = object()
 
 
+class GroupTooLarge(ClusterError):
+    """One key's items do not fit in memory as a list (the job should set disk_based_input)."""
+
+
+class ShuffleError(ClusterError):
+    """A spill file could not be written or handed over (disk full, permissions...)."""
+
+
+class BadMapOutput(ClusterError):
+    """Internal: a map call returned something that is not (key, value) pairs with hashable keys;
+    the mapper turns it into a UserFunctionError naming the file and line."""
+
+
+class OrderConflict(ClusterError):
+    """Internal: runs sorted in their natural order turned out not to be comparable with each other;
+    the reducer merges again in the universal order."""
+
+
 class UserFunctionError(ClusterError):
     """A map, combine or reduce function raised; says where, with the original traceback."""
 

@@ -11,9 +11,13 @@
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from dataclasses import dataclass
+from typing import IO
+
+from cluster.exceptions import JobFailed
 
 SPILL_SUFFIX = ".spill"
 UNIVERSAL_MARK = "-u"
@@ -55,6 +59,28 @@ class JobLayout:
 
     def server_dirs(self, server_id: str) -> list[str]:
         return [self.map_dir(server_id), self.spill_dir(server_id), self.sort_dir(server_id)]
+
+    def lock(self) -> IO:
+        """Hold the job's lock (an flock on <job_dir>/.lock) until the returned file is closed.
+
+        Two runs of one job at once would clear each other's intermediate files; the
+        second is refused instead.
+        """
+        os.makedirs(self.job_dir, exist_ok=True)
+        fh = open(os.path.join(self.job_dir, ".lock"), "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise JobFailed(self.job_name, f"another run of this job is in progress ({holder}); "
+                            "wait for it to finish, or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        fh.flush()
+        return fh
 
     def clear_intermediate(self) -> None:
         """Remove what an earlier (possibly crashed) run left between phases."""

@@ -114,6 +114,11 @@ class LocalExecutor:
         layout = JobLayout(config.base_dir, config.auxiliary_dir, name)
         for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
             load_auxiliary_data(layout, job.get(aux))
+        with layout.lock():
+            return self._run_locked(config, job, layout)
+
+    def _run_locked(self, config: ClusterConfig, job: dict, layout: JobLayout) -> JobResult:
+        name = job["job_name"]
         layout.clear_intermediate()
         run_id = new_run_id()
         plan, notes = plan_inputs(config, job, self.servers, layout)
@@ -123,8 +128,10 @@ class LocalExecutor:
         try:
             per_server = self._drive(config, job, run_id, plan)
             if job.get("hold_state"):
-                for s in self.servers:
-                    hold.record(run_id, s, plan[s]["files"])
+                corrupt = {c["path"] for phases in per_server.values()
+                           for c in phases.get("map", {}).get("corrupt_files_detail", [])}
+                for s in self.servers:  # a file that ended corrupt is read again next time
+                    hold.record(run_id, s, [f for f in plan[s]["files"] if f not in corrupt])
         except BaseException:
             discard_run(layout, run_id)
             hold.discard(run_id)

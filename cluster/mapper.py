@@ -23,9 +23,9 @@ from typing import IO, Any
 import ujson
 
 from cluster import codec, defaults
-from cluster.exceptions import BadRecord, InputError, UserFunctionError
+from cluster.exceptions import BadMapOutput, BadRecord, InputError, UserFunctionError
 from cluster.layout import JobLayout
-from cluster.shuffler import BadMapOutput, Shuffler
+from cluster.shuffler import Shuffler
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,17 @@ def list_input_files(input_dirs: Iterable[str]) -> list[tuple[str, int]]:
         if not os.path.isdir(top):
             missing.append(top)
             continue
-        for root, dirs, files in os.walk(top):
+        seen_dirs: set[str] = set()
+
+        def unreadable(exc: OSError) -> None:
+            raise InputError(f"cannot list input folder {exc.filename}: {exc.strerror}")
+
+        for root, dirs, files in os.walk(top, followlinks=True, onerror=unreadable):
+            real = os.path.realpath(root)
+            if real in seen_dirs:  # a symlink loop, or a folder reached twice
+                dirs[:] = []
+                continue
+            seen_dirs.add(real)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if name.startswith(".") or name.endswith(".tmp"):
@@ -192,10 +202,12 @@ class Mapper:
             counters.setdefault(name, 0)
         counters.setdefault("bad_line_examples", [])
         counters.setdefault("corrupt_file_names", [])
+        counters.setdefault("corrupt_files_detail", [])
 
-    def run(self, files: list[str], map_function: Callable | None = None) -> None:
-        """Map every file; `map_function` overrides the job's (for previous output)."""
+    def run(self, files: list[str], map_function: Callable | None = None, sample: bool = True) -> None:
+        """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
         fn = map_function or self.map_function
+        self._sample = sample
         self.counters["files"] += len(files)
         self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
         for path in files:
@@ -204,7 +216,7 @@ class Mapper:
 
     def _sampler(self, path: str) -> Callable[[], float] | None:
         fraction = float(self.job.get("downsample") or 1.0)
-        if fraction >= 1.0:
+        if fraction >= 1.0 or not getattr(self, "_sample", True):
             return None
         return random.Random(f"{self.job['job_name']}\0{path}").random
 
@@ -256,6 +268,7 @@ class Mapper:
                     counters["corrupt_files"] += 1
                     counters["corrupt_file_names"].append(f"{path}: {type(exc).__name__}: {exc} "
                                                           f"(after line {lineno})")
+                    counters["corrupt_files_detail"].append({"path": path, "after_line": lineno})
                     log.warning("%s: corrupt compressed file %s after line %d: %s",
                                 self.server_id, path, lineno, exc)
                 counters["bytes_in"] = bytes_before + _tell(reader, counters["bytes_in"] - bytes_before)

@@ -22,11 +22,11 @@ from typing import Any
 
 from cluster import defaults, functions
 from cluster.config import ClusterConfig
-from cluster.exceptions import ClusterError, UserFunctionError
+from cluster.exceptions import ClusterError, ShuffleError, UserFunctionError
 from cluster.layout import JobLayout
 from cluster.mapper import Mapper, load_auxiliary_data, read_previous_output
 from cluster.reducer import Reducer
-from cluster.shuffler import ShuffleError, Shuffler
+from cluster.shuffler import Shuffler
 from cluster.transport import LocalTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class ServerTask:
                         auxiliary_data=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_mapper")),
                         shuffler=shuffler, counters=counters, progress=self.progress)
         mapper.run(self.inputs.get("files", []))
-        mapper.run(self.inputs.get("previous_output", []), map_function=read_previous_output)
+        mapper.run(self.inputs.get("previous_output", []), map_function=read_previous_output, sample=False)
         shuffler.close()
 
     def _reducer_for(self, counters: dict) -> Reducer:

@@ -14,14 +14,15 @@ import os
 import shutil
 import traceback
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import IO, Any
 
 import ujson
 
 from cluster import defaults
 from cluster.disk_list import DiskList
-from cluster.disk_sort import DiskSort, OrderConflict
-from cluster.exceptions import OutputError, UserFunctionError
+from cluster.disk_sort import DiskSort
+from cluster.exceptions import OrderConflict, OutputError, UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK, JobLayout
 
 log = logging.getLogger(__name__)
@@ -47,39 +48,54 @@ class OutputWriter:
         name = f"{self.prefix}-{len(self.files):05d}{OUTPUT_SUFFIX}" + (".gz" if self.compress else "")
         path = os.path.join(self.directory, name)
         self.files.append(path)
-        raw = open(path, "wb")
+        try:
+            raw = open(path, "wb")
+        except OSError as exc:
+            raise OutputError(f"cannot create reduce output {path}: {exc.strerror or exc}") from exc
         self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=defaults.GZIP_LEVEL) \
             if self.compress else raw
         self._raw = raw
         self._in_file = 0
 
     def write_many(self, items: Iterable, key: Any = None) -> int:
-        """Write every item; return how many."""
+        """Write every item (encoded and written in chunks, so a huge output stays small); return how many."""
+        if isinstance(items, (str, bytes, dict)):
+            raise OutputError(f"the reduce function returned a {type(items).__name__} for key {key!r:.100}; "
+                              "it must return an iterable of output items (e.g. a list of (key, value))")
         dumps = ujson.dumps
-        lines = []
-        for item in items:
-            try:
-                lines.append(dumps(item, ensure_ascii=False))
-            except (TypeError, ValueError) as exc:
-                raise OutputError(f"reduce output item {item!r:.200} (key {key!r:.100}) is not JSON: {exc}; "
-                                  "reduce functions must yield JSON-serializable items") from None
-        start = 0
-        while start < len(lines):
-            if self._fh is None or self._in_file >= self.max_items:
-                self.close()
-                self._open()
-            take = lines[start:start + self.max_items - self._in_file]
-            try:
-                data = ("\n".join(take) + "\n").encode()
-            except UnicodeEncodeError as exc:
-                raise OutputError(f"reduce output for key {key!r:.100} holds a string that is not valid "
-                                  f"Unicode ({exc.reason}); clean it in the reduce function") from None
+        count = 0
+        it = iter(items)
+        while True:
+            lines = []
+            room = self.max_items - self._in_file if self._fh is not None else self.max_items
+            for item in islice(it, min(room or self.max_items, 4096)):
+                try:
+                    lines.append(dumps(item, ensure_ascii=False, allow_nan=False))
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise OutputError(f"reduce output item {item!r:.200} (key {key!r:.100}) is not JSON: {exc}; "
+                                      "reduce functions must yield JSON-serializable items (no NaN, Infinity, "
+                                      "sets or objects)") from None
+            if not lines:
+                return count
+            self._write_lines(lines, key)
+            count += len(lines)
+
+    def _write_lines(self, lines: list[str], key: Any) -> None:
+        if self._fh is None or self._in_file >= self.max_items:
+            self.close()
+            self._open()
+        try:
+            data = ("\n".join(lines) + "\n").encode()
+        except UnicodeEncodeError as exc:
+            raise OutputError(f"reduce output for key {key!r:.100} holds a string that is not valid "
+                              f"Unicode ({exc.reason}); clean it in the reduce function") from None
+        try:
             self._fh.write(data)
-            self._in_file += len(take)
-            self.bytes += len(data)
-            start += len(take)
+        except OSError as exc:
+            raise OutputError(f"writing reduce output {self.files[-1]} failed: {exc.strerror or exc}") from exc
+        self._in_file += len(lines)
+        self.bytes += len(data)
         self.items += len(lines)
-        return len(lines)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -159,7 +175,6 @@ class Reducer:
                               bool(job.get("compress")))
         fn, aux = self.reduce_function, self.auxiliary_data
         disk_based_output = bool(job.get("disk_based_output"))
-        warned = False
         c = self.counters
         c.update(groups=0, items_reduced=0, records_out=0)
         for name in ("output_bytes", "output_files", "order_fallbacks", "largest_group"):
@@ -171,11 +186,6 @@ class Reducer:
                 c["items_reduced"] += size
                 if size > c["largest_group"]:
                     c["largest_group"] = size
-                if not warned and isinstance(group, list) and size * 150 > self.memory_budget:
-                    warned = True
-                    log.warning("%s: the group of key %r holds %d items, more than this server's memory "
-                                "budget; set disk_based_input to keep big groups on disk",
-                                self.server_id, key, size)
                 try:
                     if disk_based_output:
                         with DiskList(sort_dir) as sink:

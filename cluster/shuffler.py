@@ -33,10 +33,11 @@ from operator import itemgetter
 from typing import Any
 
 from cluster import codec, defaults
-from cluster.disk_sort import estimate_item_bytes, sort_keys
+from cluster.disk_sort import sort_keys
 from cluster.emit import SameValue
-from cluster.exceptions import UserFunctionError
+from cluster.exceptions import BadMapOutput, ShuffleError, UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
+from cluster.sizing import estimate_item_bytes
 from cluster.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,9 @@ _append = list.append
 _consume = deque(maxlen=0).extend
 _TUPLE = {tuple}
 _PAIR = {2}
+_PAIR_TYPES = {tuple, list}
 _COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
 _COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None)})
-
-
-class ShuffleError(Exception):
-    """Internal: a spill could not be written (wrapped by the phase with its context)."""
-
-
-class BadMapOutput(Exception):
-    """Internal: a map call returned something that is not (key, value) items with hashable keys."""
 
 
 class Shuffler:
@@ -101,16 +95,17 @@ class Shuffler:
             return
         if type(items) is SameValue:
             value = items.value
-            try:
-                bucket = self._pending_keys.get((type(value), value))
-            except TypeError:  # an unhashable value: plain items
+            if type(value) not in _COUNT_VALUE_TYPES:  # (1.0, 2) == (1, 2): only exact plain types share
                 self._pending += items
                 return
+            bucket = self._pending_keys.get((type(value), value))
             if bucket is None:
                 self._pending_keys[(type(value), value)] = bucket = [value]
             bucket += items.keys
             return
         self._pending += items
+        if len(self._pending) > defaults.MAX_PENDING_ITEMS:
+            self.drain()
 
     # --- batches -----------------------------------------------------------------------
     def drain(self) -> None:
@@ -121,9 +116,11 @@ class Shuffler:
         if not items:
             return
         self._pending = []
+        if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
+            raise BadMapOutput(self._describe_bad(items, None))
         self.counters["map_items_out"] += len(items)
-        if self._item_bytes is None and len(items) >= defaults.SIZE_SAMPLE_ITEMS:
-            self._item_bytes = estimate_item_bytes(items)
+        sample = estimate_item_bytes(items)  # items vary: re-estimated on every batch
+        self._item_bytes = sample if self._item_bytes is None else max(sample, (self._item_bytes + sample) / 2)
         if self._use_counts and not self._countable(items):
             self._use_counts = False  # map output types rarely change: stop checking
         if self._use_counts:
@@ -158,24 +155,25 @@ class Shuffler:
 
     @staticmethod
     def _countable(items: list) -> bool:
-        if set(map(type, items)) != _TUPLE or set(map(len, items)) != _PAIR:
+        if set(map(type, items)) != _TUPLE:
             return False
         if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
             return False
         return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
 
     @staticmethod
-    def _describe_bad(items: list, exc: Exception) -> str:
+    def _describe_bad(items: list, exc: Exception | None) -> str:
         for item in items:
+            if type(item) not in _PAIR_TYPES or len(item) != 2:
+                return (f"map output must be an iterable of (key, value) pairs, or None; got the item "
+                        f"{item!r:.200} ({type(item).__name__}"
+                        + (f" of length {len(item)})" if hasattr(item, "__len__") else ")"))
             try:
                 hash(item[0])
             except TypeError:
                 return (f"map output item {item!r:.200} has an unhashable key "
                         f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
-            except (IndexError, KeyError):
-                break
-        return (f"map output must be an iterable of (key, value) items, or None ({type(exc).__name__}: {exc}); "
-                f"got items like {items[0]!r:.200}")
+        return f"map output could not be grouped ({type(exc).__name__}: {exc})"
 
     def _take_counted(self) -> dict:
         """Counted items by key, as {key: [(item, n), ...]}; the counters start empty again."""
@@ -267,9 +265,7 @@ class Shuffler:
     def _partition(self, key: Any) -> int:
         p = self._partition_cache.get(key)
         if p is None:
-            p = codec.stable_hash(key) % len(self.partitions)
-            if len(self._partition_cache) < 1_000_000:
-                self._partition_cache[key] = p
+            p = self._partition_cache[key] = codec.stable_hash(key) % len(self.partitions)
         return p
 
     def _spill_all(self) -> None:
@@ -289,6 +285,7 @@ class Shuffler:
                 per_part[part(k)].append(k)
         self._groups = defaultdict(list)
         self._held = 0
+        self._partition_cache.clear()  # it keeps keys alive: bounded by one spill's keys
         self.counters["spills"] += 1
         getitem = groups.__getitem__
         for index, pkeys in enumerate(per_part):

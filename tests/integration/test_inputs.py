@@ -217,10 +217,22 @@ def test_tiny_memory_budget_spills_and_stays_exact(tmp_path, words_plain, combin
     config = make_config(tmp_path / "compute", TEST_PROJECTS, memory="2M")
     input_dir, expected = words_plain
     job = make_job("tiny", "testjobs", [input_dir], "bad_record_on_bad", "sum_values",
-                   combine_function_name=combiner)
+                   combine_function_name=combiner, disk_based_input=True)
     result = run_job(config, job)
     assert output_dict(result) == expected["counts"]
     assert result.counters["spill_files"] > 2, "a 1 MiB share must spill more than once"
+
+
+def test_a_group_bigger_than_the_budget_without_disk_based_input_fails_clearly(tmp_path, words_plain):
+    config = make_config(tmp_path / "compute", TEST_PROJECTS, memory="2M")
+    input_dir, _ = words_plain
+    job = make_job("hot", "testjobs", [input_dir], "bad_record_on_bad", "sum_values")
+    with pytest.raises(JobFailed) as info:
+        run_job(config, job)
+    message = str(info.value)
+    assert info.value.phase == "reduce"
+    assert "GroupTooLarge" in message and "set disk_based_input" in message and "1.0 MB" in message
+    assert not (tmp_path / "compute" / "data" / "hot" / "reduce").exists()
 
 
 @pytest.mark.parametrize("reduce_function", ["sum_into_disk_list", "sum_into_disk_list_return_none"])

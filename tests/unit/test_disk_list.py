@@ -111,3 +111,14 @@ def test_budget_below_one_means_one(tmp_path):
     dl.append("x")
     assert dl.on_disk
     assert list(dl) == ["x"]
+
+
+def test_index_reads_spilled_and_buffered_items(tmp_path):
+    with DiskList(str(tmp_path), max_items_in_memory=10) as dl:
+        dl.extend((i, i * i) for i in range(25))
+        assert dl.on_disk
+        assert dl[0] == (0, 0) and dl[12] == (12, 144) and dl[24] == (24, 576) and dl[-1] == (24, 576)
+        with pytest.raises(IndexError):
+            dl[25]
+        with pytest.raises(TypeError):
+            dl[1:3]

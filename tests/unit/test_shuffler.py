@@ -9,8 +9,9 @@ import pytest
 
 from cluster import codec
 from cluster.disk_sort import universal_key
+from cluster.exceptions import BadMapOutput
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
-from cluster.shuffler import BadMapOutput, Shuffler
+from cluster.shuffler import Shuffler
 
 SERVERS = ["S_0", "S_1", "S_2"]
 

@@ -1,0 +1,31 @@
+"""Estimates of the memory Python objects take, for the memory budget and batch sizes."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from cluster import defaults
+
+
+def deep_size(obj: Any, depth: int = 3) -> int:
+    """Approximate bytes an object holds, following containers a few levels down."""
+    size = sys.getsizeof(obj)
+    if depth and isinstance(obj, (tuple, list, set, frozenset)):
+        size += sum(deep_size(x, depth - 1) for x in obj)
+    elif depth and isinstance(obj, dict):
+        size += sum(deep_size(k, depth - 1) + deep_size(v, depth - 1) for k, v in obj.items())
+    return size
+
+
+def estimate_item_bytes(items: list) -> float:
+    """Average in-memory bytes of an item (plus its list slot), from a sample."""
+    if not items:
+        return 64.0
+    step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
+    sample = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
+    return 8 + sum(map(deep_size, sample)) / len(sample)
+
+
+def batch_items_for(item_bytes: float) -> int:
+    """How many items of this size make one batch: at most BATCH_ITEMS, at most BATCH_BYTES."""
+    return int(max(1, min(defaults.BATCH_ITEMS, defaults.BATCH_BYTES // max(1.0, item_bytes))))
