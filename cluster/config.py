@@ -76,7 +76,10 @@ class ClusterConfig:
             raise ConfigError(f"config file {path} does not exist (given by --config or ${defaults.CONFIG_ENV})")
         parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read(path)
+            with open(path) as fh:
+                parser.read_file(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except configparser.Error as exc:
             raise ConfigError(f"config file {path} is not a valid INI file: {exc}") from exc
         if defaults.CONFIG_SECTION not in parser:

@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from types import ModuleType
 
@@ -34,8 +35,12 @@ def project_dir(projects_root: str, project_name: str) -> str:
     return path
 
 
-def load_module(projects_root: str, project_name: str, module: str) -> ModuleType:
-    """Import `<project>/<module>.py` afresh, with the project folder importable for its helpers."""
+def load_module(projects_root: str, project_name: str, module: str, isolate: bool = True) -> ModuleType:
+    """Import `<project>/<module>.py` afresh, with the project folder importable for its helpers.
+
+    `isolate`: take the project folder off sys.path and forget its helper modules afterwards
+    (the master); a worker that runs the project keeps both, so imports inside functions work.
+    """
     folder = project_dir(projects_root, project_name)
     path = os.path.join(folder, module + ".py")
     if not os.path.isfile(path):
@@ -45,17 +50,22 @@ def load_module(projects_root: str, project_name: str, module: str) -> ModuleTyp
     mod = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     sys.path.insert(0, folder)
+    sys.modules[unique] = mod  # dataclasses and pickling look the module up while it runs
     try:
         spec.loader.exec_module(mod)
     except Exception as exc:
-        raise ProjectError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        sys.modules.pop(unique, None)
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ProjectError(f"importing {path} failed: {type(exc).__name__}: {exc} "
+                           f"(at {frame.filename}:{frame.lineno})") from exc
     finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
-        # The project's own helper modules are loaded afresh each time, never shared between projects.
-        for name in set(sys.modules) - before:
-            if (getattr(sys.modules[name], "__file__", None) or "").startswith(folder + os.sep):
-                del sys.modules[name]
+        if isolate:
+            if folder in sys.path:
+                sys.path.remove(folder)
+            # The project's own helper modules are loaded afresh each time, never shared between projects.
+            for name in set(sys.modules) - before:
+                if (getattr(sys.modules[name], "__file__", None) or "").startswith(folder + os.sep):
+                    del sys.modules[name]
     return mod
 
 
@@ -83,11 +93,12 @@ def load_function(projects_root: str, project_name: str, module: str, name: str)
     return _find(load_module(projects_root, project_name, module), module, name, project_name)
 
 
-def load_job_functions(projects_root: str, job: dict) -> tuple[Callable, Callable | None, Callable]:
+def load_job_functions(projects_root: str, job: dict, isolate: bool = True
+                       ) -> tuple[Callable, Callable | None, Callable]:
     """The (map, combine or None, reduce) functions a mapreduce job names."""
     name = job["project_name"]
-    map_mod = load_module(projects_root, name, MAP_MODULE)
-    reduce_mod = load_module(projects_root, name, REDUCE_MODULE)
+    map_mod = load_module(projects_root, name, MAP_MODULE, isolate)
+    reduce_mod = load_module(projects_root, name, REDUCE_MODULE, isolate)
     map_fn = _find(map_mod, MAP_MODULE, job["map_function_name"], name)
     reduce_fn = _find(reduce_mod, REDUCE_MODULE, job["reduce_function_name"], name)
     combine_fn = None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import getpass
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cluster.exceptions import JobSpecError
 
 
-class JobType(str, Enum):
+class JobType(StrEnum):
     MAPREDUCE = "mapreduce"
     SCRIPT = "script"
     FILE_TRANSFER = "file_transfer"

@@ -183,8 +183,12 @@ class LocalExecutor:
                 self._phase_seconds[phase.value] = round(time.monotonic() - started, 3)
             for s in self.servers:
                 _send(commands[s], None)
-            for p in procs.values():
-                p.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            for s, p in procs.items():
+                try:  # the job is done: a worker slow to exit is stopped below, not a failure
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("worker of server %s did not exit after the job; stopping it", s)
         finally:
             for p in procs.values():
                 if p.poll() is None:
@@ -220,12 +224,15 @@ class LocalExecutor:
             for s in list(pending):
                 p = procs[s]
                 if p.poll() is not None:
-                    try:  # it may have reported its error just before dying
-                        kind, server, rphase, payload = reports.get(timeout=0.5)
+                    # it may have reported its error just before exiting: read what is left of its reports
+                    drain_until = time.monotonic() + 1.0
+                    while time.monotonic() < drain_until:
+                        try:
+                            kind, server, rphase, payload = reports.get(timeout=0.1)
+                        except queue.Empty:
+                            continue
                         if kind == Report.ERROR.value:
                             raise _job_failed(name, payload)
-                    except queue.Empty:
-                        pass
                     raise JobFailed(name, f"worker process of server {s} (pid {p.pid}) died with exit code "
                                     f"{p.returncode}" + (f" (killed by signal {-p.returncode}; SIGKILL is often the "
                                                          "out-of-memory killer)" if p.returncode < 0 else ""),
@@ -255,14 +262,9 @@ def _send(channel: Channel, command: str | None) -> None:
 
 
 def _job_failed(name: str, report: dict) -> JobFailed:
-    where = []
-    if report.get("input_file"):
-        where.append(f"input file {report['input_file']}"
-                     + (f" line {report['line_number']}" if report.get("line_number") else ""))
-    if report.get("key"):
-        where.append(f"key {report['key']}")
+    """The master's exception for a worker's error report (a user function's error already says where)."""
     message = report["message"]
-    if report["type"] not in ("UserFunctionError",):
+    if report["type"] != "UserFunctionError":
         message = f"{report['type']}: {message}\n{report['traceback']}"
     err = JobFailed(name, message, server=report["server"], phase=report["phase"])
     err.report = report

@@ -18,6 +18,7 @@ import traceback
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import IO, Any
 
 import ujson
@@ -79,7 +80,9 @@ def is_locked(path: str) -> bool:
                 return True
             fcntl.flock(fh, fcntl.LOCK_UN)
     except FileNotFoundError:
-        return True
+        return False  # gone since the listing: the map phase will say so if it is still planned
+    except PermissionError as exc:
+        raise InputError(f"cannot read input file {path}: {exc.strerror} (check its permissions)") from None
     return False
 
 
@@ -296,10 +299,15 @@ class Mapper:
         """Failure path only: map the batch's lines again to name the line whose output is malformed."""
         sample = self._sampler(path)
         fraction = float(self.job.get("downsample") or 1.0)
-        for lineno, line in enumerate(iter_lines(path), 1):
-            if lineno > last:
-                break
+        reader, raw = open_input(path)
+        with reader, raw:
+            lines = list(islice(reader, last))
+        for lineno, data in enumerate(lines, 1):
             if (sample is not None and sample() >= fraction) or lineno < first:
+                continue
+            try:
+                line = data.decode()
+            except UnicodeDecodeError:
                 continue
             try:
                 items = list(fn(line, self.auxiliary_data) or ())
@@ -348,7 +356,8 @@ def _raised_in_shuffler(exc: BaseException) -> bool:
 
 
 def _is_decompress_error(exc: OSError, path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in _DECOMPRESSORS
+    """Corrupt compressed data (BadGzipFile, bz2's 'Invalid data stream') carries no errno; a disk error does."""
+    return os.path.splitext(path)[1].lower() in _DECOMPRESSORS and exc.errno is None
 
 
 def new_run_id() -> str:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cluster import defaults, functions
@@ -32,13 +32,13 @@ from cluster.transport import LocalTransport, Transport
 log = logging.getLogger(__name__)
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     MAP = "map"
     SORT = "sort"
     REDUCE = "reduce"
 
 
-class Report(str, Enum):
+class Report(StrEnum):
     PROGRESS = "progress"
     DONE = "done"
     ERROR = "error"
@@ -79,7 +79,7 @@ class ServerTask:
         self._last_progress = 0.0
         self._reducer: Reducer | None = None
         self._phase = Phase.MAP
-        self.map_fn, self.combine_fn, self.reduce_fn = functions.load_job_functions(projects_root, job)
+        self.map_fn, self.combine_fn, self.reduce_fn = functions.load_job_functions(projects_root, job, isolate=False)
 
     def progress(self, force: bool = False) -> None:
         now = time.monotonic()

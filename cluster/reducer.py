@@ -133,7 +133,7 @@ class Reducer:
         os.makedirs(sort_dir, exist_ok=True)
         ds = DiskSort(sort_dir, self.memory_budget, universal=universal)
         for path in self._input_runs():
-            ds.add_run(path, universal=UNIVERSAL_MARK + SPILL_SUFFIX in path)
+            ds.add_run(path, universal=os.path.basename(path).endswith(UNIVERSAL_MARK + SPILL_SUFFIX))
         return ds
 
     def sort(self) -> None:

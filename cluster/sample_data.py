@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import string
 import uuid
 from typing import Any
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 def generate(kind: str, out: str, **options: Any) -> dict[str, Any]:
     """Write a data set under OUT/input/ and its truth to OUT/EXPECTED.json; return the truth."""
     os.makedirs(out, exist_ok=True)
+    shutil.rmtree(os.path.join(out, "input"), ignore_errors=True)  # a smaller set must not keep old files
     expected = GENERATORS[kind](os.path.join(out, "input"), **options)
     with open(os.path.join(out, "EXPECTED.json"), "w") as fh:
         json.dump(expected, fh)

@@ -135,3 +135,26 @@ def test_failed_incremental_run_does_not_hold_its_files(config, tmp_path):
     fixed = run_job(config, job)
     assert fixed.counters["files_already_mapped"] == 3
     assert output_dict(fixed) == dict(collections.Counter(counts_a) + collections.Counter(counts_b))
+
+
+def test_previous_output_is_never_downsampled(config, tmp_path):
+    inc = tmp_path / "incoming"
+    add_words(tmp_path, inc, "a", seed=31)
+    job = wc_job("sampled_incremental", inc, hold_state=True, merge_previous_output=True,
+                 delete_job_data=False, downsample=0.5)
+    first = output_dict(run_job(config, job))
+    assert first
+    # nothing new: the previous output comes back whole, run after run
+    assert output_dict(run_job(config, job)) == first
+    assert output_dict(run_job(config, job)) == first
+
+
+def test_a_second_run_of_a_running_job_is_refused(config, tmp_path):
+    from cluster.layout import JobLayout
+    inc = tmp_path / "incoming"
+    add_words(tmp_path, inc, "a", seed=32)
+    layout = JobLayout(config.base_dir, config.auxiliary_dir, "locked_job")
+    with layout.lock():  # stands for a run in progress in another process
+        with pytest.raises(JobFailed, match="another run of this job is in progress"):
+            run_job(config, wc_job("locked_job", inc))
+    assert output_dict(run_job(config, wc_job("locked_job", inc)))  # free again afterwards

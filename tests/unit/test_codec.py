@@ -94,3 +94,24 @@ def test_stable_hash_is_the_same_in_another_process(seed):
 def test_stable_hash_agrees_for_equal_keys():
     assert codec.stable_hash(1) == codec.stable_hash(1.0) == codec.stable_hash(True)
     assert codec.stable_hash((1, "a")) == codec.stable_hash((1.0, "a"))
+
+
+def test_a_file_cut_inside_a_batch_is_an_error(tmp_path):
+    path = tmp_path / "run.bin"
+    with open(path, "wb") as fh:
+        codec.dump_items(fh, [(f"k{i}", i) for i in range(5000)], 2048)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    with pytest.raises(CodecError, match="truncated"):
+        list(codec.iter_items(str(path)))
+
+
+def test_batches_of_big_items_are_cut_by_bytes(tmp_path):
+    from cluster import defaults
+    path = tmp_path / "big.bin"
+    items = [(i, "x" * 100_000) for i in range(200)]
+    with open(path, "wb") as fh:
+        codec.dump_items(fh, items, 2048)
+    with open(path, "rb") as fh:
+        sizes = [len(b) for b in codec.iter_batches(fh)]
+    assert sum(sizes) == 200 and max(sizes) * 100_000 <= 2 * defaults.BATCH_BYTES

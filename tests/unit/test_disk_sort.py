@@ -233,3 +233,20 @@ def test_extend_keeps_to_the_budget(tmp_path):
     finally:
         by_append.close()
         by_extend.close()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nan_and_deeply_nested_set_keys_group_exactly(tmp_path, seed):
+    rnd = random.Random(seed)
+    pool = [float("nan"), 0.0, 1.0, 2.5, -3.0, ("t", (frozenset({1}),)), ("t", (frozenset({2}),)),
+            ("t", (frozenset({1, 2}),))]
+    items = [(rnd.choice(pool), 1) for _ in range(3000)]
+    with DiskSort(str(tmp_path), memory_budget=1024 ** 2) as ds:
+        for item in items:
+            ds.append(item)
+        groups = [(k, len(g)) for k, g in ds.groups()]
+    plain = [(k, n) for k, n in groups if k == k]
+    assert len({universal_key(k) for k, _ in plain}) == len(plain), "a key came out twice"
+    assert sum(n for _, n in groups) == 3000
+    truth = Counter(k for k, _ in items if k == k)
+    assert {k: n for k, n in plain} == dict(truth)

@@ -189,3 +189,37 @@ def test_helpers_of_two_projects_do_not_collide(tmp_path):
         assert (f1("", None), f2("", None)) == ([("one", 1)], [("two", 1)])
     finally:
         sys.modules.pop("helpers_dup_zz", None)
+
+
+def test_a_project_module_with_dataclasses_and_lazy_helper_imports_loads(tmp_path):
+    project = tmp_path / "dc"
+    project.mkdir()
+    (project / "helper_for_dc.py").write_text("def double(x):\n    return 2 * x\n")
+    (project / "map_functions.py").write_text(textwrap.dedent("""
+        from __future__ import annotations
+        from dataclasses import dataclass
+
+        @dataclass
+        class Point:
+            x: int
+
+        def mapper(line, auxiliary_data):
+            import helper_for_dc  # imported when called, as some users write it
+            return [(line.strip(), helper_for_dc.double(Point(1).x))]
+    """))
+    fn = functions.load_function(str(tmp_path), "dc", "map_functions", "mapper")
+    assert fn  # the dataclass did not break the import
+    worker_fn = functions.load_module(str(tmp_path), "dc", "map_functions", isolate=False).mapper
+    try:
+        assert worker_fn("a\n", None) == [("a", 2)]
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("helper_for_dc", None)
+
+
+def test_an_import_error_names_the_file_and_line(tmp_path):
+    project = tmp_path / "broken"
+    project.mkdir()
+    (project / "map_functions.py").write_text("x = 1\ny = undefined_name\n")
+    with pytest.raises(ProjectError, match=r"NameError.*map_functions.py:2"):
+        functions.load_module(str(tmp_path), "broken", "map_functions")

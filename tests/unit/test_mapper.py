@@ -268,3 +268,16 @@ def test_read_previous_output_rejects_non_pairs(line):
 def test_read_previous_output_not_json_is_a_bad_record():
     with pytest.raises(BadRecord):
         read_previous_output('["truncated", ', None)
+
+
+def test_list_input_files_follows_symlinked_folders_once(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.txt").write_text("x\n")
+    top = tmp_path / "in"
+    top.mkdir()
+    (top / "b.txt").write_text("y\n")
+    os.symlink(real, top / "linked")
+    os.symlink(top, top / "loop")  # a cycle must not be walked forever
+    names = sorted(os.path.basename(p) for p, _ in list_input_files([str(top)]))
+    assert names == ["a.txt", "b.txt"]

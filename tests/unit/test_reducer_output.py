@@ -183,3 +183,27 @@ def test_sort_phase_with_runs_of_different_key_types(layout):
            for x in read_lines(os.path.join(layout.staging_dir("r1"), p))]
     assert len(out) == 6000
     assert {k: n for k, n in out if isinstance(k, int)} == {i: 2 for i in range(3000)}
+
+
+@pytest.mark.parametrize("item", [("k", float("nan")), ("k", float("inf"))])
+def test_nan_and_infinity_are_not_json(tmp_path, item):
+    w = OutputWriter(str(tmp_path), "S_0-r", 10, False)
+    with pytest.raises(OutputError, match="not JSON"):
+        w.write_many([item], key="k")
+    w.close()
+
+
+@pytest.mark.parametrize("returned", ["a string", {"a": 1}, b"bytes"])
+def test_a_reduce_result_that_is_not_a_list_of_items_is_refused(tmp_path, returned):
+    w = OutputWriter(str(tmp_path), "S_0-r", 10, False)
+    with pytest.raises(OutputError, match="must return an iterable of output items"):
+        w.write_many(returned, key="k")
+    w.close()
+
+
+def test_rotation_across_many_chunks_keeps_every_item(tmp_path):
+    w = OutputWriter(str(tmp_path), "S_0-r", 3000, False)
+    assert w.write_many(([i, i] for i in range(10_001)), key="k") == 10_001
+    w.close()
+    lines = [json.loads(line) for f in sorted(os.listdir(tmp_path)) for line in open(tmp_path / f)]
+    assert lines == [[i, i] for i in range(10_001)] and len(w.files) == 4

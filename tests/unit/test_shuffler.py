@@ -234,3 +234,23 @@ def test_tuple_and_int_keys_arrive_as_they_were(tmp_path):
     got = tr.all_items()
     assert got == [(7, 2), ((1, "a"), 1), ((1, "a"), 3)] or got == [(7, 2), ((1, "a"), 3), ((1, "a"), 1)]
     assert type(got[0][0]) is int and type(got[1][0]) is tuple
+
+
+def test_with_value_keeps_values_equal_but_of_other_types_apart(tmp_path):
+    from cluster.emit import with_value
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=lambda group, aux: group)
+    sh.add(with_value(["b"], (1.0, 2.0)))
+    sh.add(with_value(["b"], (1, 2)))
+    sh.add(with_value(["c"], -0.0))
+    sh.add(with_value(["c"], 0.0))
+    sh.close()
+    got = sorted(repr(item) for item in tr.all_items())
+    assert got == sorted(["('b', (1.0, 2.0))", "('b', (1, 2))", "('c', -0.0)", "('c', 0.0)"])
+
+
+@pytest.mark.parametrize("bad", [["ab", "cd"], [("k", 1, 2)], [("k",)]])
+def test_map_output_that_is_not_pairs_is_refused(tmp_path, bad):
+    sh, _ = make(tmp_path)
+    sh.add(bad)
+    with pytest.raises(BadMapOutput, match="pairs"):
+        sh.maybe_flush()
