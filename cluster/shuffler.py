@@ -84,7 +84,9 @@ class Shuffler:
         self._groups: defaultdict = defaultdict(list)
         self._held = 0
         self._item_bytes: float | None = None
+        self._drains = 0
         self._after_combine = 0.0
+        self._held_after_combine = 0
         self._seq = 0
         self._partition_cache: dict = {}
         os.makedirs(spill_dir, exist_ok=True)
@@ -119,8 +121,13 @@ class Shuffler:
         if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
             raise BadMapOutput(self._describe_bad(items, None))
         self.counters["map_items_out"] += len(items)
-        sample = estimate_item_bytes(items)  # items vary: re-estimated on every batch
-        self._item_bytes = sample if self._item_bytes is None else max(sample, (self._item_bytes + sample) / 2)
+        self._drains += 1
+        if self._item_bytes is None:
+            self._item_bytes = estimate_item_bytes(items)
+        elif not self._drains % defaults.RESAMPLE_EVERY_BATCHES or len(items) > 4 * defaults.BATCH_ITEMS:
+            # items vary: a small sample now and then (and of every big batch) keeps the estimate honest
+            sample = estimate_item_bytes(items, defaults.RESAMPLE_ITEMS)
+            self._item_bytes = max(sample, (self._item_bytes + sample) / 2)
         if self._use_counts and not self._countable(items):
             self._use_counts = False  # map output types rarely change: stop checking
         if self._use_counts:
@@ -130,11 +137,46 @@ class Shuffler:
             if len(items) > 10_000 and len(self._counts) - before > 0.8 * len(items):
                 self._use_counts = False  # nearly every item is distinct: counting only costs time
             return
+        if self.combine is None:
+            self._group_into(self._groups, items)
+            self._held += len(items)
+            return
+        batch: defaultdict = defaultdict(list)
+        self._group_into(batch, items)
+        groups = self._groups
+        if len(items) >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(batch):
+            # many items per key: combine them now, while they are young and in the cache
+            for key, group in batch.items():
+                old = groups.pop(key, None)
+                if old:
+                    group = old + group
+                    self._held -= len(old)
+                for item in self._combine_group(key, group) if len(group) > 1 else group:
+                    groups[item[0]].append(item)
+                    self._held += 1
+        else:
+            for key, group in batch.items():
+                groups[key] += group
+            self._held += len(items)
+
+    def _group_into(self, groups: defaultdict, items: list) -> None:
         try:
-            _consume(map(_append, map(self._groups.__getitem__, map(_key0, items)), items))
+            _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
         except (TypeError, IndexError, KeyError) as exc:
             raise BadMapOutput(self._describe_bad(items, exc)) from None
-        self._held += len(items)
+
+    def _combine_group(self, key: Any, group: list) -> list:
+        """The combiner's output for one key's items, with the user's errors named."""
+        self.counters["combine_calls"] += 1
+        self.counters["combine_items_in"] += len(group)
+        try:
+            out = list(self.combine(group, self.auxiliary_data) or ())
+        except Exception as exc:
+            raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
+                                    server=self.server_id, error=f"{type(exc).__name__}: {exc}",
+                                    traceback=traceback.format_exc(), key=key) from exc
+        self.counters["combine_items_out"] += len(out)
+        return out
 
     def _drain_keys(self) -> None:
         buckets, self._pending_keys = self._pending_keys, {}
@@ -210,13 +252,18 @@ class Shuffler:
         """Drain the batch; combine past the combine size; spill past the memory budget."""
         self.drain()
         held = self.held_bytes()
-        if self.combine is not None and held - self._after_combine > min(self.memory_budget / 2,
-                                                                          self.combine_buffer_bytes):
-            self._combine_all()
-            held = self._after_combine = self.held_bytes()
+        if self.combine is not None:
+            new_items = self._held - self._held_after_combine
+            # combine when it pays: many new items per key (cheap, keeps memory hot), or a full buffer
+            if (new_items >= defaults.COMBINE_MIN_ITEMS and new_items >= 8 * len(self._groups)) or \
+                    held - self._after_combine > min(self.memory_budget / 2, self.combine_buffer_bytes):
+                self._combine_all()
+                held = self._after_combine = self.held_bytes()
+                self._held_after_combine = self._held
         if held > self.memory_budget:
             self._spill_all()
             self._after_combine = 0.0
+            self._held_after_combine = 0
 
     def close(self) -> dict:
         """Spill what is left, wait for the transport; return the counters."""
@@ -231,9 +278,8 @@ class Shuffler:
     def _combine_all(self) -> None:
         counted = self._take_counted()
         groups = self._groups
-        combine, aux = self.combine, self.auxiliary_data
         new: defaultdict = defaultdict(list)
-        held = calls = items_in = 0
+        held = 0
         for key in set(groups).union(counted):
             group = groups.get(key) or []
             entries = counted.get(key)
@@ -241,23 +287,9 @@ class Shuffler:
                 group = list(group)
                 for item, n in entries:
                     group += [item] * n
-            if len(group) > 1:
-                calls += 1
-                items_in += len(group)
-                try:
-                    for item in combine(group, aux) or ():
-                        new[item[0]].append(item)
-                        held += 1
-                except Exception as exc:
-                    raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
-                                            server=self.server_id, error=f"{type(exc).__name__}: {exc}",
-                                            traceback=traceback.format_exc(), key=key) from exc
-            else:
-                new[key].extend(group)
+            for item in self._combine_group(key, group) if len(group) > 1 else group:
+                new[item[0]].append(item)
                 held += 1
-        self.counters["combine_calls"] += calls
-        self.counters["combine_items_in"] += items_in
-        self.counters["combine_items_out"] += held - (len(set(groups).union(counted)) - calls)
         self._groups = new
         self._held = held
 

@@ -17,12 +17,12 @@ def deep_size(obj: Any, depth: int = 3) -> int:
     return size
 
 
-def estimate_item_bytes(items: list) -> float:
-    """Average in-memory bytes of an item (plus its list slot), from a sample."""
+def estimate_item_bytes(items: list, sample_size: int = defaults.SIZE_SAMPLE_ITEMS) -> float:
+    """Average in-memory bytes of an item (plus its list slot), from a sample spread over the list."""
     if not items:
         return 64.0
-    step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
-    sample = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
+    step = max(1, len(items) // sample_size)
+    sample = items[::step][:sample_size]
     return 8 + sum(map(deep_size, sample)) / len(sample)
 
 
