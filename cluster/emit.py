@@ -32,6 +32,5 @@ class SameValue:
         return f"with_value({self.keys!r:.100}, {self.value!r})"
 
 
-def with_value(keys: Iterable, value: Any) -> SameValue:
-    """Items `(key, value)` for every key, emitted cheaply."""
-    return SameValue(keys, value)
+with_value = SameValue
+"""`with_value(keys, value)`: the items `(key, value)` for every key, emitted cheaply."""

@@ -242,6 +242,15 @@ class Mapper:
             with reader, raw:
                 try:
                     for lineno, data in enumerate(reader, 1):
+                        if not lineno & check_every:  # before any `continue`: every 1024th line checks
+                            counters["records_in"] += lineno - 1 - records - skipped
+                            counters["bytes_in"] = bytes_before + reader.tell() - len(data)
+                            counters["records_sampled_out"] += skipped
+                            self._flush(path, fn, records + 1, lineno - 1)
+                            records, skipped = lineno - 1, 0
+                            counters["input_bytes_done"] = done_before + raw.tell()
+                            if self.progress:
+                                self.progress()
                         if sample is not None and sample() >= fraction:
                             skipped += 1
                             continue
@@ -256,15 +265,6 @@ class Mapper:
                             self._bad_line(path, lineno, str(exc))
                         except Exception as exc:
                             raise self._user_error(exc, path, lineno, line) from exc
-                        if not lineno & check_every:
-                            counters["records_in"] += lineno - records - skipped
-                            counters["bytes_in"] = bytes_before + reader.tell()
-                            counters["records_sampled_out"] += skipped
-                            self._flush(path, fn, records + 1, lineno)
-                            records, skipped = lineno, 0
-                            counters["input_bytes_done"] = done_before + raw.tell()
-                            if self.progress:
-                                self.progress()
                 except CORRUPT_ERRORS as exc:
                     if isinstance(exc, OSError) and not _is_decompress_error(exc, path):
                         raise InputError(f"reading input file {path} failed at line {lineno}: {exc}") from exc

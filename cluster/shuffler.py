@@ -27,8 +27,16 @@ import logging
 import os
 import traceback
 from collections import Counter, defaultdict, deque
+
+try:
+    from collections import _count_elements  # the C loop behind Counter.update
+except ImportError:  # pragma: no cover - other Pythons
+    def _count_elements(mapping, iterable):
+        get = mapping.get
+        for element in iterable:
+            mapping[element] = get(element, 0) + 1
 from collections.abc import Callable, Iterable
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -47,6 +55,7 @@ _key0 = itemgetter(0)
 _value1 = itemgetter(1)
 _append = list.append
 _consume = deque(maxlen=0).extend
+_NOTHING = object()
 _TUPLE = {tuple}
 _PAIR = {2}
 _PAIR_TYPES = {tuple, list}
@@ -80,6 +89,9 @@ class Shuffler:
         self._counts: Counter = Counter()   # identical items -> how many
         self._key_counts: dict = {}     # (type(value), value) -> (value, Counter of keys)
         self._counted = 0               # items represented by the counters
+        self._new_counted = 0           # of which counted since the last drain
+        self._last_value: Any = _NOTHING  # the value, and its Counter, of the last with_value() counted
+        self._last_counts: Counter = Counter()
         self._use_counts = combine is not None
         self._groups: defaultdict = defaultdict(list)
         self._held = 0
@@ -92,18 +104,31 @@ class Shuffler:
         os.makedirs(spill_dir, exist_ok=True)
 
     def add(self, items: Iterable | None) -> None:
-        """Take one map call's output (the hot path: one C-level extend)."""
-        if items is None:
-            return
+        """Take one map call's output (the hot path: one C-level extend, or one C-level count)."""
         if type(items) is SameValue:
             value = items.value
+            if value is self._last_value and self.combine is not None:
+                # counted now, while split() has them in the cache: what a Counter loop costs per key
+                keys = items.keys if type(items.keys) is list else list(items.keys)
+                _count_elements(self._last_counts, keys)
+                self._new_counted += len(keys)
+                return
             if type(value) not in _COUNT_VALUE_TYPES:  # (1.0, 2) == (1, 2): only exact plain types share
                 self._pending += items
+                return
+            if self.combine is not None:
+                entry = self._key_counts.get((type(value), value))
+                if entry is None:
+                    entry = self._key_counts[(type(value), value)] = (value, Counter())
+                self._last_value, self._last_counts = value, entry[1]
+                self.add(items)
                 return
             bucket = self._pending_keys.get((type(value), value))
             if bucket is None:
                 self._pending_keys[(type(value), value)] = bucket = [value]
             bucket += items.keys
+            return
+        if items is None:
             return
         self._pending += items
         if len(self._pending) > defaults.MAX_PENDING_ITEMS:
@@ -112,6 +137,10 @@ class Shuffler:
     # --- batches -----------------------------------------------------------------------
     def drain(self) -> None:
         """Count or group the pending batch. Raises BadMapOutput for malformed map output."""
+        if self._new_counted:
+            self._counted += self._new_counted
+            self.counters["map_items_out"] += self._new_counted
+            self._new_counted = 0
         if self._pending_keys:
             self._drain_keys()
         items = self._pending
@@ -179,21 +208,11 @@ class Shuffler:
         return out
 
     def _drain_keys(self) -> None:
+        """with_value() output of a job without a combiner: plain (key, value) items."""
         buckets, self._pending_keys = self._pending_keys, {}
-        for vk, bucket in buckets.items():
+        for bucket in buckets.values():
             value = bucket[0]
-            keys = bucket
-            keys[0:1] = []
-            if (self.combine is not None and type(value) in _COUNT_VALUE_TYPES
-                    and set(map(type, keys)) <= _COUNT_KEY_TYPES):
-                entry = self._key_counts.get(vk)
-                if entry is None:
-                    self._key_counts[vk] = entry = (value, Counter())
-                entry[1].update(keys)
-                self._counted += len(keys)
-                self.counters["map_items_out"] += len(keys)
-            else:
-                self._pending += zip(keys, repeat(value))
+            self._pending += zip(islice(bucket, 1, None), repeat(value))
 
     @staticmethod
     def _countable(items: list) -> bool:
@@ -227,6 +246,7 @@ class Shuffler:
                 by_key[key].append(((key, value), n))
         self._counts = Counter()
         self._key_counts = {}
+        self._last_value, self._last_counts = _NOTHING, Counter()
         self._counted = 0
         return by_key
 

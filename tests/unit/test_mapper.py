@@ -16,6 +16,7 @@ from cluster.exceptions import BadRecord, InputError
 from cluster.layout import JobLayout
 from cluster.mapper import (
     HoldState,
+    Mapper,
     assign_files,
     is_locked,
     iter_lines,
@@ -281,3 +282,30 @@ def test_list_input_files_follows_symlinked_folders_once(tmp_path):
     os.symlink(top, top / "loop")  # a cycle must not be walked forever
     names = sorted(os.path.basename(p) for p, _ in list_input_files([str(top)]))
     assert names == ["a.txt", "b.txt"]
+
+
+class _CountingShuffler:
+    """Stands in for the Shuffler: counts the mapper's checkpoints."""
+
+    def __init__(self):
+        self.flushes = 0
+        self.items = []
+
+    def add(self, items):
+        self.items += items or ()
+
+    def maybe_flush(self):
+        self.flushes += 1
+
+
+def test_checkpoints_run_even_when_those_lines_are_sampled_out(tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text("".join(f"w{i}\n" for i in range(10 * 1024)))
+    shuffler = _CountingShuffler()
+    mapper = Mapper(server_id="S_0", job={"job_name": "j", "map_function_name": "f", "downsample": 0.01},
+                    map_function=lambda line, aux: [(line.strip(), 1)], auxiliary_data=None,
+                    shuffler=shuffler, counters={})
+    mapper.run([str(path)])
+    assert shuffler.flushes >= 10, "memory checks and progress must not depend on which lines are sampled"
+    assert mapper.counters["records_in"] + mapper.counters["records_sampled_out"] == 10 * 1024
+    assert mapper.counters["records_in"] == len(shuffler.items)

@@ -254,3 +254,17 @@ def test_map_output_that_is_not_pairs_is_refused(tmp_path, bad):
     sh.add(bad)
     with pytest.raises(BadMapOutput, match="pairs"):
         sh.maybe_flush()
+
+
+def test_with_value_keys_are_counted_exactly_and_unhashable_ones_fail_at_once(tmp_path):
+    from cluster.emit import with_value
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=lambda group, aux: [(group[0][0], sum(v for _, v in group))])
+    for keys in (["a", "b", "a"], ("a", "c"), iter(["b"])):
+        sh.add(with_value(keys, 1))
+    sh.add(with_value(["a"], 5))
+    sh.close()
+    assert sorted(tr.all_items()) == [("a", 8), ("b", 2), ("c", 1)]
+    assert sh.counters["map_items_out"] == 7
+    sh2, _ = make(tmp_path / "2", combine=lambda group, aux: group)
+    with pytest.raises(TypeError, match="unhashable"):
+        sh2.add(with_value([["a", "list"]], 1))
