@@ -143,5 +143,35 @@ def show_config(config_path: str | None) -> None:
         click.echo(f"{key} = {value}")
 
 
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def manage_cluster(verbose: int) -> None:
+    """Set up and run the cluster's servers (RPyC services in GNU screen, a Redis per machine).
+
+    \b
+    First time on a cluster:
+      manage_cluster init      # the cluster's CA, certificates and Redis password
+    """
+    _setup_logging(verbose)
+
+
+@manage_cluster.command()
+@config_option
+@click.option("--force", is_flag=True, help="Make new certificates and a new password even if some exist "
+                                           "(servers started with the old ones must be restarted).")
+def init(config_path: str | None, force: bool) -> None:
+    """Create the cluster's CA, server and client certificates and Redis password (once)."""
+    from cluster.security import init_secrets
+
+    config = ClusterConfig.load(config_path)
+    found, created = init_secrets(config, force=force)
+    if created:
+        click.echo(f"created the certificates and Redis password of cluster {config.cluster_name!r} in "
+                   f"{found.directory} (readable only by you)")
+    else:
+        click.echo(f"cluster {config.cluster_name!r} already has its certificates in {found.directory}; "
+                   "nothing changed (use --force to replace them)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     mapreduce(prog_name=os.path.basename(sys.argv[0]))
