@@ -66,6 +66,10 @@ class OrderConflict(ClusterError):
     the reducer merges again in the universal order."""
 
 
+class RedisServerError(ClusterError):
+    """A location's redis-server could not be started, reached or stopped."""
+
+
 class UserFunctionError(ClusterError):
     """A map, combine or reduce function raised; says where, with the original traceback."""
 
