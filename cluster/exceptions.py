@@ -66,6 +66,10 @@ class OrderConflict(ClusterError):
     the reducer merges again in the universal order."""
 
 
+class RemoteCommandError(ClusterError):
+    """A command or a copy on a location failed or timed out; says host, command, exit code and stderr."""
+
+
 class RedisServerError(ClusterError):
     """A location's redis-server could not be started, reached or stopped."""
 

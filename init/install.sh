@@ -14,6 +14,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v screen >/dev/null 2>&1 || need+=(screen)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+# sshd: the hosts of the multi-host tests (and every location of a real cluster) run one
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "install.sh: installing OS packages: ${need[*]}" >&2
     if command -v apt-get >/dev/null 2>&1; then
@@ -21,8 +23,8 @@ if [ "${#need[@]}" -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
         # We start our own redis-servers on our own ports; the distribution's
         # default instance is not ours to keep running.
-        if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
-            as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+        if command -v systemctl >/dev/null 2>&1; then
+            [[ " ${need[*]} " == *" redis-server "* ]] && { as_root systemctl disable --now redis-server >/dev/null 2>&1 || true; }
         fi
     else
         echo "install.sh: please install ${need[*]} with your OS package manager" >&2
