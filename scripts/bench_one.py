@@ -206,10 +206,68 @@ def codec_case() -> dict:
     return {"codecs": out}
 
 
+def redis_case(spec: dict) -> dict:
+    """Spill files through RedisTransport/RedisReceiver vs raw SET/GET/DEL of the same blobs, one redis-server."""
+    import socket
+    import tempfile
+    import threading
+
+    from cluster.layout import JobLayout
+    from cluster.redis_server import RedisServer
+    from cluster.redis_transport import RedisReceiver, RedisTransport, job_namespace
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tempfile.mkdtemp(prefix="bench-redis-")
+    srv = RedisServer(os.path.join(work, "redis"), "127.0.0.1", port)
+    password = "bench-password-0123456789abcdef"
+    srv.start(password)
+    try:
+        files, size = spec.get("files", 24), spec.get("file_mb", 8) * 1024 * 1024
+        blobs = [os.urandom(size) for _ in range(files)]
+        client = srv.client(password, timeout=120)
+        t = time.perf_counter()
+        for i, blob in enumerate(blobs):
+            client.set(f"raw:{i}", blob)
+            assert len(client.get(f"raw:{i}")) == size
+            client.delete(f"raw:{i}")
+        raw = time.perf_counter() - t
+        a = JobLayout(os.path.join(work, "a"), os.path.join(work, "aux"), "job")
+        b = JobLayout(os.path.join(work, "b"), os.path.join(work, "aux"), "job")
+        os.makedirs(a.spill_dir("S_0"))
+        paths = []
+        for i, blob in enumerate(blobs):
+            paths.append(os.path.join(a.spill_dir("S_0"), f"S_0-{i:06d}.spill"))
+            with open(paths[-1], "wb") as fh:
+                fh.write(blob)
+        ns = job_namespace("bench", "job", "r")
+        tx = RedisTransport(layout=a, client=srv.client(password, timeout=300), namespace=ns, server_id="S_0",
+                            local_servers=["S_0"], remote_servers=["S_1"], max_files_in_redis=10, timeout=120)
+        rx = RedisReceiver(layout=b, server_id="S_1", namespace=ns,
+                           sources={"a": (srv.client(password, timeout=300), ["S_0"])}, timeout=120)
+        t = time.perf_counter()
+        pulling = threading.Thread(target=rx.run)
+        pulling.start()
+        for p in paths:
+            tx.send(p, "S_1")
+        tx.close()
+        pulling.join()
+        shuffle = time.perf_counter() - t
+        mb = files * size / 2**20
+        return {"mb": mb, "raw_mb_s": mb / raw, "shuffle_mb_s": mb / shuffle, "files": files,
+                "file_mb": size / 2**20, "correct": rx.files == files}
+    finally:
+        srv.stop()
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     if spec["kind"] == "codec":
         print(json.dumps(codec_case()))
+        return
+    if spec["kind"] == "redis":
+        print(json.dumps(redis_case(spec)))
         return
     started = time.perf_counter()
     case = spec["case"]
