@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterable
+import socket
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,23 @@ def write_auxiliary(config: ClusterConfig, name: str, data: Any) -> Path:
     path = Path(config.auxiliary_dir) / f"{name}.data"
     path.write_text(ujson.dumps(data))
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0, alive: Callable[[], bool] | None = None) -> bool:
+    """Wait until something accepts on 127.0.0.1:port; False on timeout or when `alive()` turns false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or (alive is not None and not alive()):
+                return False
+            time.sleep(0.05)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 
 import pytest
 import redis
+from integration_helpers import free_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -15,12 +15,6 @@ from cluster.redis_server import RedisServer
 
 PASSWORD = "test-password-0123456789abcdef"
 NO_RETRY = Retry(NoBackoff(), 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

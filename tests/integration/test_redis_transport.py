@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
 import pytest
+from integration_helpers import free_port
 
 from cluster.exceptions import ShuffleError
 from cluster.layout import JobLayout
@@ -15,12 +15,6 @@ from cluster.redis_transport import RedisReceiver, RedisTransport, job_namespace
 
 PASSWORD = "transport-test-password-0123456789"
 NS = job_namespace("t", "job", "run1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

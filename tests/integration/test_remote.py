@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 
 import pytest
+from integration_helpers import free_port, wait_for_port
 
 from cluster.exceptions import RemoteCommandError
 from cluster.remote import LocalRemote, SSHRemote, is_local
 
 SSHD = "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_localhost_and_loopback_run_here():
@@ -64,16 +57,9 @@ def sshd(tmp_path):
         "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp"]) + "\n")
     proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
-            time.sleep(0.05)
+    if not wait_for_port(port, alive=lambda: proc.poll() is None):
+        proc.kill()
+        pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
     host_key = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
     yield {"port": port, "key": str(d / "client_key"), "known_hosts": str(d / "known_hosts"), "dir": d}

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import stat
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import rpyc
+from integration_helpers import free_port, wait_for_port
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import ConfigError
@@ -19,12 +18,6 @@ from cluster.security import init_secrets, load_secrets
 from cluster.server import ClusterServerService, tls_connect, tls_server
 
 REFUSED = (EOFError, ConnectionError, OSError, ssl.SSLError)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -49,15 +42,7 @@ def server(secrets):
     srv = tls_server(ClusterServerService("S_0"), "127.0.0.1", port, secrets)
     thread = threading.Thread(target=srv.start, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    assert wait_for_port(port), "the TLS server did not start"
     yield port
     srv.close()
     thread.join(timeout=10)
