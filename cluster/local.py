@@ -47,7 +47,7 @@ class JobResult:
     per_server: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
-def plan_inputs(config: ClusterConfig, job: dict, servers: list[str], layout: JobLayout
+def plan_inputs(job: dict, servers: list[str], layout: JobLayout
                 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
     """Decide, once for the location, which server maps which file."""
     files = list_input_files(job["input_dirs"])
@@ -121,7 +121,7 @@ class LocalExecutor:
         name = job["job_name"]
         layout.clear_intermediate()
         run_id = new_run_id()
-        plan, notes = plan_inputs(config, job, self.servers, layout)
+        plan, notes = plan_inputs(job, self.servers, layout)
         for f in notes["locked_files_skipped"]:
             log.warning("skipping %s: it is locked (still being written); it will be mapped next time", f)
         hold = HoldState(layout)

@@ -26,7 +26,7 @@ import ujson
 from cluster import codec, defaults
 from cluster.exceptions import BadMapOutput, BadRecord, InputError, UserFunctionError
 from cluster.layout import JobLayout
-from cluster.shuffler import Shuffler
+from cluster.shuffler import Shuffler, describe_bad_output
 
 log = logging.getLogger(__name__)
 
@@ -311,16 +311,14 @@ class Mapper:
                 continue
             try:
                 items = list(fn(line, self.auxiliary_data) or ())
-                for item in items:
-                    hash(item[0])
-                    if not isinstance(item, (tuple, list)):
-                        raise TypeError("not a (key, value) item")
             except BadRecord:
                 continue
-            except (TypeError, IndexError, KeyError):
+            except TypeError:  # not iterable at all
                 return lineno, line
             except Exception:  # noqa: BLE001 - the first run did not raise here; keep the range
                 return None, None
+            if describe_bad_output(items):
+                return lineno, line
         return None, None
 
     def _bad_line(self, path: str, lineno: int, reason: str) -> None:

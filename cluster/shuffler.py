@@ -27,14 +27,6 @@ import logging
 import os
 import traceback
 from collections import Counter, defaultdict, deque
-
-try:
-    from collections import _count_elements  # the C loop behind Counter.update
-except ImportError:  # pragma: no cover - other Pythons
-    def _count_elements(mapping, iterable):
-        get = mapping.get
-        for element in iterable:
-            mapping[element] = get(element, 0) + 1
 from collections.abc import Callable, Iterable
 from itertools import chain, islice, repeat
 from operator import itemgetter
@@ -47,6 +39,14 @@ from cluster.exceptions import BadMapOutput, ShuffleError, UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
 from cluster.sizing import estimate_item_bytes
 from cluster.transport import Transport
+
+try:
+    from collections import _count_elements  # the C loop behind Counter.update
+except ImportError:  # pragma: no cover - other Pythons
+    def _count_elements(mapping, iterable):
+        get = mapping.get
+        for element in iterable:
+            mapping[element] = get(element, 0) + 1
 
 log = logging.getLogger(__name__)
 _PER_KEY_BYTES = 160   # a dict entry, a list header and its spare slots
@@ -61,6 +61,21 @@ _PAIR = {2}
 _PAIR_TYPES = {tuple, list}
 _COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
 _COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None)})
+
+
+def describe_bad_output(items: Iterable) -> str | None:
+    """Why these map output items are not (key, value) pairs with hashable keys; None when they are."""
+    for item in items:
+        if type(item) not in _PAIR_TYPES or len(item) != 2:
+            return (f"map output must be an iterable of (key, value) pairs, or None; got the item "
+                    f"{item!r:.200} ({type(item).__name__}"
+                    + (f" of length {len(item)})" if hasattr(item, "__len__") else ")"))
+        try:
+            hash(item[0])
+        except TypeError:
+            return (f"map output item {item!r:.200} has an unhashable key "
+                    f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
+    return None
 
 
 class Shuffler:
@@ -100,7 +115,6 @@ class Shuffler:
         self._after_combine = 0.0
         self._held_after_combine = 0
         self._seq = 0
-        self._partition_cache: dict = {}
         os.makedirs(spill_dir, exist_ok=True)
 
     def add(self, items: Iterable | None) -> None:
@@ -148,7 +162,7 @@ class Shuffler:
             return
         self._pending = []
         if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
-            raise BadMapOutput(self._describe_bad(items, None))
+            raise BadMapOutput(describe_bad_output(items))
         self.counters["map_items_out"] += len(items)
         self._drains += 1
         if self._item_bytes is None:
@@ -180,9 +194,7 @@ class Shuffler:
                 if old:
                     group = old + group
                     self._held -= len(old)
-                for item in self._combine_group(key, group) if len(group) > 1 else group:
-                    groups[item[0]].append(item)
-                    self._held += 1
+                self._held += self._combine_into(groups, key, group)
         else:
             for key, group in batch.items():
                 groups[key] += group
@@ -192,7 +204,15 @@ class Shuffler:
         try:
             _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
         except (TypeError, IndexError, KeyError) as exc:
-            raise BadMapOutput(self._describe_bad(items, exc)) from None
+            raise BadMapOutput(describe_bad_output(items)
+                               or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
+
+    def _combine_into(self, groups: defaultdict, key: Any, group: list) -> int:
+        """Combine one key's items (when there are several) into `groups`; return how many items that adds."""
+        out = self._combine_group(key, group) if len(group) > 1 else group
+        for item in out:  # by each item's own key: a combiner may change keys
+            groups[item[0]].append(item)
+        return len(out)
 
     def _combine_group(self, key: Any, group: list) -> list:
         """The combiner's output for one key's items, with the user's errors named."""
@@ -221,20 +241,6 @@ class Shuffler:
         if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
             return False
         return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
-
-    @staticmethod
-    def _describe_bad(items: list, exc: Exception | None) -> str:
-        for item in items:
-            if type(item) not in _PAIR_TYPES or len(item) != 2:
-                return (f"map output must be an iterable of (key, value) pairs, or None; got the item "
-                        f"{item!r:.200} ({type(item).__name__}"
-                        + (f" of length {len(item)})" if hasattr(item, "__len__") else ")"))
-            try:
-                hash(item[0])
-            except TypeError:
-                return (f"map output item {item!r:.200} has an unhashable key "
-                        f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
-        return f"map output could not be grouped ({type(exc).__name__}: {exc})"
 
     def _take_counted(self) -> dict:
         """Counted items by key, as {key: [(item, n), ...]}; the counters start empty again."""
@@ -275,7 +281,8 @@ class Shuffler:
         if self.combine is not None:
             new_items = self._held - self._held_after_combine
             # combine when it pays: many new items per key (cheap, keeps memory hot), or a full buffer
-            if (new_items >= defaults.COMBINE_MIN_ITEMS and new_items >= 8 * len(self._groups)) or \
+            if (new_items >= defaults.COMBINE_MIN_ITEMS
+                    and new_items >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(self._groups)) or \
                     held - self._after_combine > min(self.memory_budget / 2, self.combine_buffer_bytes):
                 self._combine_all()
                 held = self._after_combine = self.held_bytes()
@@ -307,19 +314,11 @@ class Shuffler:
                 group = list(group)
                 for item, n in entries:
                     group += [item] * n
-            for item in self._combine_group(key, group) if len(group) > 1 else group:
-                new[item[0]].append(item)
-                held += 1
+            held += self._combine_into(new, key, group)
         self._groups = new
         self._held = held
 
     # --- spill -------------------------------------------------------------------------
-    def _partition(self, key: Any) -> int:
-        p = self._partition_cache.get(key)
-        if p is None:
-            p = self._partition_cache[key] = codec.stable_hash(key) % len(self.partitions)
-        return p
-
     def _spill_all(self) -> None:
         self._absorb_counts()
         groups = self._groups
@@ -332,12 +331,11 @@ class Shuffler:
             per_part = [keys]
         else:
             per_part = [[] for _ in range(n)]
-            part = self._partition
-            for k in keys:
-                per_part[part(k)].append(k)
+            stable_hash = codec.stable_hash
+            for k in keys:  # each key once per spill
+                per_part[stable_hash(k) % n].append(k)
         self._groups = defaultdict(list)
         self._held = 0
-        self._partition_cache.clear()  # it keeps keys alive: bounded by one spill's keys
         self.counters["spills"] += 1
         getitem = groups.__getitem__
         for index, pkeys in enumerate(per_part):

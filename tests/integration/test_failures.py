@@ -251,6 +251,7 @@ def _live_workers() -> list[int]:
 @pytest.mark.parametrize(("map_function", "hint"), [
     ("returns_a_number", "must return an iterable of (key, value) items"),
     ("list_keys", "keys must be hashable"),
+    ("triples", "of length 3"),
 ])
 def test_map_function_misuse_gets_a_clear_message(config, tmp_path, map_function, hint):
     write_lines(tmp_path / "m" / "a.txt", word_lines(20))
@@ -263,6 +264,8 @@ def test_map_function_misuse_gets_a_clear_message(config, tmp_path, map_function
     # every line is bad, so the first bad line is line 1: named alone or in a range of lines
     where = re.search(r"lines? (\d+)(?:-(\d+))?", msg)
     assert where and int(where.group(1)) == 1, msg[:400]
+    if map_function == "triples":  # malformed pairs are located to their exact line
+        assert info.value.report.get("line_number") == 1 and "lines 1-" not in msg, msg[:400]
 
 
 @pytest.mark.parametrize("memory", [

@@ -75,6 +75,11 @@ def returns_a_number(line, auxiliary_data):
     return len(line)
 
 
+def triples(line, auxiliary_data):
+    """Misuse: (key, value, extra) is not a (key, value) pair."""
+    return [(word, 1, "extra") for word in line.split()]
+
+
 def list_keys(line, auxiliary_data):
     """Misuse: a list is not a hashable key."""
     return [(line.split(), 1)]
