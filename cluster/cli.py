@@ -87,20 +87,25 @@ def validate(job_file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 def run(job_file: str, config_path: str | None, local: bool, servers: int | None,
         progress: bool | None, as_json: bool) -> None:
-    """Run a mapreduce job file now and print its counters."""
+    """Run a mapreduce job file now and print its counters.
+
+    Without --local the job runs on the running cluster (`manage_cluster start`)."""
     from cluster.local import LocalExecutor
+    from cluster.manage_cluster import ManageCluster
     from cluster.progress import PhaseBars, format_counters
 
     job = _read_job(job_file)
     config = ClusterConfig.load(config_path)
-    if not local:
-        raise click.ClickException("no running cluster to submit to: the cluster runtime is not installed "
-                                   "in this version; run the job on this machine with --local")
+    if servers is not None and not local:
+        raise click.UsageError("--servers goes with --local; a cluster has number_of_servers_per_location servers "
+                               "on each location")
     bars = PhaseBars(enabled=progress)
-    executor = LocalExecutor(config, servers=servers, on_progress=bars.update,
-                             worker_log_level=logging.getLogger().level)
     try:
-        result = executor.run(job)
+        if local:
+            result = LocalExecutor(config, servers=servers, on_progress=bars.update,
+                                   worker_log_level=logging.getLogger().level).run(job)
+        else:
+            result = ManageCluster(config).run(job, on_progress=bars.update)
     finally:
         bars.close()
     if as_json:
@@ -115,21 +120,26 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
 @config_option
 @click.option("--limit", type=int, default=None, help="Print at most this many items.")
 def output(job_name: str, config_path: str | None, limit: int | None) -> None:
-    """Print every output item of a job, one JSON line each."""
+    """Print every output item of a job (from every location), one JSON line each."""
+    import tempfile
+
+    from cluster.manage_cluster import ManageCluster
+
     config = ClusterConfig.load(config_path)
     layout = JobLayout(config.base_dir, config.auxiliary_dir, job_name)
-    files = layout.output_files()
-    if not files:
-        raise click.ClickException(f"job {job_name!r} has no output in {layout.output_dir} "
-                                   "(has it run successfully with this config?)")
-    shown = 0
+    shown = files = 0
     out = sys.stdout
-    for path in files:
-        for line in iter_lines(path):
-            if limit is not None and shown >= limit:
-                return
-            out.write(line if line.endswith("\n") else line + "\n")
-            shown += 1
+    with tempfile.TemporaryDirectory(prefix="cluster-output-") as scratch:
+        for path in ManageCluster(config).output_files(job_name, scratch):
+            files += 1
+            for line in iter_lines(path):
+                if limit is not None and shown >= limit:
+                    return
+                out.write(line if line.endswith("\n") else line + "\n")
+                shown += 1
+    if not files:
+        raise click.ClickException(f"job {job_name!r} has no output in {layout.output_dir} on "
+                                   f"{', '.join(config.locations)} (has it run successfully with this config?)")
 
 
 @mapreduce.command("config")
@@ -149,8 +159,13 @@ def manage_cluster(verbose: int) -> None:
     """Set up and run the cluster's servers (RPyC services in GNU screen, a Redis per machine).
 
     \b
-    First time on a cluster:
-      manage_cluster init      # the cluster's CA, certificates and Redis password
+    \b
+    Typical use:
+      manage_cluster start           # (first time: makes the cluster's certificates)
+      mapreduce run job.json         # run a job on it
+      manage_cluster status          # servers, jobs, phases, memory
+      manage_cluster attach S_0      # watch a server's prints (Ctrl-a d to detach)
+      manage_cluster stop            # graceful; `kill` when something hangs
     """
     _setup_logging(verbose)
 
@@ -171,6 +186,85 @@ def init(config_path: str | None, force: bool) -> None:
     else:
         click.echo(f"cluster {config.cluster_name!r} already has its certificates in {found.directory}; "
                    "nothing changed (use --force to replace them)")
+
+
+def _manager(config_path: str | None):
+    from cluster.manage_cluster import ManageCluster
+
+    return ManageCluster(ClusterConfig.load(config_path), echo=click.echo)
+
+
+@manage_cluster.command()
+@config_option
+def start(config_path: str | None) -> None:
+    """Start Redis, the management server and the cluster servers on every location.
+
+    Pushes the code, projects/, the config and the secrets first. Servers already
+    running are left alone, so `start` after a crash starts only what is missing."""
+    manager = _manager(config_path)
+    manager.start()
+    _print_status(manager.status())
+
+
+@manage_cluster.command()
+@config_option
+def stop(config_path: str | None) -> None:
+    """Stop gracefully: servers take nothing new and exit, then Redis and the management servers."""
+    _manager(config_path).stop()
+
+
+@manage_cluster.command()
+@config_option
+def kill(config_path: str | None) -> None:
+    """End this cluster's screen sessions and redis-servers at once (only this cluster's, by name and pid file)."""
+    _manager(config_path).kill()
+
+
+@manage_cluster.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(config_path: str | None, as_json: bool) -> None:
+    """One line per server (up/down, heartbeat, job, phase, memory) and per location (Redis, disk)."""
+    found = _manager(config_path).status()
+    if as_json:
+        click.echo(json.dumps(found))
+    else:
+        _print_status(found)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def _print_status(found: dict) -> None:
+    servers = [("SERVER", "LOCATION", "PORT", "STATE", "HEARTBEAT", "JOB", "PHASE", "RSS")]
+    for r in found["servers"]:
+        age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s ago"
+        servers.append((r["server"], r["location"], str(r["port"]), "up" if r["up"] else "DOWN", age,
+                        r["job"] or "-", r["phase"] or "-", _size(r["rss_bytes"])))
+    locations = [("LOCATION", "REDIS", "REDIS MEMORY", "MANAGEMENT", "DISK FREE")]
+    for r in found["locations"]:
+        locations.append((r["location"], r["redis"], _size(r["redis_memory"]), r["management"],
+                          _size(r["disk_free"])))
+    for n, table in enumerate((servers, locations)):
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        click.echo("\n" * bool(n) + "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                                              for row in table))
+
+
+@manage_cluster.command()
+@click.argument("server_id")
+@config_option
+def attach(server_id: str, config_path: str | None) -> None:
+    """Attach this terminal to a server's screen window (through ssh -t for another machine)."""
+    command = _manager(config_path).attach_command(server_id)
+    os.execvp(command[0], command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

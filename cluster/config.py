@@ -4,6 +4,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import sys
 from dataclasses import dataclass, fields
 
 from cluster import defaults
@@ -54,6 +55,8 @@ class ClusterConfig:
     ssh_user: str | None
     ssh_key_file: str | None
     ssh_port: int
+    ssh_check_host_keys: bool
+    python_executable: str
     source: str = "built-in defaults"
 
     # --- construction ------------------------------------------------------------------
@@ -70,7 +73,7 @@ class ClusterConfig:
         return cls.from_dict({})
 
     @classmethod
-    def from_file(cls, path: str) -> ClusterConfig:
+    def from_file(cls, path: str, check_dirs: bool = True) -> ClusterConfig:
         """Read the [CLUSTER] section of an INI file."""
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist (given by --config or ${defaults.CONFIG_ENV})")
@@ -91,7 +94,7 @@ class ClusterConfig:
                               f"only [{defaults.CONFIG_SECTION}] is read")
         values = dict(parser[defaults.CONFIG_SECTION])
         base = os.path.dirname(os.path.abspath(path))
-        return cls.from_dict(values, source=path, relative_to=base)
+        return cls.from_dict(values, source=path, relative_to=base, check_dirs=check_dirs)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "built-in defaults",
@@ -101,7 +104,7 @@ class ClusterConfig:
         problems = [f"unknown key {k!r} (known keys: {', '.join(defaults.CONFIG_DEFAULTS)})" for k in unknown]
         merged = dict(defaults.CONFIG_DEFAULTS)
         merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
-        for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir"):
+        for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable"):
             if isinstance(merged[key], str) and not merged[key].strip():
                 merged[key] = None
         out: dict[str, object] = {}
@@ -120,6 +123,13 @@ class ClusterConfig:
                 out[key] = float(str(merged[key]).strip())
             except ValueError:
                 problems.append(f"{key} must be a number of seconds, got {merged[key]!r}")
+        check_keys = str(merged["ssh_check_host_keys"]).strip().lower()
+        if check_keys in ("yes", "true", "1", "on"):
+            out["ssh_check_host_keys"] = True
+        elif check_keys in ("no", "false", "0", "off"):
+            out["ssh_check_host_keys"] = False
+        else:
+            problems.append(f"ssh_check_host_keys must be yes or no, got {merged['ssh_check_host_keys']!r}")
         if out.get("number_of_servers_per_location", 1) < 1:
             problems.append("number_of_servers_per_location must be at least 1")
         if out.get("poll_every", 1.0) <= 0:
@@ -159,7 +169,8 @@ class ClusterConfig:
                               "\n".join(f"  - {p}" for p in problems))
         return cls(cluster_name=name, locations=locations, compute_dir=compute_dir,
                    redis_auth=merged["redis_auth"], local_working_dir=absolute(merged["local_working_dir"]),
-                   ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source, **out)
+                   ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source,
+                   python_executable=str(merged["python_executable"] or sys.executable), **out)
 
     # --- derived facts -----------------------------------------------------------------
     @property
@@ -172,6 +183,19 @@ class ClusterConfig:
         n = self.number_of_servers_per_location
         return [f"S_{i}" for i in range(n * len(self.locations))]
 
+    def servers_by_location(self) -> dict[str, list[str]]:
+        """Each location's servers, in the order of `locations`."""
+        ids, n = self.server_ids(), self.number_of_servers_per_location
+        return {host: ids[i * n:(i + 1) * n] for i, host in enumerate(self.locations)}
+
+    def location_of(self, server_id: str) -> str:
+        """The location a server runs on."""
+        return self.locations[int(server_id.split("_")[1]) // self.number_of_servers_per_location]
+
+    def server_port(self, server_id: str) -> int:
+        """The RPyC port of a server: base_port + its number."""
+        return self.base_port + int(server_id.split("_")[1])
+
     def as_dict(self) -> dict[str, object]:
         """The resolved configuration, for display."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -181,6 +205,13 @@ class ClusterConfig:
         raw = {k: v for k, v in self.as_dict().items() if k in defaults.CONFIG_DEFAULTS}
         raw["locations"] = ",".join(self.locations)
         return raw
+
+    def to_ini(self) -> str:
+        """This configuration as an INI file (what the master hands to every location)."""
+        lines = [f"[{defaults.CONFIG_SECTION}]"]
+        for key, value in self.to_values().items():
+            lines.append(f"{key} = {'' if value is None else value}")
+        return "\n".join(lines) + "\n"
 
     def with_overrides(self, **changes: object) -> ClusterConfig:
         """A copy with some keys changed, re-validated."""

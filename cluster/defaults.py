@@ -31,6 +31,8 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "ssh_user": None,
     "ssh_key_file": None,
     "ssh_port": 22,
+    "ssh_check_host_keys": "yes",  # no: accept unknown host keys (only on a network you trust)
+    "python_executable": None,     # the interpreter on every location (default: the master's own)
 }
 CONFIG_ENV = "CLUSTER_CONFIG"
 CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")
@@ -49,7 +51,13 @@ MEMORY_CHECK_EVERY_LINES = 1024  # the mapper drains map output and checks memor
 #                                  small batches are grouped while still in the CPU cache: ~10% on telemetry)
 MAX_PENDING_ITEMS = 1_000_000  # map output items waiting to be grouped, whatever the lines
 PROGRESS_EVERY_SECONDS = 0.5   # how often a worker reports its counters
-HEARTBEAT_TIMEOUT_SECONDS = 30.0  # a worker silent for this long fails the phase
+HEARTBEAT_TIMEOUT_SECONDS = 30.0  # a local worker silent for this long fails the phase
+HEARTBEAT_EVERY_SECONDS = 1.0  # a cluster server writes its heartbeat key this often...
+HEARTBEAT_TTL_SECONDS = 5      # ...with this time to live: a server silent this long counts as down
+SERVER_START_TIMEOUT_SECONDS = 30.0  # `start` waits this long for each server to answer
+STOP_TIMEOUT_SECONDS = 20.0    # `stop` waits this long for servers to exit before ending their sessions
+MASTER_TTL_SECONDS = 15       # a server drops a run whose master stopped renewing its key this long
+SHUFFLE_TIMEOUT_SECONDS = 600.0  # a spill file transfer that makes no progress this long fails the map phase
 COMBINE_MIN_ITEMS = 65_536     # ...or once this many new items average 8 or more per key
 EAGER_COMBINE_ITEMS_PER_KEY = 8  # a drained batch with this many items per key is combined at once
 COMBINE_BUFFER_BYTES = 256 * 1024 ** 2  # combine once map output grows this much (cache-friendly)

@@ -115,3 +115,15 @@ class JobFailed(ClusterError):
         where = ", ".join(x for x in (f"server {server}" if server else "",
                                       f"phase {phase}" if phase else "") if x)
         super().__init__(f"job {job_name!r} failed" + (f" ({where})" if where else "") + f": {message}")
+
+
+class JobAborted(ClusterError):
+    """A server stopped its part of a run because the master aborted the run."""
+
+
+class ClusterNotRunning(ClusterError):
+    """The cluster, or some of its servers, are not running; `manage_cluster start` fixes it."""
+
+
+class DeployError(ClusterError):
+    """A location cannot run this cluster's code (missing interpreter, other Python, missing packages)."""

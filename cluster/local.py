@@ -214,7 +214,7 @@ class LocalExecutor:
             if kind is not None:
                 last_seen[server] = now
                 if kind == Report.ERROR.value:
-                    raise _job_failed(name, payload)
+                    raise failure_from_report(name, payload)
                 if kind in (Report.PROGRESS.value, Report.DONE.value) and rphase == phase.value:
                     per_server[server][rphase] = payload
                     if self.on_progress:
@@ -232,7 +232,7 @@ class LocalExecutor:
                         except queue.Empty:
                             continue
                         if kind == Report.ERROR.value:
-                            raise _job_failed(name, payload)
+                            raise failure_from_report(name, payload)
                     raise JobFailed(name, f"worker process of server {s} (pid {p.pid}) died with exit code "
                                     f"{p.returncode}" + (f" (killed by signal {-p.returncode}; SIGKILL is often the "
                                                          "out-of-memory killer)" if p.returncode < 0 else ""),
@@ -261,7 +261,7 @@ def _send(channel: Channel, command: str | None) -> None:
         pass
 
 
-def _job_failed(name: str, report: dict) -> JobFailed:
+def failure_from_report(name: str, report: dict) -> JobFailed:
     """The master's exception for a worker's error report (a user function's error already says where)."""
     message = report["message"]
     if report["type"] != "UserFunctionError":

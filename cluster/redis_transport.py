@@ -15,11 +15,12 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 
 import redis
 
-from cluster.exceptions import ShuffleError
+from cluster.exceptions import JobAborted, ShuffleError
 from cluster.layout import JobLayout
 from cluster.transport import LocalTransport
 
@@ -33,6 +34,20 @@ def job_namespace(cluster_name: str, job_name: str, run_id: str) -> str:
     return f"cluster:{cluster_name}:job:{job_name}:{run_id}"
 
 
+def _blpop(client: redis.Redis, key: str, timeout: float, cancelled: threading.Event | None) -> bytes | None:
+    """BLPOP one key for up to `timeout` seconds, in short waits so a cancelled run stops at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cancelled is not None and cancelled.is_set():
+            raise JobAborted("the run was aborted")
+        wait = min(1.0, deadline - time.monotonic())
+        if wait <= 0:
+            return None
+        got = client.blpop([key], timeout=max(wait, 0.01))
+        if got is not None:
+            return got[1]
+
+
 def _checksum(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -42,7 +57,8 @@ class RedisTransport:
 
     def __init__(self, *, layout: JobLayout, client: redis.Redis, namespace: str, server_id: str,
                  local_servers: Iterable[str], remote_servers: Iterable[str], max_files_in_redis: int,
-                 timeout: float = 600.0, chunk_bytes: int = CHUNK_BYTES):
+                 timeout: float = 600.0, chunk_bytes: int = CHUNK_BYTES, cancelled: threading.Event | None = None):
+        self.cancelled = cancelled
         self.local = LocalTransport(layout)
         self.client = client
         self.ns = namespace
@@ -69,7 +85,7 @@ class RedisTransport:
         file_id = f"{self.server_id}-{self._seq:06d}"
         key = f"{self.ns}:file:{file_id}"
         try:
-            if self.client.blpop([f"{self.ns}:slots"], timeout=self.timeout) is None:
+            if _blpop(self.client, f"{self.ns}:slots", self.timeout, self.cancelled) is None:
                 raise ShuffleError(f"server {self.server_id}: no room in Redis for {self.timeout:.0f}s (the "
                                    f"receiving servers are not taking files); is {dest_server} running?")
             chunks = [data[i:i + self.chunk_bytes] for i in range(0, len(data), self.chunk_bytes)] or [b""]
@@ -96,11 +112,11 @@ class RedisTransport:
                 pipe.rpush(f"{self.ns}:inbox:{dest}", EOF_PREFIX + self.server_id)
             pipe.execute()
             while self._outstanding:
-                got = self.client.blpop([f"{self.ns}:acks:{self.server_id}"], timeout=self.timeout)
+                got = _blpop(self.client, f"{self.ns}:acks:{self.server_id}", self.timeout, self.cancelled)
                 if got is None:
                     raise ShuffleError(f"server {self.server_id}: {len(self._outstanding)} spill file(s) were not "
                                        f"received within {self.timeout:.0f}s: {sorted(self._outstanding)[:5]}")
-                self._outstanding.discard(got[1].decode())
+                self._outstanding.discard(got.decode())
         except redis.RedisError as exc:
             raise ShuffleError(f"server {self.server_id}: waiting for spill files to be received failed: "
                                f"{exc}") from exc
@@ -110,8 +126,10 @@ class RedisReceiver:
     """Pulls the spill files addressed to one server from the Redis of every other location."""
 
     def __init__(self, *, layout: JobLayout, server_id: str, namespace: str,
-                 sources: dict[str, tuple[redis.Redis, list[str]]], timeout: float = 600.0):
+                 sources: dict[str, tuple[redis.Redis, list[str]]], timeout: float = 600.0,
+                 cancelled: threading.Event | None = None):
         """sources: location -> (its Redis client, the servers of that location that send to us)."""
+        self.cancelled = cancelled
         self.layout = layout
         self.server_id = server_id
         self.ns = namespace
@@ -129,11 +147,11 @@ class RedisReceiver:
         os.makedirs(folder, exist_ok=True)
         try:
             while waiting:
-                got = client.blpop([inbox], timeout=self.timeout)
+                got = _blpop(client, inbox, self.timeout, self.cancelled)
                 if got is None:
                     raise ShuffleError(f"server {self.server_id}: nothing from {sorted(waiting)} on {location} for "
                                        f"{self.timeout:.0f}s")
-                file_id = got[1].decode()
+                file_id = got.decode()
                 if file_id.startswith(EOF_PREFIX):
                     waiting.discard(file_id[len(EOF_PREFIX):])
                     continue

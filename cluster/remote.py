@@ -94,14 +94,15 @@ class SSHRemote:
     """Another machine, over SSH with a key; its host key must be in known_hosts."""
 
     def __init__(self, host: str, *, user: str | None, key_file: str | None, port: int = 22,
-                 known_hosts: str | None = None, timeout: float = 15.0):
+                 known_hosts: str | None = None, check_host_keys: bool = True, timeout: float = 15.0):
         self.host = host
         self._client = paramiko.SSHClient()
         self._client.load_system_host_keys()
         known = known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         if os.path.exists(known):
             self._client.load_host_keys(known)
-        self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._client.set_missing_host_key_policy(paramiko.RejectPolicy() if check_host_keys
+                                                 else paramiko.WarningPolicy())
         try:
             self._client.connect(host, port=port, username=user, key_filename=key_file, timeout=timeout,
                                  banner_timeout=timeout, auth_timeout=timeout, allow_agent=key_file is None,
@@ -162,4 +163,5 @@ def remote_for(config: ClusterConfig, host: str) -> Remote:
     """The way to reach one location of this cluster."""
     if is_local(host):
         return LocalRemote(host)
-    return SSHRemote(host, user=config.ssh_user, key_file=config.ssh_key_file, port=config.ssh_port)
+    return SSHRemote(host, user=config.ssh_user, key_file=config.ssh_key_file, port=config.ssh_port,
+                     check_host_keys=config.ssh_check_host_keys)

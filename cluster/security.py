@@ -88,7 +88,24 @@ def load_secrets(config: ClusterConfig) -> ClusterSecrets:
     return found
 
 
-def _write_private(path: str, data: bytes) -> None:
+LOCATION_FILES = ("ca.crt", "server.crt", "server.key", "redis.password")
+
+
+def location_secrets(directory: str) -> ClusterSecrets:
+    """The secrets a location's servers need (no CA key, no client key), checked to be private."""
+    found = ClusterSecrets(directory)
+    for name in LOCATION_FILES:
+        path = found.path(name)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path} is missing; `manage_cluster start` copies it from the master")
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(f"{path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")
+    return found
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write a file only its owner can read, whole or not at all."""
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -153,11 +170,11 @@ def init_secrets(config: ClusterConfig, force: bool = False) -> tuple[ClusterSec
     client_cert = _issue(_name(f"cluster {cluster} client", cluster), client_key, ca_name, ca_key, ca=False,
                          usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     pem = serialization.Encoding.PEM
-    _write_private(found.ca_cert, ca_cert.public_bytes(pem))
-    _write_private(found.path("ca.key"), _key_pem(ca_key))
-    _write_private(found.server_cert, server_cert.public_bytes(pem))
-    _write_private(found.server_key, _key_pem(server_key))
-    _write_private(found.client_cert, client_cert.public_bytes(pem))
-    _write_private(found.client_key, _key_pem(client_key))
-    _write_private(found.path("redis.password"), (secrets.token_urlsafe(32) + "\n").encode())
+    write_private(found.ca_cert, ca_cert.public_bytes(pem))
+    write_private(found.path("ca.key"), _key_pem(ca_key))
+    write_private(found.server_cert, server_cert.public_bytes(pem))
+    write_private(found.server_key, _key_pem(server_key))
+    write_private(found.client_cert, client_cert.public_bytes(pem))
+    write_private(found.client_key, _key_pem(client_key))
+    write_private(found.path("redis.password"), (secrets.token_urlsafe(32) + "\n").encode())
     return found, True

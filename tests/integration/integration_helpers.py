@@ -130,3 +130,24 @@ def wait_for_port(port: int, timeout: float = 10.0, alive: Callable[[], bool] | 
             if time.monotonic() > deadline or (alive is not None and not alive()):
                 return False
             time.sleep(0.05)
+
+
+def free_port_block(n: int, low: int = 20000, high: int = 60000) -> int:
+    """The first of `n` consecutive TCP ports free on loopback right now."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(low, high - n)
+        try:
+            socks = []
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")

@@ -89,7 +89,7 @@ def test_run_prints_counters_for_a_person(tmp_path, cli_config, words_plain):
                     input_dirs=[str(input_dir)], map_function_name="word_count",
                     reduce_function_name="sum_counts", compress=True, max_number_dumped_items_reducer=1000)
     r = mapreduce("run", str(job), "--config", str(cli_config), cwd=tmp_path)
-    assert r.returncode != 0 and "--local" in r.stderr, "without --local there is no cluster to run on"
+    assert r.returncode == 1 and "no running cluster" in r.stderr and "--local" in r.stderr, r.stderr
     r = mapreduce("run", str(job), "--local", "--config", str(cli_config), "--progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "cli_human" in r.stdout and "succeeded" in r.stdout

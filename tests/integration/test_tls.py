@@ -1,6 +1,7 @@
 """The cluster's RPyC services over mutual TLS: only clients of the cluster's CA get served."""
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import stat
@@ -51,7 +52,7 @@ def server(secrets):
 def test_a_client_of_the_cluster_is_served(server, secrets):
     conn = tls_connect("127.0.0.1", server, secrets)
     try:
-        answer = conn.root.ping()
+        answer = json.loads(conn.root.ping())
         assert answer["server_id"] == "S_0" and answer["pid"] == os.getpid()
     finally:
         conn.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -50,7 +51,9 @@ def test_config_keys_are_exactly_the_design_keys():
         "cluster_name", "locations", "number_of_servers_per_location", "base_port", "management_port",
         "redis_port", "redis_auth", "compute_dir", "base_dir", "working_dir", "logs_dir", "auxiliary_dir",
         "code_dir", "base_projects_dir", "local_working_dir", "projects_dir",
-        "max_number_of_bytes_in_memory", "poll_every", "ssh_user", "ssh_key_file", "ssh_port"]
+        "max_number_of_bytes_in_memory", "poll_every", "ssh_user", "ssh_key_file", "ssh_port",
+        # added by the cluster runtime (issue 3): host-key checking and the locations' interpreter
+        "ssh_check_host_keys", "python_executable"]
 
 
 # --- from_file ---------------------------------------------------------------------------
@@ -282,3 +285,33 @@ def test_to_values_round_trips(tmp_path):
                                    "compute_dir": str(tmp_path / "c"), "max_number_of_bytes_in_memory": "2G"})
     again = ClusterConfig.from_dict(cfg.to_values(), source=cfg.source)
     assert again == cfg
+
+
+# --- cluster runtime keys and facts ----------------------------------------------------------
+def test_servers_are_numbered_location_by_location_with_their_ports():
+    cfg = ClusterConfig.from_dict({"locations": "a, b", "number_of_servers_per_location": 3, "base_port": 5000})
+    assert cfg.servers_by_location() == {"a": ["S_0", "S_1", "S_2"], "b": ["S_3", "S_4", "S_5"]}
+    assert [cfg.location_of(s) for s in ("S_0", "S_2", "S_3", "S_5")] == ["a", "a", "b", "b"]
+    assert cfg.server_port("S_4") == 5004
+
+
+def test_host_key_checking_is_on_unless_the_config_says_no():
+    assert ClusterConfig.from_dict({}).ssh_check_host_keys is True
+    assert ClusterConfig.from_dict({"ssh_check_host_keys": "no"}).ssh_check_host_keys is False
+    with pytest.raises(ConfigError, match="ssh_check_host_keys must be yes or no, got 'maybe'"):
+        ClusterConfig.from_dict({"ssh_check_host_keys": "maybe"})
+
+
+def test_the_locations_python_defaults_to_the_masters():
+    assert ClusterConfig.from_dict({}).python_executable == sys.executable
+    chosen = ClusterConfig.from_dict({"python_executable": "/opt/py/bin/python3"})
+    assert chosen.python_executable == "/opt/py/bin/python3"
+
+
+def test_the_ini_a_location_gets_reads_back_to_the_same_config(tmp_path):
+    cfg = ClusterConfig.from_dict({"locations": "h1,h2", "ssh_check_host_keys": "no", "redis_auth": "",
+                                   "compute_dir": str(tmp_path / "c")})
+    path = tmp_path / "cluster.cfg"
+    path.write_text(cfg.to_ini())
+    back = ClusterConfig.from_file(str(path), check_dirs=False)
+    assert back.to_values() == cfg.to_values()

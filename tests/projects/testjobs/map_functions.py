@@ -117,3 +117,22 @@ def typed_keys(line, auxiliary_data):
 def words_and_none(line, auxiliary_data):
     """(word, 1) per word, and (None, 1) per line."""
     return [(word, 1) for word in line.split()] + [(None, 1)]
+
+
+def print_marker(line, auxiliary_data):
+    """Word count that prints lines starting with PRINT (they must reach the server's window and log)."""
+    if line.startswith("PRINT"):
+        print(line.strip(), flush=True)
+    return [(word, 1) for word in line.split()]
+
+
+def slow_lines(line, auxiliary_data):
+    """Word count that sleeps on lines 'SLOW <seconds> ...' (to catch a server in the middle of map)."""
+    if line.startswith("SLOW"):
+        time.sleep(float(line.split()[1]))
+    return [(word, 1) for word in line.split()]
+
+
+def words(line, auxiliary_data):
+    """Plain word count: (word, 1) per word."""
+    return [(word, 1) for word in line.split()]

@@ -1,0 +1,229 @@
+"""Drive one mapreduce job through map, sort and reduce on the running cluster servers.
+
+The master pushes the job's project, asks each location's management server to plan
+its inputs (each location reads only its own files), sends every server a `start`
+and then each phase through its location's Redis, and polls every `poll_every`
+seconds for reports, progress and heartbeats. The first error, a server whose
+heartbeat expired, or a Redis that stopped answering aborts the run everywhere;
+output is published on every location only after every server finished reduce.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import ujson
+
+from cluster import control, defaults, deploy, functions
+from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed
+from cluster.jobs import JobType, validate_job
+from cluster.layout import JobLayout
+from cluster.local import JobResult, failure_from_report, merge_counters
+from cluster.mapper import new_run_id
+from cluster.process import Phase
+from cluster.security import secrets_for
+
+log = logging.getLogger(__name__)
+START = "start"
+
+
+class ClusterJobDriver:
+    """One run of one job on the cluster that `manager` manages."""
+
+    def __init__(self, manager, on_progress: Callable[[str, dict[str, dict]], None] | None = None):
+        self.manager = manager
+        self.config = manager.config
+        self.keys = manager.keys
+        self.on_progress = on_progress
+        self.by_location = self.config.servers_by_location()
+        self.clients: dict[str, redis.Redis] = {}
+
+    def run(self, job: dict) -> JobResult:
+        validate_job(job)
+        name = job["job_name"]
+        if job["job_type"] != JobType.MAPREDUCE.value:
+            raise JobFailed(name, f"the cluster runs mapreduce jobs directly, not {job['job_type']} jobs "
+                            "(those run through the Runner)")
+        functions.load_job_functions(self.config.projects_dir, job)  # fail fast, here, before any server
+        master = JobLayout(os.path.join(self.config.local_working_dir, "jobs"), self.config.auxiliary_dir, name)
+        with master.lock():
+            try:
+                self._connect()
+                return self._run_locked(job)
+            finally:
+                for c in self.clients.values():
+                    c.close()
+
+    def _connect(self) -> None:
+        if not secrets_for(self.config).exists():
+            raise ClusterNotRunning(f"no running cluster {self.config.cluster_name!r}: it was never started "
+                                    f"(no certificates in {secrets_for(self.config).directory}); start it with "
+                                    "`manage_cluster start`, or run the job on this machine with --local")
+        for host, servers in self.by_location.items():
+            client = self.manager.redis(host, timeout=30.0)
+            try:
+                beats = self.manager.alive(client, servers)
+            except redis.RedisError as exc:
+                raise ClusterNotRunning(f"no running cluster {self.config.cluster_name!r}: the Redis of {host} "
+                                        f"(port {self.config.redis_port}) does not answer ({exc}); start the "
+                                        "cluster with `manage_cluster start`, or run the job with --local") from None
+            down = [s for s, b in beats.items() if b is None]
+            if down:
+                raise ClusterNotRunning(f"server(s) {', '.join(down)} on {host} are down (no heartbeat); "
+                                        "`manage_cluster start` starts them again")
+            busy = [f"{s} (job {b['job']})" for s, b in beats.items()
+                    if b.get("run_id") and client.exists(self.keys.master(b["run_id"]))]
+            if busy:  # a server whose run lost its master drops that run by itself and takes ours next
+                raise ClusterNotRunning(f"server(s) {', '.join(busy)} on {host} are running another job for another "
+                                        "master; wait for it to finish (`manage_cluster status`)")
+            self.clients[host] = client
+
+    def _run_locked(self, job: dict) -> JobResult:
+        name = job["job_name"]
+        job_json = ujson.dumps(job)
+
+        def prepare(host: str) -> dict:
+            remote = self.manager.remote(host)
+            try:
+                deploy.push_project(remote, self.config, job["project_name"])
+            finally:
+                remote.close()
+            self.manager.call(host, "prepare_job", name)
+            return ujson.loads(self.manager.call(host, "plan_inputs", job_json, ujson.dumps(self.by_location[host])))
+
+        plans = self.manager.for_each_location(prepare)
+        notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
+        plan: dict[str, dict] = {}
+        for host in self.config.locations:
+            plan.update(plans[host]["plan"])
+            notes["locked_files_skipped"] += plans[host]["notes"]["locked_files_skipped"]
+            notes["files_already_mapped"] += plans[host]["notes"]["files_already_mapped"]
+        for f in notes["locked_files_skipped"]:
+            log.warning("skipping %s: it is locked (still being written); it will be mapped next time", f)
+        run_id = new_run_id()
+        self._renew(name, run_id)
+        per_server: dict[str, dict[str, dict]] = {s: {} for s in self.config.server_ids()}
+        seconds: dict[str, float] = {}
+        try:
+            for s in self.config.server_ids():
+                self._send(name, s, control.Command.START, run_id=run_id, job=job, inputs=plan[s])
+            self._wait(name, run_id, START, per_server)
+            for phase in Phase:
+                started = time.monotonic()
+                for s in self.config.server_ids():
+                    self._send(name, s, control.Command.PHASE, run_id=run_id, phase=phase.value)
+                self._wait(name, run_id, phase.value, per_server)
+                seconds[phase.value] = round(time.monotonic() - started, 3)
+            replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
+            self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
+            for s in self.config.server_ids():
+                self._send(name, s, control.Command.END, run_id=run_id)
+        except BaseException:
+            self._abort(name, run_id)
+            raise
+        finally:
+            self._forget(name, run_id)
+        counters = merge_counters(per_server)
+        counters.update(notes)
+        counters["seconds"] = seconds
+        output_dir = JobLayout(self.config.base_dir, self.config.auxiliary_dir, name).output_dir
+        return JobResult(name, run_id, output_dir, counters, per_server)
+
+    def _renew(self, name: str, run_id: str) -> None:
+        """Say in every location's Redis that this run's master is alive (servers drop orphaned runs)."""
+        for host, client in self.clients.items():
+            try:
+                client.set(self.keys.master(run_id), 1, ex=defaults.MASTER_TTL_SECONDS)
+            except redis.RedisError as exc:
+                raise JobFailed(name, f"cannot reach the Redis of {host}: {exc}") from None
+
+    def _send(self, name: str, server: str, command: control.Command, **fields) -> None:
+        host = self.config.location_of(server)
+        try:
+            control.send_command(self.clients[host], self.keys, server, command, **fields)
+        except redis.RedisError as exc:
+            raise JobFailed(name, f"cannot reach the Redis of {host} to command {server}: {exc}",
+                            server=server) from None
+
+    def _wait(self, name: str, run_id: str, phase: str, per_server: dict[str, dict[str, dict]]) -> None:
+        """Poll every location until each server reported this phase done; fail on the first problem."""
+        pending = set(self.config.server_ids())
+        carried: dict[str, list[bytes]] = {h: [] for h in self.clients}
+        while pending:
+            for host, client in self.clients.items():
+                try:
+                    client.set(self.keys.master(run_id), 1, ex=defaults.MASTER_TTL_SECONDS)
+                    reports = carried[host] + (client.lpop(self.keys.reports(run_id), 1000) or [])
+                    carried[host] = []
+                    progress = client.hgetall(self.keys.progress(run_id)) if phase != START else {}
+                    waiting = [s for s in self.by_location[host] if s in pending]
+                    beats = self.manager.alive(client, waiting) if waiting else {}
+                except redis.RedisError as exc:
+                    raise JobFailed(name, f"lost the Redis of location {host} ({exc}); its servers cannot shuffle "
+                                    "or report: check it with `manage_cluster status`", phase=phase) from None
+                for raw in reports:
+                    report = ujson.loads(raw)
+                    if report["kind"] == control.Reply.ERROR.value:
+                        raise failure_from_report(name, report["error"])
+                    if report["phase"] == phase:
+                        pending.discard(report["server"])
+                        if "counters" in report:
+                            per_server[report["server"]][phase] = report["counters"]
+                if progress and self.on_progress:
+                    for sid, raw in progress.items():
+                        p = ujson.loads(raw)
+                        if p["phase"] == phase and sid.decode() in pending:
+                            per_server[sid.decode()][phase] = p["counters"]
+                if self.on_progress and phase != START:
+                    self.on_progress(phase, {s: per_server[s].get(phase, {}) for s in per_server})
+                for s, beat in beats.items():
+                    if beat is None and s in pending:
+                        raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "
+                                        f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died or hangs; `manage_cluster "
+                                        f"status` shows it, `manage_cluster start` starts it again",
+                                        server=s, phase=phase)
+            if pending:  # wait for the next report of one location that owes some, at most poll_every
+                host = next(h for h in self.config.locations if pending & set(self.by_location[h]))
+                try:
+                    got = self.clients[host].blpop([self.keys.reports(run_id)], timeout=self.config.poll_every)
+                except redis.RedisError:
+                    got = None  # the next round names the lost Redis
+                if got is not None:
+                    carried[host].append(got[1])
+
+    def _commit(self, host: str, job: dict, run_id: str, replace: bool, plan: dict,
+                per_server: dict[str, dict[str, dict]]) -> str:
+        mapped: dict[str, list[str]] = {}
+        if job.get("hold_state"):
+            for s in self.by_location[host]:
+                corrupt = {c["path"] for c in per_server[s].get("map", {}).get("corrupt_files_detail", [])}
+                mapped[s] = [f for f in plan[s]["files"] if f not in corrupt]
+        return self.manager.call(host, "commit_job", job["job_name"], run_id, replace, ujson.dumps(mapped))
+
+    def _abort(self, name: str, run_id: str) -> None:
+        """Tell every server to drop the run and every location to discard its files (best effort)."""
+        for s in self.config.server_ids():
+            try:
+                control.send_command(self.clients[self.config.location_of(s)], self.keys, s,
+                                     control.Command.ABORT, run_id=run_id)
+            except (redis.RedisError, KeyError) as exc:
+                log.warning("could not tell %s to abort run %s: %s", s, run_id, exc)
+
+        for host in self.config.locations:
+            try:
+                self.manager.call(host, "discard_job", name, run_id)
+            except ClusterError as exc:
+                log.warning("could not discard run %s's files on %s: %s", run_id, host, exc)
+
+    def _forget(self, name: str, run_id: str) -> None:
+        for host, client in self.clients.items():
+            try:
+                control.delete_run_keys(client, self.keys, name, run_id)
+            except redis.RedisError as exc:
+                log.warning("could not delete run %s's keys in the Redis of %s: %s", run_id, host, exc)
+
+

@@ -1,0 +1,282 @@
+"""The cluster runtime on localhost, on real parts: redis-server, GNU screen, RPyC over TLS.
+
+One cluster (its own name, ports and certificate folder) serves the whole module: it is
+started and stopped through the `manage_cluster` console script as a user would, jobs
+run through `mapreduce run` and `ManageCluster.run`, servers and Redis are killed with
+real signals. The finalizer kills whatever is left, by this cluster's names only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import rpyc
+from integration_helpers import (
+    MAPREDUCE,
+    REPO,
+    TEST_PROJECTS,
+    free_port,
+    free_port_block,
+    items_to_dict,
+    make_job,
+    write_lines,
+)
+
+from cluster import location, sample_data
+from cluster.config import ClusterConfig
+from cluster.exceptions import JobFailed
+from cluster.manage_cluster import ManageCluster
+
+MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
+SERVERS = 2
+
+
+class Cluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.name = "t" + uuid.uuid4().hex[:8]
+        base = free_port_block(SERVERS)
+        self.config_path = root / "cluster.cfg"
+        self.config_path.write_text(
+            "[CLUSTER]\n"
+            f"cluster_name = {self.name}\n"
+            f"compute_dir = {root / 'compute'}\n"
+            f"local_working_dir = {root / 'master'}\n"
+            f"projects_dir = {TEST_PROJECTS}\n"
+            f"number_of_servers_per_location = {SERVERS}\n"
+            f"base_port = {base}\n"
+            f"management_port = {free_port()}\n"
+            f"redis_port = {free_port()}\n"
+            "max_number_of_bytes_in_memory = 256M\n"
+            "poll_every = 0.2\n")
+        self.env = dict(os.environ, XDG_CONFIG_HOME=str(root / "xdg"))
+        self.config = ClusterConfig.from_file(str(self.config_path))
+
+    def cli(self, tool: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(tool), *args, "--config", str(self.config_path)], capture_output=True,
+                              text=True, env=self.env, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, f"{tool.name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def manager(self) -> ManageCluster:
+        return ManageCluster(self.config)
+
+    def sessions(self) -> list[str]:
+        return [n for n in location.screen_sessions() if n.startswith(self.name + "_")]
+
+    def redis_pid(self) -> int | None:
+        return location.location_redis(self.config, "localhost").pid()
+
+    def beat(self, server: str) -> dict | None:
+        return self.manager().alive(self.manager().redis("localhost"), [server])[server]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("cluster")
+    c = Cluster(root)
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]  # ManageCluster in this process finds the secrets
+    try:
+        yield c
+    finally:
+        try:
+            subprocess.run([str(MANAGE), "kill", "--config", str(c.config_path)], env=c.env, capture_output=True,
+                           timeout=60)
+        finally:
+            if saved is None:
+                os.environ.pop("XDG_CONFIG_HOME", None)
+            else:
+                os.environ["XDG_CONFIG_HOME"] = saved
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cluster_words")
+    expected = sample_data.generate("words", str(out), size_mb=2, files=5, seed=21)
+    return out / "input", expected
+
+
+def word_count_job(name: str, input_dir: Path, map_function: str = "words") -> dict:
+    return make_job(name, "testjobs", [input_dir], map_function, "sum_values", combine_function_name="sum_values")
+
+
+def slow_input(folder: Path, files: int = 2, sleep: float = 20.0) -> Path:
+    for i in range(files):
+        write_lines(folder / f"part-{i}.txt", [f"SLOW {sleep} x", *(f"w{j} w{j % 7}" for j in range(50))])
+    return folder
+
+
+def run_in_thread(manager: ManageCluster, job: dict) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = manager.run(job)
+        except BaseException as exc:  # noqa: B036 - the test inspects it
+            outcome["error"] = exc
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, outcome
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_start_brings_every_server_up_and_a_second_start_changes_nothing(cluster):
+    first = cluster.cli(MANAGE, "start")
+    assert "created the certificates" in first.stdout
+    for s in ("S_0", "S_1"):
+        assert any(line.split()[:1] == [s] and " up " in line for line in first.stdout.splitlines()), first.stdout
+    assert sorted(cluster.sessions()) == sorted(f"{cluster.name}_{r}" for r in ("management", "S_0", "S_1"))
+    pids = {s: cluster.beat(s)["pid"] for s in ("S_0", "S_1")}
+    second = cluster.cli(MANAGE, "start")
+    assert "already running; nothing changed" in second.stdout
+    assert {s: cluster.beat(s)["pid"] for s in ("S_0", "S_1")} == pids
+    status = json.loads(cluster.cli(MANAGE, "status", "--json").stdout)
+    assert [r["server"] for r in status["servers"] if r["up"]] == ["S_0", "S_1"]
+    assert status["locations"][0]["redis"] == "up" and status["locations"][0]["disk_free"] > 0
+
+
+def test_word_count_on_the_cluster_is_exact(cluster, words, tmp_path):
+    job_file = tmp_path / "wc.json"
+    job_file.write_text(json.dumps(word_count_job("wc", words[0])))
+    run = cluster.cli(MAPREDUCE, "run", str(job_file), "--json", "--no-progress")
+    counters = json.loads(run.stdout)["counters"]
+    assert counters["files"] == 5 and counters["records_out"] == len(words[1]["counts"])
+    out = cluster.cli(MAPREDUCE, "output", "wc")
+    got = items_to_dict(json.loads(line) for line in out.stdout.splitlines())
+    assert got == words[1]["counts"]
+
+
+def test_a_map_print_reaches_the_server_window_and_its_log(cluster, tmp_path):
+    marker = uuid.uuid4().hex
+    for i in range(4):
+        write_lines(tmp_path / "in" / f"f{i}.txt", [f"PRINT {marker}-{i}", "a b c"])
+    cluster.manager().run(make_job("printer", "testjobs", [tmp_path / "in"], "print_marker", "sum_values"))
+    windows = ""
+    for s in ("S_0", "S_1"):
+        copy = tmp_path / f"{s}.hardcopy"
+        subprocess.run(["screen", "-S", f"{cluster.name}_{s}", "-X", "hardcopy", "-h", str(copy)], check=True,
+                       timeout=10)
+        wait_until(copy.exists, 10, f"screen hardcopy of {s}")
+        windows += copy.read_text(errors="replace")
+    logs = "".join(Path(location.log_path(cluster.config, s)).read_text() for s in ("S_0", "S_1"))
+    for i in range(4):
+        assert f"PRINT {marker}-{i}" in windows
+        assert f"PRINT {marker}-{i}" in logs
+
+
+def test_only_clients_of_the_cluster_are_served_and_secrets_are_private(cluster):
+    ports = [cluster.config.management_port, *(cluster.config.server_port(s) for s in ("S_0", "S_1"))]
+    for port in ports:
+        with pytest.raises((EOFError, ConnectionError, OSError)):
+            conn = rpyc.classic.connect("127.0.0.1", port)
+            conn.modules.os.getpid()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=cluster.config.redis_port, socket_timeout=5).ping()
+    private = [*Path(cluster.env["XDG_CONFIG_HOME"], "cluster", cluster.name).iterdir(),
+               *Path(cluster.config.code_dir, "secrets").iterdir(), Path(cluster.config.code_dir, "cluster.cfg"),
+               Path(location.location_redis(cluster.config, "localhost").conf_path)]
+    assert len(private) >= 12
+    for path in private:
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+    assert os.stat(Path(cluster.config.code_dir, "secrets")).st_mode & 0o777 == 0o700
+
+
+def test_a_map_error_names_server_phase_file_and_line_and_the_cluster_stays_ready(cluster, words, tmp_path):
+    write_lines(tmp_path / "in" / "ok.txt", ["a b", "c d"])
+    write_lines(tmp_path / "in" / "bad.txt", ["fine", "still fine", "BOOM here"])
+    job = make_job("boom", "testjobs", [tmp_path / "in"], "fail_on_boom", "sum_values")
+    with pytest.raises(JobFailed) as err:
+        cluster.manager().run(job)
+    text = str(err.value)
+    assert "phase map" in text and "bad.txt line 3" in text and "boom" in text
+    assert err.value.server in ("S_0", "S_1") and err.value.phase == "map"
+    assert not Path(cluster.config.base_dir, "boom", "reduce").exists()
+    result = cluster.manager().run(word_count_job("wc_after_error", words[0]))
+    assert result.counters["records_out"] == len(words[1]["counts"])
+
+
+def test_kill_9_of_a_server_in_map_fails_the_run_naming_it_and_start_brings_it_back(cluster, words, tmp_path):
+    job = word_count_job("killed", slow_input(tmp_path / "in"), "slow_lines")
+    manager = cluster.manager()
+    thread, outcome = run_in_thread(manager, job)
+    victim = wait_until(lambda: next((s for s in ("S_0", "S_1") if (cluster.beat(s) or {}).get("phase") == "map"),
+                                     None), 30, "a server in the map phase")
+    killed_at = time.monotonic()
+    os.kill(cluster.beat(victim)["pid"], signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive(), "the run did not fail after a server was killed"
+    took = time.monotonic() - killed_at
+    err = outcome.get("error")
+    assert isinstance(err, JobFailed), outcome
+    assert err.server == victim and err.phase == "map" and "heartbeat" in str(err), str(err)
+    assert took < 30, f"noticed only after {took:.0f}s"
+    assert not Path(cluster.config.base_dir, "killed", "reduce").exists()
+    status = json.loads(cluster.cli(MANAGE, "status", "--json").stdout)
+    assert {r["server"]: r["up"] for r in status["servers"]}[victim] is False
+    restarted = cluster.cli(MANAGE, "start")
+    assert victim in restarted.stdout
+    slow_input(tmp_path / "in", sleep=0.01)
+    result = manager.run(job)
+    assert items_to_dict(json.loads(line) for line in
+                         cluster.cli(MAPREDUCE, "output", "killed").stdout.splitlines())["x"] == 2
+    assert result.counters["files"] == 2
+
+
+def test_a_redis_that_dies_mid_map_fails_the_job_cleanly(cluster, words, tmp_path):
+    job = word_count_job("redis_dies", slow_input(tmp_path / "in", sleep=5), "slow_lines")
+    manager = cluster.manager()
+    thread, outcome = run_in_thread(manager, job)
+    wait_until(lambda: any((cluster.beat(s) or {}).get("phase") == "map" for s in ("S_0", "S_1")), 30,
+               "a server in the map phase")
+    os.kill(cluster.redis_pid(), signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive(), "the run hangs after Redis died"
+    err = outcome.get("error")
+    assert isinstance(err, JobFailed) and "Redis" in str(err), outcome
+    assert not Path(cluster.config.base_dir, "redis_dies", "reduce").exists()
+    restarted = cluster.cli(MANAGE, "start")
+    assert "redis-server" in restarted.stdout
+    wait_until(lambda: all(cluster.beat(s) for s in ("S_0", "S_1")), 30, "servers beating again")
+    result = manager.run(word_count_job("after_redis", words[0]))
+    assert result.counters["records_out"] == len(words[1]["counts"])
+
+
+def test_stop_and_kill_leave_nothing_behind_and_start_works_after_each(cluster, words, tmp_path):
+    redis_pid = cluster.redis_pid()
+    stopped = cluster.cli(MANAGE, "stop")
+    assert "2 server(s) stopped" in stopped.stdout and "management server stopped" in stopped.stdout
+    assert cluster.sessions() == [] and cluster.redis_pid() is None
+    assert not Path(f"/proc/{redis_pid}").exists() or "Z" in Path(f"/proc/{redis_pid}/stat").read_text().split()[2]
+    job_file = tmp_path / "wc.json"
+    job_file.write_text(json.dumps(word_count_job("stopped", words[0])))
+    run = cluster.cli(MAPREDUCE, "run", str(job_file), check=False)
+    assert run.returncode == 1 and "no running cluster" in run.stderr and "manage_cluster start" in run.stderr
+    cluster.cli(MANAGE, "start")
+    assert len(cluster.sessions()) == 3
+    killed = cluster.cli(MANAGE, "kill")
+    assert "ended" in killed.stdout
+    assert cluster.sessions() == [] and cluster.redis_pid() is None
+    cluster.cli(MANAGE, "start")
+    result = cluster.manager().run(word_count_job("after_kill", words[0]))
+    assert result.counters["records_out"] == len(words[1]["counts"])
+    cluster.cli(MANAGE, "kill")
+    assert cluster.sessions() == []
