@@ -16,6 +16,9 @@ command -v screen >/dev/null 2>&1 || need+=(screen)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 # sshd: the hosts of the multi-host tests (and every location of a real cluster) run one
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# the multi-host tests build hosts with `ip netns`, `unshare` and `nsenter`
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "install.sh: installing OS packages: ${need[*]}" >&2
     if command -v apt-get >/dev/null 2>&1; then

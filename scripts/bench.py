@@ -89,6 +89,11 @@ def targets(results: dict) -> list[str]:
             return r[base]["seconds"] / r[case]["seconds"]
         return None
 
+    for kind in ("words", "telemetry"):
+        share = ratio(kind, "cluster-2-c", "exec-2-c")
+        if share is not None:
+            out.append(f"| {kind}: cluster of 2 servers within 15% of the local executor's throughput | "
+                       f"{share:.2f}x the executor | {'met' if share >= 0.85 else 'MISSED'} |")
     wc = ratio("words", "exec-2-c", "loop-1")
     wc_dask = ratio("words", "exec-2-c", "dask-2")
     tel = ratio("telemetry", "exec-2-c", "loop-1")
@@ -161,15 +166,69 @@ def main() -> None:
                       f"| raw redis-py SET + GET + DEL of the same blobs | {best_r['raw_mb_s']:.0f} |",
                       f"| RedisTransport -> RedisReceiver (chunks, checksum, file written, acks) | "
                       f"{best_r['shuffle_mb_s']:.0f} |", ""]
+    bench_cluster: dict = {}
+    if only & {"words", "telemetry"}:
+        bench_cluster = start_cluster()
+    try:
+        measure(a, only, results, lines, bench_cluster)
+    finally:
+        if bench_cluster:
+            stop_cluster(bench_cluster)
+    lines += targets(results)
+    with open(a.out, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+
+
+def start_cluster() -> dict:
+    """A one-location cluster of 2 servers for the `cluster-2-c` rows (its own name, ports and secrets)."""
+    import socket
+
+    def free() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    base = free()
+    while True:  # two consecutive free ports for S_0, S_1
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", base + 1))
+            break
+        except OSError:
+            base = free()
+    data = os.path.join(ROOT, "bench-data")
+    cfg = os.path.join(data, "bench-cluster.cfg")
+    with open(cfg, "w") as fh:
+        fh.write("[CLUSTER]\ncluster_name = bench\n"
+                 f"compute_dir = {os.path.join(data, 'compute')}\nlocal_working_dir = {os.path.join(data, 'master')}\n"
+                 f"projects_dir = {os.path.join(ROOT, 'projects')}\nnumber_of_servers_per_location = 2\n"
+                 f"max_number_of_bytes_in_memory = 1G\nbase_port = {base}\nmanagement_port = {free()}\n"
+                 f"redis_port = {free()}\n")
+    spec = {"cluster_config": cfg, "xdg": os.path.join(data, "xdg")}
+    env = dict(os.environ, XDG_CONFIG_HOME=spec["xdg"])
+    subprocess.run([os.path.join(ROOT, ".venv", "bin", "manage_cluster"), "start", "--config", cfg], check=True,
+                   env=env)
+    return spec
+
+
+def stop_cluster(spec: dict) -> None:
+    env = dict(os.environ, XDG_CONFIG_HOME=spec["xdg"])
+    subprocess.run([os.path.join(ROOT, ".venv", "bin", "manage_cluster"), "kill", "--config", spec["cluster_config"]],
+                   check=True, env=env)
+
+
+def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> None:
     for kind, files, cases in (
         ("words", 16, [("loop-1", "Counter loop, 1 process"), ("loop-2", "Counter loop, 2 processes"),
                        ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
                        ("exec-2-c", "local executor, 2 workers, combiner"),
+                       ("cluster-2-c", "cluster, 1 location x 2 servers, combiner"),
                        ("exec-2-c-t", "local executor, 2 workers, combiner, map emits tuples"),
                        ("exec-2", "local executor, 2 workers, no combiner, disk_based_input")]),
         ("telemetry", 32, [("loop-1", "json.loads loop, 1 process"), ("loop-2", "json.loads loop, 2 processes"),
                            ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
                            ("exec-2-c", "local executor, 2 workers, combiner"),
+                           ("cluster-2-c", "cluster, 1 location x 2 servers, combiner"),
                            ("exec-2", "local executor, 2 workers, no combiner")]),
     ):
         if kind not in only:
@@ -180,7 +239,7 @@ def main() -> None:
         for round_ in range(a.repeat):  # in rotation, so a slow spell of the machine hits every configuration
             for case, label in cases:
                 print(f"{kind} {label} (run {round_ + 1}/{a.repeat}) ...", flush=True)
-                r = run_one({"kind": kind, "case": case, "input": folder, "expected": expected})
+                r = run_one({"kind": kind, "case": case, "input": folder, "expected": expected, **bench_cluster})
                 print(f"   {r}", flush=True)
                 old = best.get(case)
                 if old is None or "error" in old or ("error" not in r and r["seconds"] < old["seconds"]):
@@ -205,10 +264,6 @@ def main() -> None:
             lines += [f"{r['seconds']:.1f} s, correct: {'yes' if r['correct'] else 'NO'}, peak RSS per "
                       f"worker: {', '.join(f'{v / 2**20:.0f} MB' for v in r['rss'][1:])} (target: under "
                       f"64 + 160 = 224 MB; worst {worst:.0f} MB)", ""]
-    lines += targets(results)
-    with open(a.out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
