@@ -41,6 +41,7 @@ class ClusterJobDriver:
         self.on_progress = on_progress
         self.by_location = self.config.servers_by_location()
         self.clients: dict[str, redis.Redis] = {}
+        self.master_ttl = max(defaults.MASTER_TTL_SECONDS, int(3 * self.config.poll_every) + 1)
 
     def run(self, job: dict) -> JobResult:
         validate_job(job)
@@ -137,7 +138,7 @@ class ClusterJobDriver:
         """Say in every location's Redis that this run's master is alive (servers drop orphaned runs)."""
         for host, client in self.clients.items():
             try:
-                client.set(self.keys.master(run_id), 1, ex=defaults.MASTER_TTL_SECONDS)
+                client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
             except redis.RedisError as exc:
                 raise JobFailed(name, f"cannot reach the Redis of {host}: {exc}") from None
 
@@ -156,7 +157,7 @@ class ClusterJobDriver:
         while pending:
             for host, client in self.clients.items():
                 try:
-                    client.set(self.keys.master(run_id), 1, ex=defaults.MASTER_TTL_SECONDS)
+                    client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
                     reports = carried[host] + (client.lpop(self.keys.reports(run_id), 1000) or [])
                     carried[host] = []
                     progress = client.hgetall(self.keys.progress(run_id)) if phase != START else {}

@@ -249,6 +249,7 @@ class ClusterServer:
         self._work: queue.Queue = queue.Queue()
         self._interruptible = False
         self._state = threading.Lock()  # run_id and cancelled change together
+        self._failing: set[str] = set()
         self._sources: dict[str, tuple[Any, list[str]]] = {}
 
     def status(self) -> dict[str, Any]:
@@ -261,8 +262,16 @@ class ClusterServer:
         self.redis.set(self.keys.alive(self.server_id), ujson.dumps(self.status()),
                        ex=defaults.HEARTBEAT_TTL_SECONDS)
 
+    def _redis_trouble(self, what: str, exc: Exception | None) -> None:
+        """Log a Redis failure once when it starts and once when it ends (the loops retry every second)."""
+        if exc is not None and what not in self._failing:
+            self._failing.add(what)
+            log.warning("cannot %s in the Redis of %s: %s (retrying every second)", what, self.location, exc)
+        elif exc is None and what in self._failing:
+            self._failing.discard(what)
+            log.info("the Redis of %s answers again (%s)", self.location, what)
+
     def _heartbeat_loop(self) -> None:
-        failing = False
         while not self.stopping.wait(defaults.HEARTBEAT_EVERY_SECONDS):
             try:
                 self._beat()
@@ -271,13 +280,14 @@ class ClusterServer:
                     log.warning("the master of run %s is gone (it stopped, or Redis lost the run); dropping it",
                                 run_id)
                     self._cancel(run_id)
+                    self._report(run_id, control.Reply.ERROR, self.phase or "start", error={
+                        "server": self.server_id, "phase": self.phase or "start", "type": "JobAborted",
+                        "message": f"server {self.server_id} dropped the run: its master stopped renewing "
+                                   f"{self.keys.master(run_id)}", "traceback": ""})
                     self._work.put((self._drop_run, run_id, "its master is gone"))
-                failing = False
+                self._redis_trouble("write my heartbeat", None)
             except redis.RedisError as exc:
-                if not failing:
-                    log.warning("cannot write my heartbeat to the Redis of %s: %s (retrying every second)",
-                                self.location, exc)
-                failing = True
+                self._redis_trouble("write my heartbeat", exc)
 
     def _interrupt(self, signum, frame) -> None:
         if self._interruptible and self.cancelled.is_set():
@@ -295,6 +305,7 @@ class ClusterServer:
     def serve(self) -> None:
         """Take commands until told to shut down (call from the main thread)."""
         signal.signal(signal.SIGUSR1, self._interrupt)
+        gc.set_threshold(*defaults.WORKER_GC_THRESHOLDS)
         self._beat()
         threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
         threading.Thread(target=self._read_commands, daemon=True, name="commands").start()
@@ -317,16 +328,12 @@ class ClusterServer:
 
     def _read_commands(self) -> None:
         queue_key = self.keys.commands(self.server_id)
-        failing = False
         while not self.stopping.is_set():
             try:
                 got = self.redis.blpop([queue_key], timeout=1)
-                failing = False
+                self._redis_trouble("read commands", None)
             except redis.RedisError as exc:
-                if not failing:
-                    log.warning("cannot read commands from the Redis of %s: %s (retrying every second)",
-                                self.location, exc)
-                failing = True
+                self._redis_trouble("read commands", exc)
                 self.stopping.wait(1.0)
                 continue
             if got is not None:

@@ -1,0 +1,91 @@
+"""Deploying to a location: the interpreter check, the code digest, the whole-folder push."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster import deploy
+from cluster.config import ClusterConfig
+from cluster.exceptions import ClusterError, DeployError
+from cluster.manage_cluster import ManageCluster
+from cluster.remote import LocalRemote
+
+
+def fake_python(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "python"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def config_with(python: str, tmp_path: Path) -> ClusterConfig:
+    return ClusterConfig.from_dict({"python_executable": python, "compute_dir": str(tmp_path / "c")})
+
+
+def test_the_masters_own_interpreter_passes():
+    deploy.check_python(LocalRemote(), config_with(sys.executable, Path("/tmp")))
+
+
+def test_a_missing_interpreter_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(DeployError, match=r"localhost has no Python at /nowhere/python: install the project"):
+        deploy.check_python(LocalRemote(), config_with("/nowhere/python", tmp_path))
+
+
+def test_another_python_version_is_refused(tmp_path):
+    py = fake_python(tmp_path, 'echo "2.7"')
+    with pytest.raises(DeployError) as err:
+        deploy.check_python(LocalRemote(), config_with(py, tmp_path))
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert f"runs Python 2.7 at {py}, the master runs {want}" in str(err.value)
+
+
+def test_missing_packages_are_named(tmp_path):
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    py = fake_python(tmp_path, f'echo "{want}"; echo "ModuleNotFoundError: No module named \'rpyc\'" >&2; exit 1')
+    with pytest.raises(DeployError, match=r"lacks packages the servers need \(ModuleNotFoundError: No module "
+                                          r"named 'rpyc'\); run init/install.sh"):
+        deploy.check_python(LocalRemote(), config_with(py, tmp_path))
+
+
+def test_the_code_digest_follows_the_sources(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    first = deploy.code_digest(str(pkg))
+    (pkg / "notes.txt").write_text("not code")
+    assert deploy.code_digest(str(pkg)) == first
+    (pkg / "a.py").write_text("x = 2\n")
+    assert deploy.code_digest(str(pkg)) != first
+    assert deploy.code_digest() == deploy.code_digest(deploy.package_dir())
+
+
+def test_push_tree_replaces_the_whole_folder_without_caches(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub" / "__pycache__").mkdir(parents=True)
+    (src / "sub" / "m.py").write_text("print(1)\n")
+    (src / "sub" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    (src / ".git").mkdir()
+    dest = tmp_path / "dest" / "code"
+    dest.mkdir(parents=True)
+    (dest / "stale.py").write_text("old")
+    deploy.push_tree(LocalRemote(), str(src), str(dest))
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert found == ["sub", "sub/m.py"]
+    assert sorted(os.listdir(dest.parent)) == ["code"]  # no .new/.old/.tar.gz left beside it
+
+
+def test_attach_runs_screen_here_or_through_ssh(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("k")
+    local = ManageCluster(ClusterConfig.from_dict({"cluster_name": "an", "number_of_servers_per_location": 2}))
+    assert local.attach_command("S_1") == ["screen", "-r", "an_S_1"]
+    remote = ManageCluster(ClusterConfig.from_dict({
+        "cluster_name": "an", "locations": "localhost,10.1.2.3", "number_of_servers_per_location": 2,
+        "ssh_user": "cl", "ssh_port": 2222, "ssh_key_file": str(key)}))
+    assert remote.attach_command("S_3") == ["ssh", "-t", "-p", "2222", "-i", str(key), "cl@10.1.2.3",
+                                            "screen -r an_S_3"]
+    with pytest.raises(ClusterError, match="no server S_9 in cluster 'an'; its servers are S_0, S_1, S_2, S_3"):
+        remote.attach_command("S_9")
