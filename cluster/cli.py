@@ -46,6 +46,11 @@ def mapreduce(verbose: int) -> None:
       mapreduce template mapreduce > job.json   # edit the None fields
       mapreduce run job.json --local            # run it now on this machine
       mapreduce output JOB_NAME                 # print its output
+
+    \b
+    The queue (a Runner works through it):
+      mapreduce submit job.json   mapreduce queue   mapreduce history [JOB]
+      mapreduce delete JOB        mapreduce estimate JOB
     """
     _setup_logging(verbose)
 
@@ -151,6 +156,103 @@ def show_config(config_path: str | None) -> None:
         if key == "redis_auth" and value:
             value = "(set)"
         click.echo(f"{key} = {value}")
+
+
+def _scheduler(config_path: str | None):
+    from cluster.scheduler import Scheduler
+
+    return Scheduler(ClusterConfig.load(config_path))
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@mapreduce.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@config_option
+def submit(job_file: str, config_path: str | None) -> None:
+    """Put a job (any type) on the queue; a queued job of the same name is replaced."""
+    job = _read_job(job_file)
+    replaced = _scheduler(config_path).submit_job(job)
+    click.echo(f"job {job['job_name']!r} {'replaced the queued job of that name' if replaced else 'queued'}")
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+def delete(job_name: str, config_path: str | None) -> None:
+    """Take a job off the queue (its history stays)."""
+    if not _scheduler(config_path).delete_job(job_name):
+        raise click.ClickException(f"no job {job_name!r} in the queue (`mapreduce queue` lists them)")
+    click.echo(f"job {job_name!r} deleted from the queue")
+
+
+@mapreduce.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+def queue(config_path: str | None, as_json: bool) -> None:
+    """The queued jobs, in the order the Runner takes them (highest job_priority first)."""
+    scheduler = _scheduler(config_path)
+    found = scheduler.list_jobs()
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("the queue is empty")
+        return
+    rows = [("JOB", "TYPE", "PRIORITY", "GROUP", "SCHEDULE", "TIMEOUT", "ONCE", "ESTIMATE")]
+    for job in found:
+        freq = job.get("schedule_frequency")
+        when = "every round" if not freq else f"{freq} {job.get('time_of_day') or '12:00'} UTC"
+        if freq == "weekly":
+            when += f" day {job.get('day_of_week')}"
+        elif freq == "monthly":
+            when += f" day {job.get('day_of_month')}"
+        estimate = scheduler.estimate_next_runtime(job["job_name"])
+        rows.append((job["job_name"], job["job_type"], str(job.get("job_priority") or 0), job.get("group_name") or "-",
+                     when, f"{job['timeout_minutes']} min" if job.get("timeout_minutes") else "-",
+                     "yes" if job.get("run_once") else "no", "-" if estimate is None else f"{estimate:.1f}s"))
+    _table(rows)
+
+
+@mapreduce.command()
+@click.argument("job_name", required=False)
+@config_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (counters included).")
+def history(job_name: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
+    """The latest runs (of one job, or of every job), newest first."""
+    runs = _scheduler(config_path).history(job_name, limit)
+    if as_json:
+        click.echo(json.dumps(runs))
+        return
+    if not runs:
+        click.echo("no runs recorded" + (f" for job {job_name!r}" if job_name else ""))
+        return
+    from cluster.scheduler import parse_time
+
+    rows = [("RUN", "JOB", "STARTED (UTC)", "SECONDS", "STATUS", "PHASE", "EXCEPTION")]
+    for r in runs:
+        took = parse_time(r["ended_at"]) - parse_time(r["started_at"]) if r["ended_at"] else None
+        secs = "-" if took is None else f"{took.total_seconds():.1f}"
+        rows.append((str(r["id"]), r["job_name"], r["started_at"][:19].replace("T", " "), secs, r["status"],
+                     r["phase"] or "-", (r["exception"] or r["note"] or "-").splitlines()[0][:80]))
+    _table(rows)
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+def estimate(job_name: str, config_path: str | None) -> None:
+    """How long the job's next run should take (the median of its last 50 successful runs)."""
+    scheduler = _scheduler(config_path)
+    seconds = scheduler.estimate_next_runtime(job_name)
+    if seconds is None:
+        raise click.ClickException(f"job {job_name!r} has no successful run yet, so no estimate")
+    click.echo(f"{seconds:.1f} s (median of its last {len(scheduler.runtimes(job_name))} successful runs)")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,6 +19,8 @@ class JobType(StrEnum):
     FILE_TRANSFER = "file_transfer"
 
 
+SCHEDULE_FREQUENCIES = ("daily", "weekly", "monthly")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 TRANSFER_TYPES = ("upload", "upload_bulk", "download", "download_bulk", "upload_auxiliary", "delete")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
@@ -42,6 +44,12 @@ def _common(job_type: JobType) -> dict[str, Any]:
         "job_priority": None,
         "run_once": False,
         "exception": None,
+        # the Runner: a time limit and a schedule (None: run every round); times are UTC
+        "timeout_minutes": None,
+        "schedule_frequency": None,
+        "day_of_week": None,
+        "day_of_month": None,
+        "time_of_day": "12:00",
     }
 
 
@@ -75,9 +83,12 @@ def get_mapreduce_job_template() -> dict[str, Any]:
 
 
 def get_script_template() -> dict[str, Any]:
-    """A script job: runs a Python script with arguments."""
+    """A script job: a Python script with arguments (`script_location`, `script_arguments`), or a
+    scheduled analysis: `execution_commandline` run in the unpacked `code_tarball`, whose
+    `output_dir` (relative to it) is published when the run succeeds."""
     job = _common(JobType.SCRIPT)
-    job.update({"script_location": None, "script_arguments": []})
+    job.update({"script_location": None, "script_arguments": [],
+                "code_tarball": None, "execution_commandline": None, "output_dir": None})
     return job
 
 
@@ -134,7 +145,14 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, bool]] = {
     "disk_based_output": (_BOOL, False, False),
     "compress": (_BOOL, False, False),
     "merge_previous_output": (_BOOL, False, False),
-    "script_location": (_STR, False, True),
+    "timeout_minutes": (_NUM, True, False),
+    "schedule_frequency": (_STR, True, False),
+    "day_of_week": (_INT + _STR, True, False),
+    "day_of_month": (_INT, True, False),
+    "time_of_day": (_STR, False, False),
+    "script_location": (_STR, True, False),
+    "code_tarball": (_STR, True, False),
+    "execution_commandline": (_STR, True, False),
     "script_arguments": (_LIST, False, False),
     "input_dir": (_STR, True, False),
     "output_dir": (_STR, True, False),
@@ -199,6 +217,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
     name = job.get("job_name")
     if isinstance(name, str) and not _is_name(name):
         problems.append(f"job_name {name!r} must be letters, digits, '_', '.', '-' (it names folders)")
+    problems += _check_schedule(job)
     if job_type is JobType.MAPREDUCE:
         dirs = job.get("input_dirs")
         if isinstance(dirs, list):
@@ -223,8 +242,59 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
             v = job.get(key)
             if isinstance(v, str) and not v.isidentifier():
                 problems.append(f"{key} {v!r} is not a Python function name")
+    elif job_type is JobType.SCRIPT:
+        script, tarball, command = (job.get(k) for k in ("script_location", "code_tarball", "execution_commandline"))
+        if script is None and tarball is None:
+            problems.append("a script job needs script_location (a Python script), or code_tarball with "
+                            "execution_commandline (a scheduled analysis)")
+        elif script is not None and tarball is not None:
+            problems.append("script_location and code_tarball are two forms of script job: set one of them")
+        elif tarball is not None and not command:
+            problems.append("code_tarball needs execution_commandline (the bash command run in its folder)")
+        elif tarball is not None and not str(tarball).endswith((".tar.gz", ".tgz")):
+            problems.append(f"code_tarball must be a .tar.gz file, got {tarball!r}")
+        out = job.get("output_dir")
+        if isinstance(out, str) and (out.startswith("/") or ".." in out.split("/")):
+            problems.append(f"output_dir {out!r} must be a folder inside the unpacked tarball (relative, no '..')")
     elif job_type is JobType.FILE_TRANSFER:
         tt = job.get("transfer_type")
         if isinstance(tt, str) and tt not in TRANSFER_TYPES:
             problems.append(f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got {tt!r}")
     return problems
+
+
+_TIME_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def _check_schedule(job: dict[str, Any]) -> list[str]:
+    problems = []
+    t = job.get("timeout_minutes")
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and t <= 0:
+        problems.append(f"timeout_minutes must be more than 0 (or null for no limit), got {t}")
+    freq = job.get("schedule_frequency")
+    if isinstance(freq, str) and freq not in SCHEDULE_FREQUENCIES:
+        problems.append(f"schedule_frequency must be null (every round) or one of {', '.join(SCHEDULE_FREQUENCIES)}, "
+                        f"got {freq!r}")
+    tod = job.get("time_of_day")
+    if isinstance(tod, str) and not _TIME_RE.fullmatch(tod):
+        problems.append(f"time_of_day must be HH:MM (UTC, 24 h), got {tod!r}")
+    dow = job.get("day_of_week")
+    if freq == "weekly" and dow is None:
+        problems.append("a weekly job needs day_of_week (0 = Monday ... 6 = Sunday, or the day's name)")
+    if dow is not None and weekday_number(dow) is None:
+        problems.append(f"day_of_week must be 0 (Monday) to 6 (Sunday) or a day's name, got {dow!r}")
+    dom = job.get("day_of_month")
+    if freq == "monthly" and dom is None:
+        problems.append("a monthly job needs day_of_month (1-31; a month without that day runs on its last day)")
+    if isinstance(dom, int) and not isinstance(dom, bool) and not 1 <= dom <= 31:
+        problems.append(f"day_of_month must be 1-31, got {dom}")
+    return problems
+
+
+def weekday_number(value: Any) -> int | None:
+    """0 (Monday) .. 6 (Sunday) from an int or an English day name; None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= 6 else None
+    if isinstance(value, str) and value.strip().lower() in WEEKDAYS:
+        return WEEKDAYS.index(value.strip().lower())
+    return None

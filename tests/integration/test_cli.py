@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from integration_helpers import EXAMPLE_PROJECTS, MAPREDUCE
 
-from cluster.jobs import get_mapreduce_job_template
+from cluster.jobs import get_mapreduce_job_template, get_script_template
 
 
 def mapreduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -178,3 +178,35 @@ def test_unknown_config_key_is_named(tmp_path):
     r = mapreduce("output", "anything", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode != 0 and "number_of_srevers" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_queue_from_the_command_line(tmp_path, cli_config):
+    with open(cli_config, "a") as fh:
+        fh.write(f"local_working_dir = {tmp_path / 'master'}\n")
+    cfg = ("--config", str(cli_config))
+    script = get_script_template()
+    script.update(job_name="post", script_location="post.py", job_priority=1, schedule_frequency="weekly",
+                  day_of_week="monday", timeout_minutes=5)
+    (tmp_path / "post.json").write_text(json.dumps(script))
+    job = write_job(tmp_path / "wc.json", job_name="wc", project_name="word_count", input_dirs=["in"],
+                    map_function_name="word_count", reduce_function_name="sum_counts", job_priority=5)
+    assert mapreduce("queue", *cfg, cwd=tmp_path).stdout.strip() == "the queue is empty"
+    r = mapreduce("submit", str(tmp_path / "post.json"), *cfg, cwd=tmp_path)
+    assert r.returncode == 0 and "job 'post' queued" in r.stdout
+    mapreduce("submit", str(job), *cfg, cwd=tmp_path)
+    r = mapreduce("submit", str(job), *cfg, cwd=tmp_path)
+    assert "replaced the queued job of that name" in r.stdout
+    table = mapreduce("queue", *cfg, cwd=tmp_path).stdout.splitlines()
+    assert [line.split()[0] for line in table] == ["JOB", "wc", "post"]
+    assert "weekly 12:00 UTC day monday" in table[2] and "5 min" in table[2]
+    listed = json.loads(mapreduce("queue", "--json", *cfg, cwd=tmp_path).stdout)
+    assert [j["job_name"] for j in listed] == ["wc", "post"]
+    bad = write_job(tmp_path / "bad.json", job_name="bad", schedule_frequency="hourly")
+    r = mapreduce("submit", str(bad), *cfg, cwd=tmp_path)
+    assert r.returncode != 0 and "schedule_frequency must be null" in r.stderr
+    assert mapreduce("history", *cfg, cwd=tmp_path).stdout.strip() == "no runs recorded"
+    r = mapreduce("estimate", "wc", *cfg, cwd=tmp_path)
+    assert r.returncode != 0 and "no successful run yet" in r.stderr
+    assert "deleted" in mapreduce("delete", "wc", *cfg, cwd=tmp_path).stdout
+    r = mapreduce("delete", "wc", *cfg, cwd=tmp_path)
+    assert r.returncode != 0 and "no job 'wc' in the queue" in r.stderr

@@ -15,7 +15,9 @@ from cluster.jobs import (
 )
 
 COMMON = {"job_submitter", "job_type", "force_run", "start_time", "end_time", "job_name", "group_name",
-          "job_priority", "run_once", "exception"}
+          "job_priority", "run_once", "exception",
+          # the Runner's keys (issue 4)
+          "timeout_minutes", "schedule_frequency", "day_of_week", "day_of_month", "time_of_day"}
 MAPREDUCE = COMMON | {
     "project_name", "input_dirs", "delete_job_data", "current_phase", "map_function_name",
     "auxiliary_data_name_mapper", "hold_state", "downsample", "max_number_dumped_items_shuffler",
@@ -23,7 +25,7 @@ MAPREDUCE = COMMON | {
     "max_number_dumped_items_reducer", "disk_based_input", "disk_based_output", "compress",
     # added by later issues
     "combine_function_name", "merge_previous_output"}
-SCRIPT = COMMON | {"script_location", "script_arguments"}
+SCRIPT = COMMON | {"script_location", "script_arguments", "code_tarball", "execution_commandline", "output_dir"}
 TRANSFER = COMMON | {"input_dir", "output_dir", "transfer_type", "reload_files", "delete_files", "compress",
                      "input_file_name", "auxiliary_data_name"}
 
@@ -197,11 +199,39 @@ def test_transfer_type_is_checked():
 def test_script_requires_location_and_list_arguments():
     script = get_script_template()
     script.update(job_name="s", script_arguments="--x")
-    assert sorted(problems_of(script)) == ["script_arguments must be a list, got str '--x'",
-                                           "script_location is required"]
+    assert sorted(problems_of(script)) == [
+        "a script job needs script_location (a Python script), or code_tarball with execution_commandline "
+        "(a scheduled analysis)", "script_arguments must be a list, got str '--x'"]
 
 
 def test_exception_may_be_text_or_object():
     assert validate_job(mapreduce_job(exception="boom")) is not None
     assert validate_job(mapreduce_job(exception={"server": "S_0"})) is not None
     assert problems_of(mapreduce_job(exception=3)) == ["exception must be a string or an object, got int 3"]
+
+
+def test_a_scheduled_analysis_script_is_a_tarball_a_command_and_a_relative_output_dir():
+    script = get_script_template()
+    script.update(job_name="a", code_tarball="/srv/a.tar.gz", execution_commandline="bash run.sh", output_dir="out")
+    assert validate_job(script) is script
+    script.update(output_dir="../out", execution_commandline=None)
+    assert sorted(problems_of(script)) == [
+        "code_tarball needs execution_commandline (the bash command run in its folder)",
+        "output_dir '../out' must be a folder inside the unpacked tarball (relative, no '..')"]
+    script.update(script_location="x.py", execution_commandline="run", output_dir="out")
+    assert problems_of(script) == ["script_location and code_tarball are two forms of script job: set one of them"]
+
+
+def test_schedule_keys_are_checked_together():
+    job = mapreduce_job(schedule_frequency="weekly", time_of_day="25:00", timeout_minutes=0)
+    assert sorted(problems_of(job)) == [
+        "a weekly job needs day_of_week (0 = Monday ... 6 = Sunday, or the day's name)",
+        "time_of_day must be HH:MM (UTC, 24 h), got '25:00'",
+        "timeout_minutes must be more than 0 (or null for no limit), got 0"]
+    assert validate_job(mapreduce_job(schedule_frequency="weekly", day_of_week="Sunday", time_of_day="03:30"))
+    assert problems_of(mapreduce_job(schedule_frequency="monthly", day_of_month=32)) == [
+        "day_of_month must be 1-31, got 32"]
+    assert problems_of(mapreduce_job(schedule_frequency="hourly")) == [
+        "schedule_frequency must be null (every round) or one of daily, weekly, monthly, got 'hourly'"]
+    assert problems_of(mapreduce_job(day_of_week="someday")) == [
+        "day_of_week must be 0 (Monday) to 6 (Sunday) or a day's name, got 'someday'"]

@@ -1,0 +1,215 @@
+"""The Scheduler: the job queue and the run history, in SQLite in `local_working_dir`.
+
+Every write is one `BEGIN IMMEDIATE` transaction, so several submitters and a Runner
+can use the queue at once (WAL mode: readers never wait for a writer). Jobs are stored
+as the JSON of their validated dict; a job with the same `job_name` replaces the old one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+from cluster.config import ClusterConfig
+from cluster.exceptions import JobSpecError
+from cluster.jobs import (  # noqa: F401 - the templates are part of the Scheduler's API
+    get_file_transfer_template,
+    get_mapreduce_job_template,
+    get_script_template,
+    validate_job,
+)
+from cluster.schedule import utc_now
+
+RUNTIMES_KEPT = 50
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    priority REAL NOT NULL,
+    group_name TEXT,
+    submitted_at TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_name TEXT NOT NULL,
+    job_type TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    status TEXT NOT NULL,
+    phase TEXT,
+    exception TEXT,
+    counters TEXT,
+    runner_pid INTEGER,
+    process_group INTEGER,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, id);
+"""
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # the Runner died during the run; the job stays queued and runs again
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+class Scheduler:
+    """The queue and history of one master (one `local_working_dir`)."""
+
+    def __init__(self, config: ClusterConfig | None = None, path: str | None = None):
+        if path is None:
+            if config is None:
+                raise ValueError("Scheduler needs a config or a database path")
+            path = os.path.join(config.local_working_dir, "queue.sqlite")
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with self._connection() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction that takes the write lock at once (no upgrade deadlocks between writers)."""
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # --- the queue ------------------------------------------------------------------------
+    def submit_job(self, job: dict[str, Any]) -> bool:
+        """Queue a validated job; return True when it replaced a queued job of the same name."""
+        validate_job(job)
+        try:
+            text = json.dumps(job)
+        except (TypeError, ValueError) as exc:
+            raise JobSpecError([f"the job is not JSON-serializable: {exc}"], job.get("job_name")) from None
+        with self._write() as db:
+            replaced = db.execute("DELETE FROM jobs WHERE name = ?", (job["job_name"],)).rowcount > 0
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            row = (job["job_name"], text, float(job.get("job_priority") or 0), job.get("group_name"),
+                   _iso(utc_now()), seq)
+            db.execute("INSERT INTO jobs (name, job, priority, group_name, submitted_at, seq) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", row)
+        return replaced
+
+    def delete_job(self, name: str) -> bool:
+        """Take a job off the queue; return whether it was there."""
+        with self._write() as db:
+            return db.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
+
+    def delete_group(self, group_name: str) -> list[str]:
+        """Take every job of a group off the queue; return their names."""
+        with self._write() as db:
+            names = [r[0] for r in db.execute("SELECT name FROM jobs WHERE group_name = ? ORDER BY seq",
+                                              (group_name,))]
+            db.execute("DELETE FROM jobs WHERE group_name = ?", (group_name,))
+        return names
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """The queued jobs, highest job_priority first (then in submission order)."""
+        with self._connection() as db:
+            rows = db.execute("SELECT job FROM jobs ORDER BY priority DESC, seq").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        with self._connection() as db:
+            row = db.execute("SELECT job FROM jobs WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def submitted_at(self, name: str) -> dt.datetime | None:
+        with self._connection() as db:
+            row = db.execute("SELECT submitted_at FROM jobs WHERE name = ?", (name,)).fetchone()
+        return parse_time(row[0]) if row else None
+
+    # --- the history ----------------------------------------------------------------------
+    def record_start(self, job: dict[str, Any], *, runner_pid: int | None = None,
+                     started: dt.datetime | None = None) -> int:
+        """A run begins; return its id."""
+        with self._write() as db:
+            return db.execute(
+                "INSERT INTO runs (job_name, job_type, started_at, status, runner_pid) VALUES (?, ?, ?, ?, ?)",
+                (job["job_name"], job["job_type"], _iso(started or utc_now()), RunStatus.RUNNING.value,
+                 runner_pid)).lastrowid
+
+    def record_process_group(self, run_id: int, pgid: int) -> None:
+        """The process group of a script run (stopped if the Runner dies and restarts)."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET process_group = ? WHERE id = ?", (pgid, run_id))
+
+    def record_end(self, run_id: int, status: RunStatus, *, phase: str | None = None,
+                   exception: str | None = None, counters: dict | None = None, note: str | None = None,
+                   ended: dt.datetime | None = None) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET ended_at = ?, status = ?, phase = ?, exception = ?, counters = ?, note = ? "
+                       "WHERE id = ?", (_iso(ended or utc_now()), status.value, phase, exception,
+                                        json.dumps(counters, default=str) if counters is not None else None,
+                                        note, run_id))
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Runs still marked running (a Runner that died mid-run left them)."""
+        with self._connection() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status = ? ORDER BY id", (RunStatus.RUNNING.value,))
+            return [dict(r) for r in rows]
+
+    def history(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs (of one job, or of all), newest first."""
+        with self._connection() as db:
+            if name is None:
+                rows = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = db.execute("SELECT * FROM runs WHERE job_name = ? ORDER BY id DESC LIMIT ?", (name, limit))
+            out = [dict(r) for r in rows]
+        for r in out:
+            r["counters"] = json.loads(r["counters"]) if r["counters"] else None
+        return out
+
+    def last_start(self, name: str) -> dt.datetime | None:
+        """When the job's latest run that did not end interrupted started (its schedule's reference)."""
+        with self._connection() as db:
+            row = db.execute("SELECT started_at FROM runs WHERE job_name = ? AND status != ? ORDER BY id DESC "
+                             "LIMIT 1", (name, RunStatus.INTERRUPTED.value)).fetchone()
+        return parse_time(row[0]) if row else None
+
+    def runtimes(self, name: str) -> list[float]:
+        """Seconds of the job's last RUNTIMES_KEPT successful runs, oldest first."""
+        with self._connection() as db:
+            rows = db.execute("SELECT started_at, ended_at FROM runs WHERE job_name = ? AND status = ? "
+                              "ORDER BY id DESC LIMIT ?", (name, RunStatus.SUCCEEDED.value, RUNTIMES_KEPT)).fetchall()
+        return [(parse_time(e) - parse_time(s)).total_seconds() for s, e in reversed(rows)]
+
+    def estimate_next_runtime(self, name: str) -> float | None:
+        """Seconds the job's next run should take: the median of its kept runtimes (None: never succeeded).
+
+        The median, not the mean: one run slowed by a busy cluster should not move the estimate."""
+        times = self.runtimes(name)
+        return statistics.median(times) if times else None
