@@ -88,11 +88,8 @@ class ClusterJobDriver:
         job_json = ujson.dumps(job)
 
         def prepare(host: str) -> dict:
-            remote = self.manager.remote(host)
-            try:
+            with self.manager.remote(host) as remote:
                 deploy.push_project(remote, self.config, job["project_name"])
-            finally:
-                remote.close()
             self.manager.call(host, "prepare_job", name)
             return ujson.loads(self.manager.call(host, "plan_inputs", job_json, ujson.dumps(self.by_location[host])))
 
@@ -160,7 +157,8 @@ class ClusterJobDriver:
                     client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
                     reports = carried[host] + (client.lpop(self.keys.reports(run_id), 1000) or [])
                     carried[host] = []
-                    progress = client.hgetall(self.keys.progress(run_id)) if phase != START else {}
+                    wanted = self.on_progress is not None and phase != START
+                    progress = client.hgetall(self.keys.progress(run_id)) if wanted else {}
                     waiting = [s for s in self.by_location[host] if s in pending]
                     beats = self.manager.alive(client, waiting) if waiting else {}
                 except redis.RedisError as exc:
@@ -174,11 +172,10 @@ class ClusterJobDriver:
                         pending.discard(report["server"])
                         if "counters" in report:
                             per_server[report["server"]][phase] = report["counters"]
-                if progress and self.on_progress:
-                    for sid, raw in progress.items():
-                        p = ujson.loads(raw)
-                        if p["phase"] == phase and sid.decode() in pending:
-                            per_server[sid.decode()][phase] = p["counters"]
+                for sid, raw in progress.items():
+                    p = ujson.loads(raw)
+                    if p["phase"] == phase and sid.decode() in pending:
+                        per_server[sid.decode()][phase] = p["counters"]
                 if self.on_progress and phase != START:
                     self.on_progress(phase, {s: per_server[s].get(phase, {}) for s in per_server})
                 for s, beat in beats.items():

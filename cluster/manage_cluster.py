@@ -123,13 +123,10 @@ class ManageCluster:
         started: list[str] = []
         mgmt = self._try_management(host)
         if mgmt is None:
-            remote = self.remote(host)
-            try:
+            with self.remote(host) as remote:
                 deploy.deploy(remote, self.config, self.secrets)
                 remote.run(self._location_command("start-management", host, secrets=True))
                 mgmt = self._wait_management(host, remote)
-            finally:
-                remote.close()
             started.append("management server")
         try:
             answer = ujson.loads(mgmt.root.ping())
@@ -212,7 +209,8 @@ class ManageCluster:
                 running = servers
                 while running and time.monotonic() < deadline:
                     running = [s for s, beat in self.alive(client, running).items() if beat is not None]
-                    time.sleep(0.2)
+                    if running:
+                        time.sleep(0.2)
                 for s in servers:  # a shutdown nobody took must not stop the next start's servers
                     client.delete(self.keys.commands(s))
                 done.append(f"{len(servers) - len(running)} server(s) stopped")
@@ -240,12 +238,9 @@ class ManageCluster:
     def _wait_exit(self, host: str, pid: int, what: str) -> None:
         """Wait until a process of the location has exited (so a following `start` finds its port free)."""
         tries = int(defaults.STOP_TIMEOUT_SECONDS * 10)
-        remote = self.remote(host)
-        try:
+        with self.remote(host) as remote:
             gone = remote.run(f"for i in $(seq {tries}); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; "
                               "exit 1", check=False, timeout=defaults.STOP_TIMEOUT_SECONDS + 10).exit_code == 0
-        finally:
-            remote.close()
         if not gone:
             raise ClusterError(f"{what} of {host} (pid {pid}) did not exit within "
                                f"{defaults.STOP_TIMEOUT_SECONDS:.0f}s; `manage_cluster kill` ends it")
@@ -253,14 +248,11 @@ class ManageCluster:
     def kill(self) -> None:
         """End this cluster's screen sessions and redis-servers on every location, by name and pid file."""
         def kill_location(host: str) -> str:
-            remote = self.remote(host)
-            try:
+            with self.remote(host) as remote:
                 if remote.run(f"test -f {shlex.quote(deploy.config_path(self.config))}", check=False).exit_code:
                     return "nothing to kill (the cluster was never started here)"
                 out = remote.run(self._location_command("kill", host)).stdout.strip()
                 return out.replace("\n", ", ") or "nothing was running"
-            finally:
-                remote.close()
         for host, what in self.for_each_location(kill_location).items():
             self.echo(f"{host}: {what}")
 
@@ -274,18 +266,21 @@ class ManageCluster:
                                    "management": "down"}
             servers = {s: None for s in by_location[host]}
             ages: dict[str, float] = {}
+            client = self.redis(host, timeout=5.0)
             try:
-                client = self.redis(host, timeout=5.0)
                 row["redis_memory"] = client.info("memory")["used_memory"]
                 row["redis"] = "up"
                 servers = self.alive(client, by_location[host])
+                pipe = client.pipeline(transaction=False)
                 for s in servers:
-                    ttl = client.pttl(self.keys.alive(s))
+                    pipe.pttl(self.keys.alive(s))
+                for s, ttl in zip(servers, pipe.execute(), strict=True):
                     if ttl > 0:
                         ages[s] = max(0.0, defaults.HEARTBEAT_TTL_SECONDS - ttl / 1000)
-                client.close()
             except redis.RedisError:
-                pass
+                pass  # the row already says Redis is down and every server unknown (down)
+            finally:
+                client.close()
             mgmt = self._try_management(host)
             if mgmt is not None:
                 try:
@@ -329,16 +324,13 @@ class ManageCluster:
             if is_local(host):
                 yield from layout.output_files()
                 continue
-            remote = self.remote(host)
-            try:
+            with self.remote(host) as remote:
                 listing = remote.run(f"ls -1 {shlex.quote(layout.output_dir)} 2>/dev/null", check=False).stdout
                 for name in sorted(n for n in listing.split() if not n.startswith(".")):
                     local = os.path.join(scratch_dir, f"{host}-{name}")
                     remote.get(os.path.join(layout.output_dir, name), local)
                     yield local
                     os.unlink(local)
-            finally:
-                remote.close()
 
     def run(self, job: dict, on_progress: Callable[[str, dict[str, dict]], None] | None = None):
         """Run a mapreduce job on the running cluster; return its JobResult (see driver.py)."""

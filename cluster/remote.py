@@ -35,6 +35,8 @@ class CommandResult:
 class Remote(Protocol):
     host: str
 
+    def __enter__(self) -> Remote: ...
+    def __exit__(self, *exc_info: object) -> None: ...
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> CommandResult: ...
     def put(self, local_path: str, remote_path: str, timeout: float = DEFAULT_TIMEOUT) -> None: ...
     def get(self, remote_path: str, local_path: str, timeout: float = DEFAULT_TIMEOUT) -> None: ...
@@ -51,6 +53,16 @@ def _failed(result: CommandResult, what: str = "failed") -> RemoteCommandError:
     return RemoteCommandError(f"on {result.host}: `{result.command}` {what} with exit code {result.exit_code}: {err}")
 
 
+class _Closing:
+    """`with remote_for(config, host) as remote:` closes the connection however the block ends."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def _replace_into(src_open, dest: str) -> None:
     """Copy a stream to dest through a temporary name, so dest is never half written."""
     tmp = f"{dest}.part-{os.getpid()}"
@@ -63,7 +75,7 @@ def _replace_into(src_open, dest: str) -> None:
             os.unlink(tmp)
 
 
-class LocalRemote:
+class LocalRemote(_Closing):
     """This machine."""
 
     def __init__(self, host: str = "localhost"):
@@ -90,7 +102,7 @@ class LocalRemote:
         pass
 
 
-class SSHRemote:
+class SSHRemote(_Closing):
     """Another machine, over SSH with a key; its host key must be in known_hosts."""
 
     def __init__(self, host: str, *, user: str | None, key_file: str | None, port: int = 22,
