@@ -51,6 +51,7 @@ def mapreduce(verbose: int) -> None:
     The queue (a Runner works through it):
       mapreduce submit job.json   mapreduce queue   mapreduce history [JOB]
       mapreduce delete JOB        mapreduce estimate JOB
+      mapreduce runner            # works through the queue, round after round
     """
     _setup_logging(verbose)
 
@@ -253,6 +254,40 @@ def estimate(job_name: str, config_path: str | None) -> None:
     if seconds is None:
         raise click.ClickException(f"job {job_name!r} has no successful run yet, so no estimate")
     click.echo(f"{seconds:.1f} s (median of its last {len(scheduler.runtimes(job_name))} successful runs)")
+
+
+@mapreduce.command()
+@config_option
+@click.option("--once", is_flag=True, help="Run one round (every due job once), then exit.")
+@click.option("--local", is_flag=True, help="Run mapreduce jobs on this machine's worker processes, not the cluster.")
+@click.option("--servers", type=click.IntRange(1, 512), default=None,
+              help="Worker processes with --local (default: number_of_servers_per_location).")
+def runner(config_path: str | None, once: bool, local: bool, servers: int | None) -> None:
+    """Work through the queue, round after round (run it in screen or as a service).
+
+    \b
+    Each round runs every due job once, highest job_priority first. A failed or
+    timed-out job takes its whole group_name off the queue. SIGTERM or Ctrl-C
+    finishes the current job, then exits; a Runner killed outright is picked up
+    by the next one (the interrupted job runs again). `mapreduce history` shows
+    every run."""
+    from cluster.runner import Runner
+
+    if servers is not None and not local:
+        raise click.UsageError("--servers goes with --local")
+    config = ClusterConfig.load(config_path)
+    r = Runner(config, local=local, servers=servers, echo=lambda m: click.echo(f"{_now()} {m}"))
+    r.install_signal_handlers()
+    click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} "
+               f"({'local executor' if local else 'cluster ' + repr(config.cluster_name)}"
+               f"{', one round' if once else ''})")
+    r.serve(once=once)
+
+
+def _now() -> str:
+    from cluster.schedule import utc_now
+
+    return f"{utc_now():%Y-%m-%d %H:%M:%S}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -57,6 +57,8 @@ class ClusterConfig:
     ssh_port: int
     ssh_check_host_keys: bool
     python_executable: str
+    publish_url: str
+    s3_endpoint_url: str | None
     source: str = "built-in defaults"
 
     # --- construction ------------------------------------------------------------------
@@ -104,7 +106,8 @@ class ClusterConfig:
         problems = [f"unknown key {k!r} (known keys: {', '.join(defaults.CONFIG_DEFAULTS)})" for k in unknown]
         merged = dict(defaults.CONFIG_DEFAULTS)
         merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
-        for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable"):
+        for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable",
+                    "publish_url", "s3_endpoint_url"):
             if isinstance(merged[key], str) and not merged[key].strip():
                 merged[key] = None
         out: dict[str, object] = {}
@@ -164,11 +167,21 @@ class ClusterConfig:
         key_file = absolute(merged["ssh_key_file"]) if merged["ssh_key_file"] else None
         if check_dirs and key_file and not os.path.isfile(key_file):
             problems.append(f"ssh_key_file {key_file} does not exist")
+        local_working_dir = absolute(merged["local_working_dir"])
+        publish_url = str(merged["publish_url"] or os.path.join(local_working_dir, "published")).strip()
+        if publish_url.startswith("s3://"):
+            if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", publish_url):
+                problems.append(f"publish_url {publish_url!r} must be s3://BUCKET[/PREFIX] with a valid bucket name")
+        elif "://" in publish_url and not publish_url.startswith("file://"):
+            problems.append(f"publish_url must be a folder or s3://bucket/prefix, got {publish_url!r}")
+        else:
+            publish_url = absolute(publish_url.removeprefix("file://"))
         if problems:
             raise ConfigError(f"configuration from {source} is not valid:\n" +
                               "\n".join(f"  - {p}" for p in problems))
         return cls(cluster_name=name, locations=locations, compute_dir=compute_dir,
-                   redis_auth=merged["redis_auth"], local_working_dir=absolute(merged["local_working_dir"]),
+                   redis_auth=merged["redis_auth"], local_working_dir=local_working_dir, publish_url=publish_url,
+                   s3_endpoint_url=merged["s3_endpoint_url"],
                    ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source,
                    python_executable=str(merged["python_executable"] or sys.executable), **out)
 
@@ -220,5 +233,7 @@ class ClusterConfig:
             for key, sub in _DERIVED_DIRS.items():
                 if raw[key] == os.path.join(self.compute_dir, sub):
                     raw[key] = None
+        if "local_working_dir" in changes and raw["publish_url"] == os.path.join(self.local_working_dir, "published"):
+            raw["publish_url"] = None
         raw.update(changes)
         return ClusterConfig.from_dict(raw, source=self.source, check_dirs="projects_dir" in changes)

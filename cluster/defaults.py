@@ -33,6 +33,9 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "ssh_port": 22,
     "ssh_check_host_keys": "yes",  # no: accept unknown host keys (only on a network you trust)
     "python_executable": None,     # the interpreter on every location (default: the master's own)
+    "publish_url": None,           # where script jobs publish output_dir: a folder or s3://bucket/prefix
+    #                                (default: <local_working_dir>/published)
+    "s3_endpoint_url": None,       # an S3-compatible store's URL (default: AWS); credentials: boto3's usual chain
 }
 CONFIG_ENV = "CLUSTER_CONFIG"
 CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")
@@ -68,3 +71,9 @@ GZIP_LEVEL = 3
 # Workers allocate millions of small objects and free few cycles: fewer young-generation
 # collections save ~6% of the telemetry map phase (measured, BENCHMARKS.md).
 WORKER_GC_THRESHOLDS = (100_000, 50, 1000)
+
+# --- the Runner -------------------------------------------------------------------------
+RUNNER_IDLE_SECONDS = 2.0      # with nothing due, the Runner looks at the queue again this often
+RUN_DIRS_KEPT = 10             # per-run folders (unpacked tarball, log) kept per script job
+KILL_GRACE_SECONDS = 5.0       # a stopped script's processes get SIGTERM, then SIGKILL after this long
+RECOVERY_WAIT_SECONDS = 30.0   # a restarted Runner waits this long for the servers to drop a dead run

@@ -19,7 +19,7 @@ import redis
 import ujson
 
 from cluster import control, defaults, deploy, functions
-from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed
+from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed, JobTimedOut
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.local import JobResult, failure_from_report, merge_counters
@@ -34,8 +34,11 @@ START = "start"
 class ClusterJobDriver:
     """One run of one job on the cluster that `manager` manages."""
 
-    def __init__(self, manager, on_progress: Callable[[str, dict[str, dict]], None] | None = None):
+    def __init__(self, manager, on_progress: Callable[[str, dict[str, dict]], None] | None = None,
+                 timeout_minutes: float | None = None):
         self.manager = manager
+        self.timeout_minutes = timeout_minutes
+        self.deadline: float | None = None
         self.config = manager.config
         self.keys = manager.keys
         self.on_progress = on_progress
@@ -51,6 +54,8 @@ class ClusterJobDriver:
                             "(those run through the Runner)")
         functions.load_job_functions(self.config.projects_dir, job)  # fail fast, here, before any server
         master = JobLayout(os.path.join(self.config.local_working_dir, "jobs"), self.config.auxiliary_dir, name)
+        if self.timeout_minutes is not None:
+            self.deadline = time.monotonic() + 60 * self.timeout_minutes
         with master.lock():
             try:
                 self._connect()
@@ -152,6 +157,9 @@ class ClusterJobDriver:
         pending = set(self.config.server_ids())
         carried: dict[str, list[bytes]] = {h: [] for h in self.clients}
         while pending:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise JobTimedOut(name, self.timeout_minutes, phase=phase,
+                                  what=" (every server was told to drop the run; the cluster is ready)")
             for host, client in self.clients.items():
                 try:
                     client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
@@ -187,7 +195,10 @@ class ClusterJobDriver:
             if pending:  # wait for the next report of one location that owes some, at most poll_every
                 host = next(h for h in self.config.locations if pending & set(self.by_location[h]))
                 try:
-                    got = self.clients[host].blpop([self.keys.reports(run_id)], timeout=self.config.poll_every)
+                    wait = self.config.poll_every
+                    if self.deadline is not None:
+                        wait = max(0.01, min(wait, self.deadline - time.monotonic()))
+                    got = self.clients[host].blpop([self.keys.reports(run_id)], timeout=wait)
                 except redis.RedisError:
                     got = None  # the next round names the lost Redis
                 if got is not None:

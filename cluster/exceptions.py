@@ -127,3 +127,28 @@ class ClusterNotRunning(ClusterError):
 
 class DeployError(ClusterError):
     """A location cannot run this cluster's code (missing interpreter, other Python, missing packages)."""
+
+
+class JobTimedOut(JobFailed):
+    """A job ran past its `timeout_minutes` and was stopped."""
+
+    def __init__(self, job_name: str, minutes: float, *, phase: str | None = None, what: str = ""):
+        self.minutes = minutes
+        super().__init__(job_name, f"ran past its timeout of {minutes:g} minute(s) and was stopped{what}; "
+                         "raise timeout_minutes if the job needs longer", phase=phase)
+
+
+class ScriptFailed(JobFailed):
+    """A script job's command exited with an error (the message ends with its log's last lines)."""
+
+
+class TransferError(ClusterError):
+    """A file transfer could not be done (missing folder, checksum mismatch, name clash...)."""
+
+
+class PublishError(ClusterError):
+    """A script job's output folder could not be published (local folder or S3)."""
+
+
+class RunnerBusy(ClusterError):
+    """Another Runner already works this queue (one Runner per local_working_dir)."""

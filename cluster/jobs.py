@@ -22,6 +22,17 @@ class JobType(StrEnum):
 SCHEDULE_FREQUENCIES = ("daily", "weekly", "monthly")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 TRANSFER_TYPES = ("upload", "upload_bulk", "download", "download_bulk", "upload_auxiliary", "delete")
+TRANSFER_NEEDS = {
+    "upload": ("input_dir", "output_dir"), "upload_bulk": ("input_dir", "output_dir"),
+    "download": ("input_dir", "output_dir"), "download_bulk": ("input_dir", "output_dir"),
+    "upload_auxiliary": ("input_file_name", "auxiliary_data_name"), "delete": ("output_dir",),
+}
+TRANSFER_KEY_HELP = {
+    "input_dir": "the folder to copy from: on the master for uploads, on every location for downloads",
+    "output_dir": "the folder to copy to (or, for delete, the folder removed on every location)",
+    "input_file_name": "the JSON file on the master to upload",
+    "auxiliary_data_name": "the name jobs use to read it: auxiliary_data_name_mapper/_reducer",
+}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
@@ -260,6 +271,12 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         tt = job.get("transfer_type")
         if isinstance(tt, str) and tt not in TRANSFER_TYPES:
             problems.append(f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got {tt!r}")
+        for key in TRANSFER_NEEDS.get(tt, ()):
+            if job.get(key) is None and key in job:
+                problems.append(f"a {tt} transfer needs {key} ({TRANSFER_KEY_HELP[key]})")
+        aux = job.get("auxiliary_data_name")
+        if isinstance(aux, str) and not _is_name(aux):
+            problems.append(f"auxiliary_data_name {aux!r} must be letters, digits, '_', '.', '-'")
     return problems
 
 

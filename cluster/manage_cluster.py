@@ -30,6 +30,26 @@ from cluster.server import tls_connect
 log = logging.getLogger(__name__)
 
 
+def for_each_host(hosts: tuple[str, ...] | list[str], fn: Callable[[str], Any]) -> dict[str, Any]:
+    """Run fn(host) for every host at once; raise one error naming every host that failed."""
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        futures = {h: pool.submit(fn, h) for h in hosts}
+    results, failures = {}, []
+    for host, future in futures.items():
+        exc = future.exception()
+        if exc is None:
+            results[host] = future.result()
+        elif isinstance(exc, ClusterError | OSError | EOFError | redis.RedisError):
+            failures.append((host, exc))
+        else:
+            raise exc
+    if failures:
+        if len(failures) == 1 and isinstance(failures[0][1], ClusterError):
+            raise failures[0][1]
+        raise ClusterError("; ".join(f"location {h}: {type(e).__name__}: {e}" for h, e in failures))
+    return results
+
+
 class ManageCluster:
     """The master's handle on one cluster (one config)."""
 
@@ -79,23 +99,7 @@ class ManageCluster:
 
     def for_each_location(self, fn: Callable[[str], Any]) -> dict[str, Any]:
         """Run fn(host) for every location at once; raise one error naming every location that failed."""
-        hosts = self.config.locations
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            futures = {h: pool.submit(fn, h) for h in hosts}
-        results, failures = {}, []
-        for host, future in futures.items():
-            exc = future.exception()
-            if exc is None:
-                results[host] = future.result()
-            elif isinstance(exc, ClusterError | OSError | EOFError | redis.RedisError):
-                failures.append((host, exc))
-            else:
-                raise exc
-        if failures:
-            if len(failures) == 1 and isinstance(failures[0][1], ClusterError):
-                raise failures[0][1]
-            raise ClusterError("; ".join(f"location {h}: {type(e).__name__}: {e}" for h, e in failures))
-        return results
+        return for_each_host(self.config.locations, fn)
 
     def alive(self, client: redis.Redis, servers: list[str]) -> dict[str, dict | None]:
         """Each server's last heartbeat (None when its key expired: the server is down)."""
@@ -332,8 +336,42 @@ class ManageCluster:
                     yield local
                     os.unlink(local)
 
-    def run(self, job: dict, on_progress: Callable[[str, dict[str, dict]], None] | None = None):
-        """Run a mapreduce job on the running cluster; return its JobResult (see driver.py)."""
+    def run(self, job: dict, on_progress: Callable[[str, dict[str, dict]], None] | None = None,
+            timeout_minutes: float | None = None):
+        """Run a mapreduce job on the running cluster; return its JobResult (see driver.py).
+
+        Past `timeout_minutes` the run is dropped on every server and JobTimedOut raised."""
         from cluster.driver import ClusterJobDriver
 
-        return ClusterJobDriver(self, on_progress=on_progress).run(job)
+        return ClusterJobDriver(self, on_progress=on_progress, timeout_minutes=timeout_minutes).run(job)
+
+    def drop_runs_of(self, job_name: str, timeout: float = defaults.RECOVERY_WAIT_SECONDS) -> list[str]:
+        """End what a dead master left running of a job on the servers; return the run ids dropped.
+
+        A Runner restarting after SIGKILL calls this before running the job again: the run's
+        master key is deleted (so the servers drop it at their next heartbeat), each server is
+        told to abort it, and its files are discarded once no server holds it any more."""
+        def one(host: str) -> list[str]:
+            servers = self.config.servers_by_location()[host]
+            client = self.redis(host)
+            try:
+                def holding() -> dict[str, str]:
+                    return {s: b["run_id"] for s, b in self.alive(client, servers).items()
+                            if b and b.get("job") == job_name and b.get("run_id")}
+                runs = sorted(set(holding().values()))
+                for run_id in runs:
+                    client.delete(self.keys.master(run_id))
+                for s, run_id in holding().items():
+                    control.send_command(client, self.keys, s, control.Command.ABORT, run_id=run_id)
+                deadline = time.monotonic() + timeout
+                while holding():
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"server(s) {', '.join(holding())} on {host} still hold a run of job "
+                                           f"{job_name!r} after {timeout:.0f}s; `manage_cluster status` shows them")
+                    time.sleep(0.2)
+            finally:
+                client.close()
+            for run_id in runs:
+                self.call(host, "discard_job", job_name, run_id)
+            return runs
+        return sorted({r for runs in self.for_each_location(one).values() for r in runs})

@@ -13,6 +13,7 @@ import logging
 import marshal
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -188,7 +189,12 @@ def local_worker_main(commands: Channel, reports: Channel) -> None:
 
     def heartbeat() -> None:
         while not stop.wait(1.0):
-            reports.send((Report.HEARTBEAT.value, server_id, None, None))
+            try:
+                reports.send((Report.HEARTBEAT.value, server_id, None, None))
+            except OSError:  # the master died (a Runner killed mid-job): its workers must not outlive it
+                log.error("%s: the master closed its pipe; stopping", server_id)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     threading.Thread(target=heartbeat, daemon=True, name="heartbeat").start()
     phase = "start"

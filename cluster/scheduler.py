@@ -13,6 +13,7 @@ import sqlite3
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -48,10 +49,24 @@ CREATE TABLE IF NOT EXISTS runs (
     counters TEXT,
     runner_pid INTEGER,
     process_group INTEGER,
-    note TEXT
+    note TEXT,
+    log_path TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, id);
 """
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job on the queue, with its submission number (a resubmission gets a new one)."""
+
+    job: dict[str, Any]
+    seq: int
+    submitted_at: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return self.job["job_name"]
 
 
 class RunStatus(StrEnum):
@@ -83,6 +98,9 @@ class Scheduler:
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+            if "log_path" not in columns:  # a queue made before script jobs kept logs
+                db.execute("ALTER TABLE runs ADD COLUMN log_path TEXT")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -141,6 +159,28 @@ class Scheduler:
             rows = db.execute("SELECT job FROM jobs ORDER BY priority DESC, seq").fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def queued(self) -> list[QueuedJob]:
+        """The queue as the Runner reads it: jobs in priority order with their submission number."""
+        with self._connection() as db:
+            rows = db.execute("SELECT job, seq, submitted_at FROM jobs ORDER BY priority DESC, seq").fetchall()
+        return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2])) for r in rows]
+
+    def clear_force_run(self, name: str, seq: int) -> bool:
+        """A forced run happened: clear force_run, unless the job was submitted again meanwhile."""
+        with self._write() as db:
+            row = db.execute("SELECT job FROM jobs WHERE name = ? AND seq = ?", (name, seq)).fetchone()
+            if row is None:
+                return False
+            job = json.loads(row[0])
+            job["force_run"] = False
+            db.execute("UPDATE jobs SET job = ? WHERE name = ? AND seq = ?", (json.dumps(job), name, seq))
+        return True
+
+    def delete_if_unchanged(self, name: str, seq: int) -> bool:
+        """Take a run_once job off the queue after its success, unless it was submitted again meanwhile."""
+        with self._write() as db:
+            return db.execute("DELETE FROM jobs WHERE name = ? AND seq = ?", (name, seq)).rowcount > 0
+
     def get_job(self, name: str) -> dict[str, Any] | None:
         with self._connection() as db:
             row = db.execute("SELECT job FROM jobs WHERE name = ?", (name,)).fetchone()
@@ -166,6 +206,11 @@ class Scheduler:
         with self._write() as db:
             db.execute("UPDATE runs SET process_group = ? WHERE id = ?", (pgid, run_id))
 
+    def record_log(self, run_id: int, log_path: str) -> None:
+        """Where a script run's stdout and stderr go."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET log_path = ? WHERE id = ?", (log_path, run_id))
+
     def record_end(self, run_id: int, status: RunStatus, *, phase: str | None = None,
                    exception: str | None = None, counters: dict | None = None, note: str | None = None,
                    ended: dt.datetime | None = None) -> None:
@@ -174,6 +219,15 @@ class Scheduler:
                        "WHERE id = ?", (_iso(ended or utc_now()), status.value, phase, exception,
                                         json.dumps(counters, default=str) if counters is not None else None,
                                         note, run_id))
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        run = dict(row)
+        run["counters"] = json.loads(run["counters"]) if run["counters"] else None
+        return run
 
     def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs still marked running (a Runner that died mid-run left them)."""

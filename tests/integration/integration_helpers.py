@@ -29,6 +29,7 @@ def make_config(compute_dir: Path, projects_dir: Path = TEST_PROJECTS, memory: s
                 servers: int = 2) -> ClusterConfig:
     return ClusterConfig.from_dict({
         "compute_dir": str(compute_dir),
+        "local_working_dir": str(compute_dir.parent / "master"),
         "projects_dir": str(projects_dir),
         "max_number_of_bytes_in_memory": memory,
         "number_of_servers_per_location": servers,

@@ -53,7 +53,9 @@ def test_config_keys_are_exactly_the_design_keys():
         "code_dir", "base_projects_dir", "local_working_dir", "projects_dir",
         "max_number_of_bytes_in_memory", "poll_every", "ssh_user", "ssh_key_file", "ssh_port",
         # added by the cluster runtime (issue 3): host-key checking and the locations' interpreter
-        "ssh_check_host_keys", "python_executable"]
+        "ssh_check_host_keys", "python_executable",
+        # added by the Runner (issue 4): where script jobs publish their output
+        "publish_url", "s3_endpoint_url"]
 
 
 # --- from_file ---------------------------------------------------------------------------

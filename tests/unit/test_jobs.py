@@ -7,6 +7,7 @@ import pytest
 
 from cluster.exceptions import JobSpecError
 from cluster.jobs import (
+    TRANSFER_NEEDS,
     TRANSFER_TYPES,
     get_file_transfer_template,
     get_mapreduce_job_template,
@@ -89,8 +90,17 @@ def test_a_filled_template_is_valid_and_returned_unchanged():
     assert validate_job(script) is script
     for tt in TRANSFER_TYPES:
         transfer = get_file_transfer_template()
-        transfer.update(job_name="t", transfer_type=tt)
+        transfer.update(job_name="t", transfer_type=tt, input_dir="/m/in", output_dir="out",
+                        input_file_name="/m/aux.json", auxiliary_data_name="lookup")
         assert validate_job(transfer) is transfer
+
+
+def test_each_transfer_type_names_the_keys_it_needs():
+    for tt, needs in TRANSFER_NEEDS.items():
+        transfer = get_file_transfer_template()
+        transfer.update(job_name="t", transfer_type=tt)
+        problems = problems_of(transfer)
+        assert [p.split(" (")[0] for p in problems] == [f"a {tt} transfer needs {k}" for k in needs]
 
 
 def test_an_empty_template_lists_every_required_key():

@@ -136,3 +136,10 @@ def slow_lines(line, auxiliary_data):
 def words(line, auxiliary_data):
     """Plain word count: (word, 1) per word."""
     return [(word, 1) for word in line.split()]
+
+
+def weighted_words(line, auxiliary_data):
+    """Each word with its weight from the auxiliary data ({"weights": {word: n}}; 0 when absent)."""
+    weights = auxiliary_data["weights"]
+    for w in line.split():
+        yield w, weights.get(w, 0)

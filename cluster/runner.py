@@ -1,0 +1,266 @@
+"""The Runner: works through the Scheduler's queue, round after round, and records every run.
+
+A round runs every due job once, highest `job_priority` first; the queue is read again
+before each pick, so a job submitted during a round is seen at once. A job without a
+schedule is due every round; a scheduled one when its next UTC time has passed since its
+last run. `force_run` makes a job due now whatever its schedule, and lets a job submitted
+again with it run again in the same round; the Runner clears it after the forced run.
+
+On failure or timeout the job's whole `group_name` leaves the queue (later steps of a
+pipeline must not run on missing data); a job without a group stays and runs again when
+next due. A successful `run_once` job leaves the queue.
+
+Durability: one Runner per queue (an flock on `runner.lock`). A run is recorded before it
+starts; a Runner that restarts after being killed stops what the dead run left behind (a
+script's processes, a mapreduce run's servers), marks the run interrupted and runs the job
+again. SIGTERM (or a first Ctrl-C) finishes the current job, then exits.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster import defaults
+from cluster.config import ClusterConfig
+from cluster.exceptions import ClusterError, JobTimedOut, RunnerBusy
+from cluster.jobs import JobType
+from cluster.schedule import is_due, utc_now
+from cluster.scheduler import QueuedJob, RunStatus, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What one run of a job came to."""
+
+    job_name: str
+    run_id: int
+    status: RunStatus
+    seconds: float
+    error: str | None = None
+    removed: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs the queue of one master: mapreduce jobs on the cluster (or, with `local`, on this
+    machine's worker processes), script jobs and file transfers."""
+
+    def __init__(self, config: ClusterConfig, *, scheduler: Scheduler | None = None, local: bool = False,
+                 servers: int | None = None, clock: Callable[[], dt.datetime] = utc_now,
+                 echo: Callable[[str], None] | None = None):
+        self.config = config
+        self.scheduler = scheduler or Scheduler(config)
+        self.local = local
+        self.servers = servers
+        self.clock = clock
+        self.echo = echo or log.info
+        self.stopping = threading.Event()
+        self._interrupts = 0
+
+    # --- the loop ---------------------------------------------------------------------------
+    def serve(self, once: bool = False) -> None:
+        """Run rounds until stopped (SIGTERM, Ctrl-C, `request_stop`); with `once`, one round."""
+        with self.exclusive():
+            self.recover()
+            while not self.stopping.is_set():
+                outcomes = self.run_round()
+                if once:
+                    break
+                if not any(o.status is RunStatus.SUCCEEDED for o in outcomes):
+                    self.stopping.wait(defaults.RUNNER_IDLE_SECONDS)
+        self.echo("the Runner stopped")
+
+    def request_stop(self, why: str = "asked to stop") -> None:
+        """Finish the current job, then leave the loop."""
+        if not self.stopping.is_set():
+            self.echo(f"{why}: finishing the current job, then stopping")
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM: finish the current job and exit. Ctrl-C: the same; a second Ctrl-C stops at once
+        (the current run is recorded as interrupted and its job stays queued)."""
+        def on_term(signum: int, frame: Any) -> None:
+            self.request_stop("SIGTERM")
+
+        def on_int(signum: int, frame: Any) -> None:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt
+            self.request_stop("Ctrl-C (press it again to stop at once)")
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_int)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the queue's Runner lock (released by the kernel however this process ends)."""
+        os.makedirs(self.config.local_working_dir, exist_ok=True)
+        path = os.path.join(self.config.local_working_dir, "runner.lock")
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunnerBusy(f"another Runner already works the queue in {self.config.local_working_dir} "
+                             f"({holder}); stop it first, or give this one another local_working_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {utc_now():%Y-%m-%d %H:%M:%S} UTC\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.close()
+
+    # --- rounds -----------------------------------------------------------------------------
+    def run_round(self) -> list[Outcome]:
+        """Run every due job once (forced ones again if submitted again); return what happened."""
+        ran: dict[str, int] = {}
+        outcomes: list[Outcome] = []
+        while not self.stopping.is_set():
+            entry = self.next_job(ran)
+            if entry is None:
+                break
+            ran[entry.name] = entry.seq
+            outcomes.append(self.run_job(entry))
+        return outcomes
+
+    def next_job(self, ran: dict[str, int]) -> QueuedJob | None:
+        """The highest-priority due job that has not run in this round (`ran`: name -> submission)."""
+        now = self.clock()
+        for entry in self.scheduler.queued():
+            forced = bool(entry.job.get("force_run"))
+            if entry.name in ran and not (forced and entry.seq != ran[entry.name]):
+                continue
+            if forced or is_due(entry.job, self.scheduler.last_start(entry.name) or entry.submitted_at, now):
+                return entry
+        return None
+
+    # --- one run ----------------------------------------------------------------------------
+    def run_job(self, entry: QueuedJob) -> Outcome:
+        """Run one queued job, record it, and apply run_once / force_run / group removal."""
+        job, name = entry.job, entry.name
+        run_id = self.scheduler.record_start(job, runner_pid=os.getpid(), started=self.clock())
+        self.echo(f"run {run_id}: job {name} ({job['job_type']}) started")
+        started = time.monotonic()
+        status, phase, error, counters = RunStatus.SUCCEEDED, None, None, None
+        try:
+            counters = self._execute(job, run_id)
+        except KeyboardInterrupt:
+            self.scheduler.record_end(run_id, RunStatus.INTERRUPTED, ended=self.clock(),
+                                      note="stopped by a second Ctrl-C; the job stays queued and runs again")
+            raise
+        except ClusterError as exc:
+            status = RunStatus.TIMED_OUT if isinstance(exc, JobTimedOut) else RunStatus.FAILED
+            phase, error = getattr(exc, "phase", None), str(exc)
+        except Exception:  # a bug in our code or a library: recorded with its traceback, the Runner goes on
+            status, error = RunStatus.FAILED, traceback.format_exc()
+        seconds = time.monotonic() - started
+        timeout = job.get("timeout_minutes")
+        if status is RunStatus.FAILED and timeout is not None and seconds > 60 * timeout:
+            status = RunStatus.TIMED_OUT  # e.g. several locations timed out at once
+        phase = phase or self._default_phase(job)
+        note, removed = self._after_run(entry, status)
+        self.scheduler.record_end(run_id, status, phase=phase, exception=error, counters=counters, note=note,
+                                  ended=self.clock())
+        if status is RunStatus.SUCCEEDED:
+            self.echo(f"run {run_id}: job {name} succeeded in {seconds:.1f}s" + (f" ({note})" if note else ""))
+        else:
+            self.echo(f"run {run_id}: job {name} {status.value.replace('_', ' ')} after {seconds:.1f}s "
+                      f"(phase {phase}): {(error or '').splitlines()[0] if error else ''}" +
+                      (f"\n  {note}" if note else ""))
+        return Outcome(name, run_id, status, seconds, error, removed)
+
+    def _execute(self, job: dict[str, Any], run_id: int) -> dict[str, Any]:
+        job_type = JobType(job["job_type"])
+        timeout = job.get("timeout_minutes")
+        if job_type is JobType.MAPREDUCE:
+            if self.local:
+                from cluster.local import LocalExecutor
+
+                result = LocalExecutor(self.config, servers=self.servers).run(job, timeout_minutes=timeout)
+            else:
+                from cluster.manage_cluster import ManageCluster
+
+                result = ManageCluster(self.config).run(job, timeout_minutes=timeout)
+            return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
+        if job_type is JobType.SCRIPT:
+            from cluster.script_job import run_script_job
+
+            def started(pgid: int, log_path: str) -> None:
+                self.scheduler.record_process_group(run_id, pgid)
+                self.scheduler.record_log(run_id, log_path)
+            return run_script_job(self.config, job, run_id, on_started=started)
+        from cluster.file_transfer import FileTransfer
+
+        return FileTransfer(self.config, timeout_minutes=timeout, job_name=job["job_name"]).run(job)
+
+    @staticmethod
+    def _default_phase(job: dict[str, Any]) -> str | None:
+        if job["job_type"] == JobType.SCRIPT.value:
+            return "script"
+        if job["job_type"] == JobType.FILE_TRANSFER.value:
+            return job.get("transfer_type")
+        return None
+
+    def _after_run(self, entry: QueuedJob, status: RunStatus) -> tuple[str | None, list[str]]:
+        """What the queue does after a run; returns the history note and the jobs removed."""
+        job, name = entry.job, entry.name
+        if status is RunStatus.SUCCEEDED:
+            if job.get("run_once"):
+                gone = self.scheduler.delete_if_unchanged(name, entry.seq)
+                return ("run_once: left the queue" if gone else None), []
+            if job.get("force_run"):
+                self.scheduler.clear_force_run(name, entry.seq)
+            return None, []
+        group = job.get("group_name")
+        if not group:
+            return "it stays queued and runs again when next due (it has no group_name)", []
+        removed = self.scheduler.delete_group(group)
+        return (f"group {group!r} left the queue: {', '.join(removed) or '(already empty)'}; fix the cause, "
+                "then submit the group's jobs again"), removed
+
+    # --- after a crash ---------------------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Close the runs a dead Runner left open: stop what they left running, mark them interrupted.
+
+        Their jobs stay queued (a run_once job leaves only after success), so the next round runs
+        them again; their schedules ignore interrupted runs."""
+        from cluster.script_job import run_mark, stop_leftover_run
+
+        closed = []
+        for run in self.scheduler.unfinished_runs():
+            did = [f"the Runner (pid {run['runner_pid']}) ended during this run"]
+            if run["process_group"]:
+                pids = stop_leftover_run(run["process_group"], run_mark(self.config, run["id"]))
+                did.append(f"stopped its leftover process(es) {', '.join(map(str, pids))}" if pids
+                           else "none of its processes was left")
+            if run["job_type"] == JobType.MAPREDUCE.value and not self.local:
+                from cluster.manage_cluster import ManageCluster
+
+                try:
+                    dropped = ManageCluster(self.config).drop_runs_of(run["job_name"])
+                    did.append(f"the servers dropped its run(s) {', '.join(dropped)}" if dropped
+                               else "no server held it any more")
+                except ClusterError as exc:  # a cluster that is down holds nothing; say so in the history
+                    did.append(f"could not ask the servers to drop it ({exc})")
+            did.append("the job stays queued and runs again")
+            self.scheduler.record_end(run["id"], RunStatus.INTERRUPTED, ended=self.clock(), note="; ".join(did))
+            self.echo(f"run {run['id']}: job {run['job_name']} was interrupted: {'; '.join(did)}")
+            closed.append(run["id"])
+        return closed
+

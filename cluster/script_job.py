@@ -1,0 +1,194 @@
+"""Run a script job on the master: a Python script, or a command in an unpacked tarball.
+
+Each run gets a fresh folder `<local_working_dir>/runs/<job_name>/<run>/` holding `run.log`
+(the command's stdout and stderr) and, for the tarball form, `code/` (the unpacked
+tarball, the command's working folder). The command runs in its own process group, so a
+timeout or a restarted Runner stops it and everything it started; every process carries
+`CLUSTER_RUN_MARK` in its environment, so only this run's processes are ever signalled.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cluster import defaults
+from cluster.config import ClusterConfig
+from cluster.exceptions import JobSpecError, JobTimedOut, ScriptFailed
+from cluster.publish import publish
+
+log = logging.getLogger(__name__)
+MARK_ENV = "CLUSTER_RUN_MARK"
+
+
+def run_mark(config: ClusterConfig, run_id: int) -> str:
+    """The environment mark of one run's processes (unique per queue and run)."""
+    return f"{os.path.join(config.local_working_dir, 'queue.sqlite')}#{run_id}"
+
+
+def safe_extract(tarball: str, dest: str, job_name: str) -> None:
+    """Unpack a .tar.gz into dest, refusing absolute paths, `..`, links out of it and devices."""
+    problems = []
+    try:
+        with tarfile.open(tarball, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                parts = m.name.replace("\\", "/").split("/")
+                if m.name.startswith("/") or ".." in parts:
+                    problems.append(f"{m.name!r} would land outside the run's folder")
+                elif m.issym() or m.islnk():
+                    target = m.linkname.replace("\\", "/")
+                    if target.startswith("/") or ".." in target.split("/"):
+                        problems.append(f"{m.name!r} links to {m.linkname!r}, outside the run's folder")
+                elif not (m.isfile() or m.isdir()):
+                    problems.append(f"{m.name!r} is a device or fifo")
+            if problems:
+                raise JobSpecError([f"code_tarball {tarball} is refused: {p}" for p in problems], job_name)
+            os.makedirs(dest, exist_ok=True)
+            tar.extractall(dest, members=members, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise JobSpecError([f"code_tarball {tarball} cannot be unpacked: {exc}"], job_name) from None
+
+
+def _group_members(pgid: int, mark: str | None = None) -> list[int]:
+    """Live (not zombie) processes of a group; with `mark`, only those whose environment carries it."""
+    found = []
+    wanted = f"{MARK_ENV}={mark}".encode() if mark else None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z" or int(fields[2]) != pgid:
+                continue
+            if wanted is not None:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if wanted not in fh.read().split(b"\0"):
+                        continue
+            found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+def stop_process_group(pgid: int, leader: subprocess.Popen | None = None,
+                       grace: float = defaults.KILL_GRACE_SECONDS) -> None:
+    """SIGTERM a process group we started, then SIGKILL what is left after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if leader is not None:
+                leader.poll()
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.05)
+    if leader is not None:
+        leader.wait()
+
+
+def stop_leftover_run(pgid: int, mark: str, grace: float = defaults.KILL_GRACE_SECONDS) -> list[int]:
+    """Stop what a dead Runner's run left running (only processes with its mark); return their pids."""
+    pids = _group_members(pgid, mark)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = _group_members(pgid, mark)
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = _group_members(pgid, mark)
+        if not alive:
+            break
+    return pids
+
+
+def _log_tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 16384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
+
+
+def _prune_run_dirs(job_dir: str, keep: int) -> None:
+    runs = sorted((d for d in os.listdir(job_dir) if d.isdigit()), key=int)
+    for old in runs[:-keep]:
+        shutil.rmtree(os.path.join(job_dir, old), ignore_errors=True)
+
+
+def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *,
+                   on_started: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """Run one script job to its end and return its counters.
+
+    `on_started(pgid, log_path)` is called as soon as the command runs (the Runner records
+    the process group, so a restarted Runner can stop it). Raises ScriptFailed on a non-zero
+    exit, JobTimedOut past timeout_minutes; nothing is published unless the command succeeded."""
+    name = job["job_name"]
+    job_dir = os.path.join(config.local_working_dir, "runs", name)
+    run_dir = os.path.join(job_dir, str(run_id))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+    _prune_run_dirs(job_dir, defaults.RUN_DIRS_KEPT)
+    log_path = os.path.join(run_dir, "run.log")
+    if job.get("code_tarball"):
+        cwd = os.path.join(run_dir, "code")
+        safe_extract(job["code_tarball"], cwd, name)
+        command = ["bash", "-c", job["execution_commandline"]]
+    else:
+        script = job["script_location"]
+        if not os.path.isfile(script):
+            raise ScriptFailed(name, f"script_location {script} does not exist on the master")
+        cwd = run_dir
+        command = [sys.executable, script, *[str(a) for a in job.get("script_arguments") or []]]
+    env = dict(os.environ, CLUSTER_JOB_NAME=name, CLUSTER_RUN_ID=str(run_id), CLUSTER_RUN_DIR=run_dir,
+               **{MARK_ENV: run_mark(config, run_id)})
+    if os.path.isfile(config.source):
+        env["CLUSTER_CONFIG"] = config.source
+    timeout = job.get("timeout_minutes")
+    started = time.monotonic()
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    log.info("job %s: started %s (pid %d), log %s", name, " ".join(command)[:200], proc.pid, log_path)
+    try:
+        if on_started is not None:
+            on_started(proc.pid, log_path)
+        code = proc.wait(timeout=None if timeout is None else 60 * timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(proc.pid, proc)
+        raise JobTimedOut(name, timeout, what=f" (its process group {proc.pid} was ended; log {log_path})") from None
+    except BaseException:
+        stop_process_group(proc.pid, proc)
+        raise
+    if _group_alive(proc.pid):  # the command exited but left processes behind: they belong to the run
+        log.warning("job %s: the command exited but left processes in group %d; stopping them", name, proc.pid)
+        stop_process_group(proc.pid)
+    counters: dict[str, Any] = {"exit_code": code, "seconds": round(time.monotonic() - started, 3),
+                                "log_path": log_path}
+    if code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise ScriptFailed(name, f"the command {how}; the end of its log {log_path}:\n{_log_tail(log_path)}")
+    if job.get("code_tarball") and job.get("output_dir"):
+        counters.update(publish(config, name, os.path.join(cwd, job["output_dir"]), str(run_id)))
+    return counters
