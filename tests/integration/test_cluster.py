@@ -275,6 +275,35 @@ def test_a_redis_that_dies_mid_map_fails_the_job_cleanly(cluster, words, tmp_pat
     assert result.counters["records_out"] == len(words[1]["counts"])
 
 
+def test_a_runner_killed_mid_mapreduce_is_cleaned_up_by_the_next_one(cluster, tmp_path):
+    job = word_count_job("orphaned", slow_input(tmp_path / "in", sleep=60), "slow_lines")
+    job["run_once"] = True
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    cluster.cli(MAPREDUCE, "submit", str(tmp_path / "job.json"))
+    with open(tmp_path / "runner.out", "wb") as out:
+        runner = subprocess.Popen([str(MAPREDUCE), "runner", "--config", str(cluster.config_path)], env=cluster.env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: all((cluster.beat(s) or {}).get("phase") == "map" for s in ("S_0", "S_1")), 60,
+                   "both servers in the map phase of the Runner's job")
+        runner.kill()
+        runner.wait(10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert (cluster.beat("S_0") or {}).get("job") == "orphaned"  # the servers still work for the dead Runner
+    slow_input(tmp_path / "in", sleep=0.01)
+    started = time.monotonic()
+    rerun = cluster.cli(MAPREDUCE, "runner", "--once", timeout=120)
+    assert "the servers dropped its run(s)" in rerun.stdout and "job orphaned succeeded" in rerun.stdout, rerun.stdout
+    assert time.monotonic() - started < 60
+    history = json.loads(cluster.cli(MAPREDUCE, "history", "orphaned", "--json").stdout)
+    assert [r["status"] for r in history] == ["succeeded", "interrupted"]
+    got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "orphaned").stdout.splitlines())
+    assert got["x"] == 2 and got["w0"] == 2 * 9  # w0 once as a first word, 8 times as a second, per file
+
+
 def test_stop_and_kill_leave_nothing_behind_and_start_works_after_each(cluster, words, tmp_path):
     redis_pid = cluster.redis_pid()
     stopped = cluster.cli(MANAGE, "stop")

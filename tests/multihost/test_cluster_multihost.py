@@ -20,8 +20,12 @@ from integration_helpers import EXAMPLE_PROJECTS, MAPREDUCE, REPO, TEST_PROJECTS
 
 from cluster import sample_data
 from cluster.config import ClusterConfig
-from cluster.exceptions import ClusterError, JobFailed
+from cluster.exceptions import ClusterError, JobFailed, TransferError
+from cluster.file_transfer import FileTransfer
+from cluster.jobs import get_file_transfer_template, get_script_template
 from cluster.manage_cluster import ManageCluster
+from cluster.runner import Runner
+from cluster.scheduler import Scheduler
 
 MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
 SERVERS_PER_HOST = 2
@@ -165,6 +169,125 @@ def test_a_redis_that_dies_mid_shuffle_fails_the_job_cleanly(cluster, hosts, wor
     assert not (hosts.host_dirs[0] / "data" / "mh_redis_dies" / "reduce").exists()
     restarted = cli(cluster, MANAGE, "start")
     assert "redis-server" in restarted.stdout
+
+
+def _transfer(name: str, transfer_type: str, **keys) -> dict:
+    job = get_file_transfer_template()
+    job.update(job_name=name, transfer_type=transfer_type, **keys)
+    return job
+
+
+def test_file_transfers_spread_fetch_and_verify_files_across_hosts(cluster, hosts, tmp_path):
+    config = cluster["config"]
+    transfer = FileTransfer(config)
+    src = tmp_path / "src"
+    (src / "nested").mkdir(parents=True)
+    sizes = [9000, 7000, 5000, 3000, 2000, 1000]
+    for i, n in enumerate(sizes):
+        (src / f"f{i}.txt").write_bytes(os.urandom(n))
+    (src / "nested" / "deep.txt").write_text("deep\n")
+    up = transfer.run(_transfer("up", "upload", input_dir=str(src), output_dir="spread"))
+    assert up["files"] == 7 and up["files_skipped"] == 0
+    on_host = [sorted(str(p.relative_to(d / "data" / "spread")) for p in (d / "data" / "spread").rglob("*")
+                      if p.is_file()) for d in hosts.host_dirs]
+    assert sorted(f for names in on_host for f in names) == sorted(["nested/deep.txt"] + [f"f{i}.txt" for i in
+                                                                                         range(6)])
+    assert all(on_host), f"some host got no file: {on_host}"  # each file on exactly one host, all hosts used
+    again = transfer.run(_transfer("up", "upload", input_dir=str(src), output_dir="spread"))
+    assert again["files"] == 0 and again["files_skipped"] == 7
+    # bulk and compressed, then download both ways: everything comes back byte for byte
+    bulk = transfer.run(_transfer("upb", "upload_bulk", input_dir=str(src), output_dir="bulk", compress=True))
+    assert bulk["files"] == 7
+    for ttype, folder in (("download", "spread"), ("download_bulk", "bulk")):
+        dest = tmp_path / f"back-{ttype}"
+        got = transfer.run(_transfer("down", ttype, input_dir=folder, output_dir=str(dest), compress=True))
+        assert got["files"] == 7
+        for f in src.rglob("*"):
+            if f.is_file():
+                assert (dest / f.relative_to(src)).read_bytes() == f.read_bytes()
+        assert not [p for p in dest.rglob(".*")], "a staging file was left behind"
+    # download with delete_files moves the files off the hosts
+    moved = transfer.run(_transfer("mv", "download", input_dir="bulk", output_dir=str(tmp_path / "moved"),
+                                   delete_files=True))
+    assert moved["files_deleted"] == 7
+    assert not [p for d in hosts.host_dirs for p in (d / "data" / "bulk").rglob("*") if p.is_file()]
+    # auxiliary data lands on every host; bad JSON is refused before anything is sent
+    aux = tmp_path / "lookup.json"
+    aux.write_text(json.dumps({"weights": {"a": 1}}))
+    transfer.run(_transfer("aux", "upload_auxiliary", input_file_name=str(aux), auxiliary_data_name="lookup"))
+    for d in hosts.host_dirs:
+        assert json.loads((d / "auxiliary" / "lookup.data").read_text()) == {"weights": {"a": 1}}
+    aux.write_text("{not json")
+    with pytest.raises(TransferError, match="not valid JSON"):
+        transfer.run(_transfer("aux", "upload_auxiliary", input_file_name=str(aux), auxiliary_data_name="lookup"))
+    # delete removes the folder everywhere, and refuses the cluster's own folders
+    deleted = transfer.run(_transfer("rm", "delete", output_dir="spread"))
+    assert deleted["files"] == 7 and not any((d / "data" / "spread").exists() for d in hosts.host_dirs)
+    with pytest.raises(TransferError, match="refusing to delete"):
+        transfer.run(_transfer("rm", "delete", output_dir=config.compute_dir))
+
+
+def test_a_pipeline_from_the_queue_runs_on_the_cluster_across_hosts(cluster, hosts, tmp_path):
+    """upload -> mapreduce -> download -> script -> upload_auxiliary -> mapreduce, one Runner round."""
+    config = cluster["config"]
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for i in range(6):
+        (incoming / f"part-{i}.txt").write_text(f"apple banana apple x{i}\ncherry apple\n")
+    post = tmp_path / "post.py"
+    post.write_text(
+        "import json, pathlib, sys\n"
+        "from collections import Counter\n"
+        "c = Counter()\n"
+        "for f in pathlib.Path(sys.argv[1]).glob('*.jsonl'):\n"
+        "    for line in f.read_text().splitlines():\n"
+        "        k, v = json.loads(line)\n"
+        "        c[k] += v\n"
+        "pathlib.Path(sys.argv[2]).write_text(json.dumps({'weights': {w: 10 for w, _ in c.most_common(1)}}))\n")
+    master = Path(config.local_working_dir)
+    script = get_script_template()
+    script.update(job_name="p4-post", script_location=str(post), job_priority=30, group_name="p",
+                  script_arguments=[str(master / "p-counts"), str(master / "p-top.json")])
+    runner = Runner(config, scheduler=Scheduler(path=str(tmp_path / "queue.sqlite")), echo=lambda m: None)
+    s = runner.scheduler
+    s.submit_job(_transfer("p1-upload", "upload", input_dir=str(incoming), output_dir="p-in", job_priority=60,
+                           group_name="p"))
+    s.submit_job(make_job("p2-count", "testjobs", [f"{config.base_dir}/p-in"], "words", "sum_values",
+                          job_priority=50, group_name="p"))
+    s.submit_job(_transfer("p3-download", "download", input_dir="p2-count/reduce", output_dir="p-counts",
+                           job_priority=40, group_name="p"))
+    s.submit_job(script)
+    s.submit_job(_transfer("p5-aux", "upload_auxiliary", input_file_name="p-top.json", auxiliary_data_name="p-top",
+                           job_priority=20, group_name="p"))
+    s.submit_job(make_job("p6-weighted", "testjobs", [f"{config.base_dir}/p-in"], "weighted_words", "sum_values",
+                          auxiliary_data_name_mapper="p-top", job_priority=10, group_name="p", run_once=True))
+    outcomes = runner.run_round()
+    assert [(o.job_name, o.status.value) for o in outcomes] == [
+        (n, "succeeded") for n in ("p1-upload", "p2-count", "p3-download", "p4-post", "p5-aux", "p6-weighted")], \
+        [o.error for o in outcomes]
+    out = cli(cluster, MAPREDUCE, "output", "p6-weighted")
+    weighted = items_to_dict(json.loads(line) for line in out.stdout.splitlines())
+    assert weighted["apple"] == 18 * 10 and weighted["banana"] == 0 and weighted["x3"] == 0
+    assert s.get_job("p6-weighted") is None  # run_once: done
+
+
+def test_a_mapreduce_job_past_its_timeout_leaves_the_cluster_ready(cluster, hosts, tmp_path):
+    config = cluster["config"]
+    for d in hosts.host_dirs:
+        (d / "slowt").mkdir(exist_ok=True)
+        (d / "slowt" / "a.txt").write_text("a b\nSLOW 120 c\n")
+    runner = Runner(config, scheduler=Scheduler(path=str(tmp_path / "queue.sqlite")), echo=lambda m: None)
+    runner.scheduler.submit_job(make_job("mh_timeout", "testjobs", [f"{config.compute_dir}/slowt"], "slow_lines",
+                                         "sum_values", timeout_minutes=0.1, run_once=True))
+    started = time.monotonic()
+    [outcome] = runner.run_round()
+    assert outcome.status.value == "timed_out" and time.monotonic() - started < 40, outcome
+    run = runner.scheduler.history("mh_timeout")[0]
+    assert run["phase"] == "map" and "timeout of 0.1 minute(s)" in run["exception"]
+    # the servers dropped the run (their SLOW lines were interrupted), so the next job runs at once
+    job = make_job("mh_after_timeout", "testjobs", [f"{config.compute_dir}/input"], "words", "sum_values")
+    result = ManageCluster(config).run(job, timeout_minutes=2)
+    assert result.counters["files"] == 9
 
 
 def test_stop_leaves_nothing_on_any_host(cluster, hosts):
