@@ -247,10 +247,15 @@ def history(job_name: str | None, config_path: str | None, limit: int, as_json: 
 @mapreduce.command()
 @click.argument("job_name")
 @config_option
-def estimate(job_name: str, config_path: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate and the runtimes it comes from as JSON.")
+def estimate(job_name: str, config_path: str | None, as_json: bool) -> None:
     """How long the job's next run should take (the median of its last 50 successful runs)."""
     scheduler = _scheduler(config_path)
     seconds = scheduler.estimate_next_runtime(job_name)
+    if as_json:
+        click.echo(json.dumps({"job_name": job_name, "estimate_seconds": seconds,
+                               "runtimes": scheduler.runtimes(job_name)}))
+        return
     if seconds is None:
         raise click.ClickException(f"job {job_name!r} has no successful run yet, so no estimate")
     click.echo(f"{seconds:.1f} s (median of its last {len(scheduler.runtimes(job_name))} successful runs)")

@@ -199,12 +199,13 @@ class Runner:
                 result = ManageCluster(self.config).run(job, timeout_minutes=timeout)
             return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
         if job_type is JobType.SCRIPT:
-            from cluster.script_job import run_script_job
+            from cluster.script_job import run_mark, run_script_job
 
             def started(pgid: int, log_path: str) -> None:
                 self.scheduler.record_process_group(run_id, pgid)
                 self.scheduler.record_log(run_id, log_path)
-            return run_script_job(self.config, job, run_id, on_started=started)
+            return run_script_job(self.config, job, run_id, mark=run_mark(self.scheduler.path, run_id),
+                                  on_started=started)
         from cluster.file_transfer import FileTransfer
 
         return FileTransfer(self.config, timeout_minutes=timeout, job_name=job["job_name"]).run(job)
@@ -245,8 +246,8 @@ class Runner:
         closed = []
         for run in self.scheduler.unfinished_runs():
             did = [f"the Runner (pid {run['runner_pid']}) ended during this run"]
-            if run["process_group"]:
-                pids = stop_leftover_run(run["process_group"], run_mark(self.config, run["id"]))
+            if run["job_type"] == JobType.SCRIPT.value:
+                pids = stop_leftover_run(run_mark(self.scheduler.path, run["id"]))
                 did.append(f"stopped its leftover process(es) {', '.join(map(str, pids))}" if pids
                            else "none of its processes was left")
             if run["job_type"] == JobType.MAPREDUCE.value and not self.local:

@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 MARK_ENV = "CLUSTER_RUN_MARK"
 
 
-def run_mark(config: ClusterConfig, run_id: int) -> str:
+def run_mark(queue_path: str, run_id: int) -> str:
     """The environment mark of one run's processes (unique per queue and run)."""
-    return f"{os.path.join(config.local_working_dir, 'queue.sqlite')}#{run_id}"
+    return f"{os.path.abspath(queue_path)}#{run_id}"
 
 
 def safe_extract(tarball: str, dest: str, job_name: str) -> None:
@@ -57,8 +57,9 @@ def safe_extract(tarball: str, dest: str, job_name: str) -> None:
         raise JobSpecError([f"code_tarball {tarball} cannot be unpacked: {exc}"], job_name) from None
 
 
-def _group_members(pgid: int, mark: str | None = None) -> list[int]:
-    """Live (not zombie) processes of a group; with `mark`, only those whose environment carries it."""
+def _group_members(pgid: int | None, mark: str | None = None) -> list[int]:
+    """Live (not zombie) processes of a group (None: of any group) whose environment carries `mark`
+    (None: whatever their environment)."""
     found = []
     wanted = f"{MARK_ENV}={mark}".encode() if mark else None
     for entry in os.listdir("/proc"):
@@ -67,7 +68,7 @@ def _group_members(pgid: int, mark: str | None = None) -> list[int]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as fh:
                 fields = fh.read().rsplit(b")", 1)[1].split()
-            if fields[0] == b"Z" or int(fields[2]) != pgid:
+            if fields[0] == b"Z" or (pgid is not None and int(fields[2]) != pgid):
                 continue
             if wanted is not None:
                 with open(f"/proc/{entry}/environ", "rb") as fh:
@@ -102,11 +103,12 @@ def stop_process_group(pgid: int, leader: subprocess.Popen | None = None,
         leader.wait()
 
 
-def stop_leftover_run(pgid: int, mark: str, grace: float = defaults.KILL_GRACE_SECONDS) -> list[int]:
-    """Stop what a dead Runner's run left running (only processes with its mark); return their pids."""
-    pids = _group_members(pgid, mark)
+def stop_leftover_run(mark: str, grace: float = defaults.KILL_GRACE_SECONDS) -> list[int]:
+    """Stop every process of a run that carries its mark (also those that left its process group,
+    and those a Runner killed before it recorded the group); return their pids."""
+    pids = _group_members(None, mark)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = _group_members(pgid, mark)
+        alive = _group_members(None, mark)
         for pid in alive:
             try:
                 os.kill(pid, sig)
@@ -115,7 +117,7 @@ def stop_leftover_run(pgid: int, mark: str, grace: float = defaults.KILL_GRACE_S
         deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:
             time.sleep(0.05)
-            alive = _group_members(pgid, mark)
+            alive = _group_members(None, mark)
         if not alive:
             break
     return pids
@@ -137,9 +139,9 @@ def _prune_run_dirs(job_dir: str, keep: int) -> None:
         shutil.rmtree(os.path.join(job_dir, old), ignore_errors=True)
 
 
-def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *,
+def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, mark: str,
                    on_started: Callable[[int, str], None] | None = None) -> dict[str, Any]:
-    """Run one script job to its end and return its counters.
+    """Run one script job to its end and return its counters (`mark`: see `run_mark`).
 
     `on_started(pgid, log_path)` is called as soon as the command runs (the Runner records
     the process group, so a restarted Runner can stop it). Raises ScriptFailed on a non-zero
@@ -162,7 +164,7 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *,
         cwd = run_dir
         command = [sys.executable, script, *[str(a) for a in job.get("script_arguments") or []]]
     env = dict(os.environ, CLUSTER_JOB_NAME=name, CLUSTER_RUN_ID=str(run_id), CLUSTER_RUN_DIR=run_dir,
-               **{MARK_ENV: run_mark(config, run_id)})
+               **{MARK_ENV: mark})
     if os.path.isfile(config.source):
         env["CLUSTER_CONFIG"] = config.source
     timeout = job.get("timeout_minutes")
@@ -177,13 +179,16 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *,
         code = proc.wait(timeout=None if timeout is None else 60 * timeout)
     except subprocess.TimeoutExpired:
         stop_process_group(proc.pid, proc)
+        stop_leftover_run(env[MARK_ENV])  # processes that left the group (setsid, daemons)
         raise JobTimedOut(name, timeout, what=f" (its process group {proc.pid} was ended; log {log_path})") from None
     except BaseException:
         stop_process_group(proc.pid, proc)
+        stop_leftover_run(env[MARK_ENV])
         raise
-    if _group_alive(proc.pid):  # the command exited but left processes behind: they belong to the run
-        log.warning("job %s: the command exited but left processes in group %d; stopping them", name, proc.pid)
-        stop_process_group(proc.pid)
+    left = _group_members(None, env[MARK_ENV])
+    if left:  # the command exited but left processes behind: they belong to the run
+        log.warning("job %s: the command exited but left process(es) %s running; stopping them", name, left)
+        stop_leftover_run(env[MARK_ENV])
     counters: dict[str, Any] = {"exit_code": code, "seconds": round(time.monotonic() - started, 3),
                                 "log_path": log_path}
     if code != 0:

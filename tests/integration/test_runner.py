@@ -168,13 +168,14 @@ def test_a_failed_job_without_a_group_stays_queued(runner, appender):
 
 
 # --- timeouts -------------------------------------------------------------------------------
-def test_a_sleeping_script_past_its_timeout_is_stopped_with_its_children(runner, tmp_path):
+def test_a_sleeping_script_past_its_timeout_is_stopped_with_all_its_processes(runner, tmp_path):
     pids = tmp_path / "pids"
     script = write_script(tmp_path / "sleepy.py", f"""
         import os, subprocess, time
         child = subprocess.Popen(["sleep", "600"])
+        escaped = subprocess.Popen(["sleep", "601"], start_new_session=True)  # left the process group
         with open({str(pids)!r}, "w") as fh:
-            fh.write(f"{{os.getpid()}} {{child.pid}}")
+            fh.write(f"{{os.getpid()}} {{child.pid}} {{escaped.pid}}")
         time.sleep(600)
     """)
     runner.scheduler.submit_job(script_job("sleepy", script, timeout_minutes=0.05))

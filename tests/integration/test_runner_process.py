@@ -129,3 +129,29 @@ def test_sigterm_finishes_the_current_job_then_exits_and_one_queue_has_one_runne
     assert "SIGTERM: finishing the current job" in out and "job steady succeeded" in out
     assert "the Runner stopped" in out
     assert [r["status"] for r in Scheduler(env["config"]).history("steady")] == ["succeeded"]
+
+
+def test_init_runner_screen_keeps_a_runner_in_screen(env):
+    session = f"test_runner_{os.getpid()}_{time.monotonic_ns()}"
+    script = Path(__file__).resolve().parents[2] / "init" / "runner_screen.sh"
+    run_env = dict(env["env"], CLUSTER_RUNNER_SESSION=session)
+
+    def sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(script), *args], env=run_env, capture_output=True, text=True, timeout=60)
+    try:
+        assert "no Runner works the queue" in sh("status").stdout
+        assert sh("start", "--local").returncode == 0
+        deadline = time.monotonic() + 30
+        while "pid" not in sh("status").stdout:
+            assert time.monotonic() < deadline, "the Runner did not start in screen"
+            time.sleep(0.2)
+        refused = sh("start", "--local")
+        assert refused.returncode == 1 and "already works this queue" in refused.stderr
+        assert "sent SIGTERM" in sh("stop").stdout
+        deadline = time.monotonic() + 30
+        while "pid" in sh("status").stdout:
+            assert time.monotonic() < deadline, "the Runner did not stop on SIGTERM"
+            time.sleep(0.2)
+        assert "the Runner stopped" in (Path(env["config"].local_working_dir) / "runner.log").read_text()
+    finally:
+        subprocess.run(["screen", "-S", session, "-X", "quit"], capture_output=True)

@@ -317,3 +317,16 @@ def test_the_ini_a_location_gets_reads_back_to_the_same_config(tmp_path):
     path.write_text(cfg.to_ini())
     back = ClusterConfig.from_file(str(path), check_dirs=False)
     assert back.to_values() == cfg.to_values()
+
+
+def test_publish_url_is_a_folder_or_an_s3_url(tmp_path):
+    cfg = ClusterConfig.from_dict({"local_working_dir": str(tmp_path / "m")})
+    assert cfg.publish_url == str(tmp_path / "m" / "published") and cfg.s3_endpoint_url is None
+    moved = cfg.with_overrides(local_working_dir=str(tmp_path / "n"))
+    assert moved.publish_url == str(tmp_path / "n" / "published")  # the default follows local_working_dir
+    assert ClusterConfig.from_dict({"publish_url": "file:///srv/pub"}).publish_url == "/srv/pub"
+    s3 = ClusterConfig.from_dict({"publish_url": "s3://team-reports/daily", "s3_endpoint_url": "http://minio:9000"})
+    assert s3.publish_url == "s3://team-reports/daily" and s3.s3_endpoint_url == "http://minio:9000"
+    for bad in ("http://example.com/x", "s3://Bad_Bucket/x", "s3://"):
+        with pytest.raises(ConfigError, match="publish_url"):
+            ClusterConfig.from_dict({"publish_url": bad})
