@@ -66,20 +66,10 @@ class JobLayout:
         Two runs of one job at once would clear each other's intermediate files; the
         second is refused instead.
         """
-        os.makedirs(self.job_dir, exist_ok=True)
-        fh = open(os.path.join(self.job_dir, ".lock"), "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+        fh, holder = take_flock(os.path.join(self.job_dir, ".lock"))
+        if fh is None:
             raise JobFailed(self.job_name, f"another run of this job is in progress ({holder}); "
-                            "wait for it to finish, or stop it") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        fh.flush()
+                            "wait for it to finish, or stop it")
         return fh
 
     def clear_intermediate(self) -> None:
@@ -93,3 +83,22 @@ class JobLayout:
             return []
         return sorted(os.path.join(self.output_dir, f) for f in os.listdir(self.output_dir)
                       if not f.startswith("."))
+
+
+def take_flock(path: str, note: str = "") -> tuple[IO | None, str]:
+    """Take the flock of `path` (the kernel frees it however this process ends) and write who holds
+    it into the file: (open file, "") -- or (None, what the holder wrote) when another process has it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        return None, holder
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {os.uname().nodename}{note}\n")
+    fh.flush()
+    return fh, ""

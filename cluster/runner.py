@@ -18,11 +18,9 @@ again. SIGTERM (or a first Ctrl-C) finishes the current job, then exits.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -35,6 +33,7 @@ from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, JobTimedOut, RunnerBusy
 from cluster.jobs import JobType
+from cluster.layout import take_flock
 from cluster.schedule import is_due, utc_now
 from cluster.scheduler import QueuedJob, RunStatus, Scheduler
 
@@ -106,21 +105,11 @@ class Runner:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the queue's Runner lock (released by the kernel however this process ends)."""
-        os.makedirs(self.config.local_working_dir, exist_ok=True)
-        path = os.path.join(self.config.local_working_dir, "runner.lock")
-        fh = open(path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise RunnerBusy(f"another Runner already works the queue in {self.config.local_working_dir} "
-                             f"({holder}); stop it first, or give this one another local_working_dir") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {utc_now():%Y-%m-%d %H:%M:%S} UTC\n")
-        fh.flush()
+        folder = os.path.dirname(os.path.abspath(self.scheduler.path))
+        fh, holder = take_flock(os.path.join(folder, "runner.lock"), f" since {utc_now():%Y-%m-%d %H:%M:%S} UTC")
+        if fh is None:
+            raise RunnerBusy(f"another Runner already works the queue in {folder} ({holder}); "
+                             "stop it first, or give this one another local_working_dir")
         try:
             yield
         finally:

@@ -152,3 +152,12 @@ def free_port_block(n: int, low: int = 20000, high: int = 60000) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import MAPREDUCE, free_port, make_config, make_job, output_dict, write_lines
+from integration_helpers import MAPREDUCE, free_port, make_config, make_job, output_dict, process_alive, write_lines
 
 from cluster.exceptions import JobSpecError
 from cluster.jobs import get_script_template
@@ -185,17 +185,9 @@ def test_a_sleeping_script_past_its_timeout_is_stopped_with_all_its_processes(ru
     assert outcome.status is RunStatus.TIMED_OUT, outcome.error
     assert took < 20, f"the timed-out script took {took:.1f}s to stop"
     for pid in map(int, pids.read_text().split()):
-        assert not _alive(pid), f"process {pid} of the timed-out run is still running"
+        assert not process_alive(pid), f"process {pid} of the timed-out run is still running"
     run = runner.scheduler.history("sleepy")[0]
     assert run["status"] == "timed_out" and "timeout of 0.05 minute(s)" in run["exception"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_mapreduce_job_past_its_timeout_is_stopped_and_publishes_nothing(runner, cfg, tmp_path):

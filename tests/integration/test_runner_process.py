@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import MAPREDUCE, make_config
+from integration_helpers import MAPREDUCE, make_config, process_alive
 
 from cluster.jobs import get_script_template
 from cluster.scheduler import Scheduler
@@ -62,14 +62,6 @@ def wait_for(path: Path, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_sigkill_mid_job_loses_nothing_and_the_work_is_done_once(env, runners):
     tmp = env["tmp"]
     submit(env, "ingest", f"""
@@ -89,14 +81,14 @@ def test_sigkill_mid_job_loses_nothing_and_the_work_is_done_once(env, runners):
     pids = [int(p) for p in (tmp / "pids").read_text().split()]
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    assert all(alive(p) for p in pids), "the script should outlive a Runner killed outright"
+    assert all(process_alive(p) for p in pids), "the script should outlive a Runner killed outright"
     second = start_runner(env, "--once")
     runners.append(second)
     assert second.wait(120) == 0, (tmp / "runner.out").read_text()
     deadline = time.monotonic() + 10
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(alive(p) for p in pids), "the restarted Runner left the dead run's processes running"
+    assert not any(process_alive(p) for p in pids), "the restarted Runner left the dead run's processes running"
     assert (tmp / "done.txt").read_text() == "done\n"  # done once, not twice
     runs = Scheduler(env["config"]).history("ingest")
     assert [r["status"] for r in runs] == ["succeeded", "interrupted"]
