@@ -23,6 +23,7 @@ import logging
 import os
 import shlex
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -112,22 +113,24 @@ class FileTransfer:
     def _list(remote: Remote, folder: str) -> dict[str, int] | None:
         """relative path -> size of every visible file under a location's folder (None: no such folder)."""
         out = remote.run(f"test -d {_q(folder)} || exit 3; cd {_q(folder)} && "
-                         r"find . -type f ! -path '*/.*' -printf '%P\t%s\n'", check=False)
+                         r"find . -type f ! -path '*/.*' -printf '%P\0%s\0'", check=False)
         if out.exit_code == 3:
             return None
         if out.exit_code != 0:
             raise TransferError(f"cannot list {remote.host}:{folder}: {out.stderr.strip()}")
-        return {rel: int(size) for rel, size in (line.rsplit("\t", 1) for line in out.stdout.splitlines() if line)}
+        fields = out.stdout.split("\0")[:-1]
+        return {fields[i]: int(fields[i + 1]) for i in range(0, len(fields), 2)}
 
     @staticmethod
     def _remote_sums(remote: Remote, folder: str, rels: list[str]) -> dict[str, str]:
         sums = {}
         for i in range(0, len(rels), _BATCH):
             batch = rels[i:i + _BATCH]
-            out = remote.run(f"cd {_q(folder)} && sha256sum -- " + " ".join(_q(r) for r in batch), timeout=600)
-            for line in out.stdout.splitlines():
-                digest, _, name = line.partition("  ")
-                sums[name] = digest
+            out = remote.run(f"cd {_q(folder)} && sha256sum -z -- " + " ".join(_q(r) for r in batch), timeout=600)
+            for line in out.stdout.split("\0"):
+                if line:
+                    digest, _, name = line.partition("  ")
+                    sums[name] = digest
         return sums
 
     # --- upload --------------------------------------------------------------------------------
@@ -184,8 +187,10 @@ class FileTransfer:
             self._verify(remote.host, {rel: got.get(temps[rel]) for rel in rels}, sums)
             self._rename_into_place(remote, dest, temps)
         except BaseException:
-            remote.run(f"cd {_q(dest)} 2>/dev/null && rm -f -- " + " ".join(_q(t) for t in temps.values()),
-                       check=False)
+            names = sorted(temps.values())
+            for i in range(0, len(names), _BATCH):
+                remote.run(f"cd {_q(dest)} 2>/dev/null && rm -f -- " + " ".join(_q(t) for t in names[i:i + _BATCH]),
+                           check=False)
             raise
 
     def _send_bulk(self, remote: Remote, dest: str, sources: dict[str, str], compress: bool) -> None:
@@ -268,14 +273,19 @@ class FileTransfer:
         os.makedirs(stage, exist_ok=True)
         remote_tar = os.path.join(source, f".download-{self.token}.tar" + (".gz" if compress else ""))
         local_tar = os.path.join(stage, ".bundle.tar")
-        listing = "\n".join(rels) + "\n"
+        remote_list = os.path.join(source, f".download-{self.token}.list")
+        local_list = os.path.join(stage, ".bundle.list")
+        with open(local_list, "wb") as fh:  # the names go in a file: a command line has a length limit
+            fh.write(b"".join(rel.encode() + b"\0" for rel in rels))
         try:
-            remote.run(f"cd {_q(source)} && printf %s {_q(listing)} | tar -c{'z' if compress else ''}f "
-                       f"{_q(remote_tar)} --verbatim-files-from -T -", timeout=3600)
+            remote.put(local_list, remote_list)
+            remote.run(f"cd {_q(source)} && tar -c{'z' if compress else ''}f {_q(remote_tar)} --null "
+                       f"--verbatim-files-from -T {_q(remote_list)}", timeout=3600)
             self._check_time()
             remote.get(remote_tar, local_tar, timeout=3600)
         finally:
-            remote.run(f"rm -f {_q(remote_tar)}", check=False)
+            remote.run(f"rm -f {_q(remote_tar)} {_q(remote_list)}", check=False)
+            os.unlink(local_list)
         with tarfile.open(local_tar, "r:*") as tar:
             tar.extractall(stage, filter="data")
         os.unlink(local_tar)
@@ -304,7 +314,10 @@ class FileTransfer:
         target = self.location_path(output_dir)
         cfg = self.config
         protected = {cfg.compute_dir, cfg.base_dir, cfg.working_dir, cfg.logs_dir, cfg.auxiliary_dir, cfg.code_dir,
-                     cfg.base_projects_dir, os.path.expanduser("~")}
+                     cfg.base_projects_dir, cfg.local_working_dir, cfg.projects_dir, os.path.expanduser("~"),
+                     sys.prefix, os.path.dirname(os.path.dirname(cfg.python_executable))}
+        if not cfg.publish_url.startswith("s3://"):
+            protected.add(cfg.publish_url)
         if target == "/" or any(p == target or p.startswith(target.rstrip("/") + "/") for p in protected):
             raise TransferError(f"job {self.job_name!r}: refusing to delete {target}: it is or holds one of the "
                                 "cluster's own folders (or a home folder); name the folder inside it to remove")
@@ -323,7 +336,8 @@ class FileTransfer:
     @staticmethod
     def _mkdirs(remote: Remote, dest: str, rels: list[str]) -> None:
         dirs = sorted({os.path.join(dest, os.path.dirname(r)) for r in rels})
-        remote.run("mkdir -p -- " + " ".join(_q(d) for d in dirs))
+        for i in range(0, len(dirs), _BATCH):
+            remote.run("mkdir -p -- " + " ".join(_q(d) for d in dirs[i:i + _BATCH]))
 
     def _verify(self, host: str, got: dict[str, str | None], want: dict[str, str]) -> None:
         bad = sorted(rel for rel in want if got.get(rel) != want[rel])
@@ -336,7 +350,7 @@ class FileTransfer:
         rels = sorted(temps)
         self._mkdirs(remote, dest, rels)
         for i in range(0, len(rels), _BATCH):
-            moves = " && ".join(f"mv -f -- {_q(temps[r])} {_q(r)}" for r in rels[i:i + _BATCH])
+            moves = " && ".join(f"mv -fT -- {_q(temps[r])} {_q(r)}" for r in rels[i:i + _BATCH])
             remote.run(f"cd {_q(dest)} && {moves}")
 
     def _counters(self, per_location: dict[str, dict[str, int]], skipped: int = 0,

@@ -157,7 +157,8 @@ class LocalExecutor:
                    PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
         try:
             proc = subprocess.Popen([sys.executable, "-m", "cluster.process", str(cmd_r), str(rep_w)],
-                                    pass_fds=(cmd_r, rep_w), env=env, stdin=subprocess.DEVNULL)
+                                    pass_fds=(cmd_r, rep_w), env=env, stdin=subprocess.DEVNULL,
+                                    process_group=0)  # a terminal's Ctrl-C goes to the master alone
         finally:
             os.close(cmd_r)
             os.close(rep_w)

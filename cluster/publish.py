@@ -3,7 +3,8 @@
 `publish_url` is a local folder or `s3://bucket/prefix` (any S3-compatible store: the
 endpoint comes from `s3_endpoint_url`, credentials from boto3's usual chain: environment,
 ~/.aws/credentials, instance role). Readers never see a half-published folder locally:
-`data` is a symbolic link switched in one rename to a complete copy. On S3 the new files
+`data` is a symbolic link switched in one rename to a complete copy (the previous copy is
+kept until the next publication, so a reader that opened it can finish). On S3 the new files
 are uploaded first, then the files the new run no longer has are deleted, then
 `_PUBLISHED.json` (the manifest: run, time, files and their sizes) is written last.
 """
@@ -58,7 +59,8 @@ def _publish_local(root: str, job_name: str, source_dir: str, run_label: str,
                    files: list[tuple[str, int]]) -> str:
     job_dir = os.path.join(root, job_name)
     versions = os.path.join(job_dir, ".versions")
-    target = os.path.join(versions, run_label)
+    label = f"{utc_now():%Y%m%dT%H%M%S}-run{run_label}-{os.getpid()}"  # never the one `data` points to
+    target = os.path.join(versions, label)
     link = os.path.join(job_dir, "data")
     try:
         os.makedirs(versions, exist_ok=True)
@@ -71,13 +73,16 @@ def _publish_local(root: str, job_name: str, source_dir: str, run_label: str,
         tmp_link = f"{link}.new"
         if os.path.lexists(tmp_link):
             os.unlink(tmp_link)
-        os.symlink(os.path.join(".versions", run_label), tmp_link)
+        os.symlink(os.path.join(".versions", label), tmp_link)
         os.replace(tmp_link, link)
     except OSError as exc:
         raise PublishError(f"job {job_name!r}: cannot publish to {job_dir}: {exc}") from None
-    for old in os.listdir(versions):
-        if old != run_label:
-            shutil.rmtree(os.path.join(versions, old), ignore_errors=True)
+    # keep the previous version (a reader that opened `data` just before the switch can finish)
+    # and anything moved aside by hand; remove the older published ones
+    published = sorted((v for v in os.listdir(versions) if not v.startswith("manual-") and v != label),
+                       key=lambda v: os.path.getmtime(os.path.join(versions, v)))
+    for old in published[:-1]:
+        shutil.rmtree(os.path.join(versions, old), ignore_errors=True)
     return link + "/"
 
 

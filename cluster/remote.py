@@ -84,7 +84,7 @@ class LocalRemote(_Closing):
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> CommandResult:
         try:
             proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, process_group=0)
         except subprocess.TimeoutExpired:
             raise RemoteCommandError(f"on {self.host}: `{command}` did not finish within {timeout:.0f}s") from None
         result = CommandResult(self.host, command, proc.returncode, proc.stdout, proc.stderr)

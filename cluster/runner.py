@@ -21,7 +21,8 @@ import datetime as dt
 import logging
 import os
 import signal
-import threading
+import sqlite3
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -65,41 +66,58 @@ class Runner:
         self.servers = servers
         self.clock = clock
         self.echo = echo or log.info
-        self.stopping = threading.Event()
+        self.stopping = False  # a plain flag: signal handlers set it, the loop reads it
         self._interrupts = 0
 
     # --- the loop ---------------------------------------------------------------------------
     def serve(self, once: bool = False) -> None:
-        """Run rounds until stopped (SIGTERM, Ctrl-C, `request_stop`); with `once`, one round."""
+        """Run rounds until stopped (SIGTERM, SIGHUP, Ctrl-C, `request_stop`); with `once`, one round."""
         with self.exclusive():
             self.recover()
-            while not self.stopping.is_set():
-                outcomes = self.run_round()
+            while not self.stopping:
+                try:
+                    outcomes = self.run_round()
+                except sqlite3.Error as exc:  # a locked or full queue database: say so, wait, try again
+                    log.error("the queue in %s cannot be used (%s); trying again in %ss", self.scheduler.path,
+                              exc, defaults.RUNNER_IDLE_SECONDS * 5)
+                    outcomes = []
+                    self._idle(defaults.RUNNER_IDLE_SECONDS * 5)
                 if once:
                     break
                 if not any(o.status is RunStatus.SUCCEEDED for o in outcomes):
-                    self.stopping.wait(defaults.RUNNER_IDLE_SECONDS)
+                    self._idle(defaults.RUNNER_IDLE_SECONDS)
         self.echo("the Runner stopped")
 
-    def request_stop(self, why: str = "asked to stop") -> None:
-        """Finish the current job, then leave the loop."""
-        if not self.stopping.is_set():
-            self.echo(f"{why}: finishing the current job, then stopping")
-        self.stopping.set()
+    def _idle(self, seconds: float) -> None:
+        """Wait before looking at the queue again; a stop request ends the wait within 0.1 s."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def request_stop(self) -> None:
+        """Finish the current job, then leave the loop (a flag: safe to call from a signal handler)."""
+        self.stopping = True
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM: finish the current job and exit. Ctrl-C: the same; a second Ctrl-C stops at once
-        (the current run is recorded as interrupted and its job stays queued)."""
-        def on_term(signum: int, frame: Any) -> None:
-            self.request_stop("SIGTERM")
+        """SIGTERM and SIGHUP (the terminal or screen window closed): finish the current job and exit.
+        Ctrl-C: the same; a second Ctrl-C stops at once (the run is recorded as interrupted and its
+        job stays queued)."""
+        def say(text: str) -> None:  # os.write: no buffered stream's lock, which the main thread may hold
+            os.write(sys.stdout.fileno(), f"{utc_now():%Y-%m-%d %H:%M:%S} {text}\n".encode())
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self.request_stop()
+            say(f"{signal.Signals(signum).name}: finishing the current job, then stopping")
 
         def on_int(signum: int, frame: Any) -> None:
             self._interrupts += 1
             if self._interrupts > 1:
                 raise KeyboardInterrupt
-            self.request_stop("Ctrl-C (press it again to stop at once)")
+            self.request_stop()
+            say("Ctrl-C: finishing the current job, then stopping (press it again to stop at once)")
 
-        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGHUP, on_stop)
         signal.signal(signal.SIGINT, on_int)
 
     @contextmanager
@@ -120,7 +138,7 @@ class Runner:
         """Run every due job once (forced ones again if submitted again); return what happened."""
         ran: dict[str, int] = {}
         outcomes: list[Outcome] = []
-        while not self.stopping.is_set():
+        while not self.stopping:
             entry = self.next_job(ran)
             if entry is None:
                 break
@@ -210,12 +228,12 @@ class Runner:
     def _after_run(self, entry: QueuedJob, status: RunStatus) -> tuple[str | None, list[str]]:
         """What the queue does after a run; returns the history note and the jobs removed."""
         job, name = entry.job, entry.name
+        if job.get("force_run"):  # a force is for one run, whatever its end
+            self.scheduler.clear_force_run(name, entry.seq)
         if status is RunStatus.SUCCEEDED:
             if job.get("run_once"):
                 gone = self.scheduler.delete_if_unchanged(name, entry.seq)
                 return ("run_once: left the queue" if gone else None), []
-            if job.get("force_run"):
-                self.scheduler.clear_force_run(name, entry.seq)
             return None, []
         group = job.get("group_name")
         if not group:

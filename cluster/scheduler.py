@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     log_path TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, id);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -133,7 +134,11 @@ class Scheduler:
             raise JobSpecError([f"the job is not JSON-serializable: {exc}"], job.get("job_name")) from None
         with self._write() as db:
             replaced = db.execute("DELETE FROM jobs WHERE name = ?", (job["job_name"],)).rowcount > 0
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            # a submission number never comes back (not even for the job that held the highest):
+            # "unless it was submitted again meanwhile" checks depend on it
+            seq = db.execute("INSERT INTO counters (name, value) VALUES ('submissions', "
+                             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)) ON CONFLICT (name) DO UPDATE "
+                             "SET value = value + 1 RETURNING value").fetchone()[0]
             row = (job["job_name"], text, float(job.get("job_priority") or 0), job.get("group_name"),
                    _iso(utc_now()), seq)
             db.execute("INSERT INTO jobs (name, job, priority, group_name, submitted_at, seq) "

@@ -2,7 +2,9 @@
 
 Each run gets a fresh folder `<local_working_dir>/runs/<job_name>/<run>/` holding `run.log`
 (the command's stdout and stderr) and, for the tarball form, `code/` (the unpacked
-tarball, the command's working folder). The command runs in its own process group, so a
+tarball, the command's working folder). A plain script runs in `local_working_dir`, where
+relative paths of file transfers point on the master; relative `script_location` and
+`code_tarball` are found there too. The command runs in its own process group, so a
 timeout or a restarted Runner stops it and everything it started; every process carries
 `CLUSTER_RUN_MARK` in its environment, so only this run's processes are ever signalled.
 """
@@ -153,15 +155,18 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, m
     os.makedirs(run_dir)
     _prune_run_dirs(job_dir, defaults.RUN_DIRS_KEPT)
     log_path = os.path.join(run_dir, "run.log")
+    def master_path(path: str) -> str:
+        return os.path.join(config.local_working_dir, os.path.expanduser(path))
+
     if job.get("code_tarball"):
         cwd = os.path.join(run_dir, "code")
-        safe_extract(job["code_tarball"], cwd, name)
+        safe_extract(master_path(job["code_tarball"]), cwd, name)
         command = ["bash", "-c", job["execution_commandline"]]
     else:
-        script = job["script_location"]
+        script = master_path(job["script_location"])
         if not os.path.isfile(script):
             raise ScriptFailed(name, f"script_location {script} does not exist on the master")
-        cwd = run_dir
+        cwd = config.local_working_dir  # where file transfers' relative master paths point too
         command = [sys.executable, script, *[str(a) for a in job.get("script_arguments") or []]]
     env = dict(os.environ, CLUSTER_JOB_NAME=name, CLUSTER_RUN_ID=str(run_id), CLUSTER_RUN_DIR=run_dir,
                **{MARK_ENV: mark})

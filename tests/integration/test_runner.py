@@ -159,12 +159,13 @@ def test_a_failed_job_takes_its_group_off_the_queue_and_the_history_says_which(r
     assert "group 'nightly' left the queue: extract, report" in failed["note"]
 
 
-def test_a_failed_job_without_a_group_stays_queued(runner, appender):
+def test_a_failed_job_without_a_group_stays_queued_and_its_force_is_spent(runner, appender):
     script, log = appender
-    runner.scheduler.submit_job(script_job("flaky", script, str(log), "flaky", "2"))
+    runner.scheduler.submit_job(script_job("flaky", script, str(log), "flaky", "2", force_run=True))
     runner.run_round()
     assert [j["job_name"] for j in runner.scheduler.list_jobs()] == ["flaky"]
     assert "stays queued" in runner.scheduler.history("flaky")[0]["note"]
+    assert runner.scheduler.get_job("flaky")["force_run"] is False
 
 
 # --- timeouts -------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_a_scheduled_analysis_publishes_its_output_dir_to_a_local_folder(runner,
     runner.scheduler.submit_job(analysis_job("daily-report", tar, "bash run.sh 7"))
     runner.run_round()
     assert (data / "summary.txt").read_text() == "rows=7\n"
-    assert len(os.listdir(Path(cfg.publish_url) / "daily-report" / ".versions")) == 1
+    assert len(os.listdir(Path(cfg.publish_url) / "daily-report" / ".versions")) == 2  # this one, the previous
 
 
 def test_an_analysis_that_does_not_make_its_output_dir_fails(runner, tmp_path):

@@ -113,3 +113,16 @@ def test_four_processes_submitting_fifty_jobs_each_at_once_lose_none(tmp_path):
     assert len(names) == 200 and len(set(names)) == 200 and seen_while_writing <= 200
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_resubmitted_job_gets_a_new_submission_number_even_when_it_held_the_last(scheduler):
+    scheduler.submit_job(script("x", run_once=True))
+    [first] = scheduler.queued()
+    scheduler.submit_job(script("x", run_once=True, script_arguments=["new"]))
+    [second] = scheduler.queued()
+    assert second.seq > first.seq
+    # the Runner's "unless it was submitted again meanwhile" checks keep the new submission
+    assert scheduler.delete_if_unchanged("x", first.seq) is False
+    assert scheduler.clear_force_run("x", first.seq) is False
+    assert scheduler.get_job("x")["script_arguments"] == ["new"]
+    assert scheduler.delete_if_unchanged("x", second.seq) is True and scheduler.get_job("x") is None
