@@ -209,6 +209,10 @@ class ClusterConfig:
         """The RPyC port of a server: base_port + its number."""
         return self.base_port + int(server_id.split("_")[1])
 
+    def master_path(self, path: str) -> str:
+        """A path on the master: absolute as given, relative ones under `local_working_dir`."""
+        return os.path.abspath(os.path.join(self.local_working_dir, os.path.expanduser(path)))
+
     def as_dict(self) -> dict[str, object]:
         """The resolved configuration, for display."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

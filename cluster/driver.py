@@ -19,12 +19,13 @@ import redis
 import ujson
 
 from cluster import control, defaults, deploy, functions
-from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed, JobTimedOut
+from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.local import JobResult, failure_from_report, merge_counters
 from cluster.mapper import new_run_id
 from cluster.process import Phase
+from cluster.schedule import Deadline
 from cluster.security import secrets_for
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class ClusterJobDriver:
                  timeout_minutes: float | None = None):
         self.manager = manager
         self.timeout_minutes = timeout_minutes
-        self.deadline: float | None = None
+        self.deadline = Deadline(None)
         self.config = manager.config
         self.keys = manager.keys
         self.on_progress = on_progress
@@ -54,8 +55,7 @@ class ClusterJobDriver:
                             "(those run through the Runner)")
         functions.load_job_functions(self.config.projects_dir, job)  # fail fast, here, before any server
         master = JobLayout(os.path.join(self.config.local_working_dir, "jobs"), self.config.auxiliary_dir, name)
-        if self.timeout_minutes is not None:
-            self.deadline = time.monotonic() + 60 * self.timeout_minutes
+        self.deadline = Deadline(self.timeout_minutes)
         with master.lock():
             try:
                 self._connect()
@@ -157,9 +157,7 @@ class ClusterJobDriver:
         pending = set(self.config.server_ids())
         carried: dict[str, list[bytes]] = {h: [] for h in self.clients}
         while pending:
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                raise JobTimedOut(name, self.timeout_minutes, phase=phase,
-                                  what=" (every server was told to drop the run; the cluster is ready)")
+            self.deadline.check(name, phase, " (every server was told to drop the run; the cluster is ready)")
             for host, client in self.clients.items():
                 try:
                     client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
@@ -195,10 +193,8 @@ class ClusterJobDriver:
             if pending:  # wait for the next report of one location that owes some, at most poll_every
                 host = next(h for h in self.config.locations if pending & set(self.by_location[h]))
                 try:
-                    wait = self.config.poll_every
-                    if self.deadline is not None:
-                        wait = max(0.01, min(wait, self.deadline - time.monotonic()))
-                    got = self.clients[host].blpop([self.keys.reports(run_id)], timeout=wait)
+                    got = self.clients[host].blpop([self.keys.reports(run_id)],
+                                                   timeout=self.deadline.remaining(self.config.poll_every))
                 except redis.RedisError:
                     got = None  # the next round names the lost Redis
                 if got is not None:

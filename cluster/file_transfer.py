@@ -26,7 +26,6 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +33,11 @@ from typing import Any
 import ujson
 
 from cluster.config import ClusterConfig
-from cluster.exceptions import JobTimedOut, TransferError
+from cluster.exceptions import TransferError
 from cluster.jobs import validate_job
 from cluster.manage_cluster import for_each_host
 from cluster.remote import Remote, remote_for
+from cluster.schedule import Deadline
 
 log = logging.getLogger(__name__)
 _BATCH = 200  # files per checksum or rename command
@@ -70,8 +70,7 @@ class FileTransfer:
     def __init__(self, config: ClusterConfig, *, timeout_minutes: float | None = None, job_name: str = "transfer"):
         self.config = config
         self.job_name = job_name
-        self.timeout_minutes = timeout_minutes
-        self.deadline = None if timeout_minutes is None else time.monotonic() + 60 * timeout_minutes
+        self.deadline = Deadline(timeout_minutes)
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     # --- the job ------------------------------------------------------------------------------
@@ -93,15 +92,13 @@ class FileTransfer:
 
     # --- paths and checks ----------------------------------------------------------------------
     def master_path(self, path: str) -> str:
-        return os.path.abspath(os.path.join(self.config.local_working_dir, os.path.expanduser(path)))
+        return self.config.master_path(path)
 
     def location_path(self, path: str) -> str:
         return os.path.normpath(os.path.join(self.config.base_dir, path))
 
     def _check_time(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise JobTimedOut(self.job_name, self.timeout_minutes,
-                              what=" (files copied so far are complete; no half file was left)")
+        self.deadline.check(self.job_name, what=" (files copied so far are complete; no half file was left)")
 
     def _each_location(self, fn: Callable[[Remote], Any]) -> dict[str, Any]:
         def one(host: str) -> Any:

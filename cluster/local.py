@@ -21,12 +21,13 @@ from typing import Any
 import cluster
 from cluster import defaults, functions
 from cluster.config import ClusterConfig
-from cluster.exceptions import JobFailed, JobTimedOut
+from cluster.exceptions import JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.mapper import HoldState, assign_files, is_locked, list_input_files, load_auxiliary_data, new_run_id
 from cluster.process import Channel, Phase, Report
 from cluster.reducer import commit_output, discard_run
+from cluster.schedule import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ class LocalExecutor:
     def run(self, job: dict, timeout_minutes: float | None = None) -> JobResult:
         """Run one mapreduce job to the end; raise JobFailed (or a ClusterError) if it fails, and
         JobTimedOut (its workers stopped, nothing published) past `timeout_minutes`."""
-        self._deadline = None if timeout_minutes is None else time.monotonic() + 60 * timeout_minutes
-        self._timeout_minutes = timeout_minutes
+        self._deadline = Deadline(timeout_minutes)
         validate_job(job)
         if job["job_type"] != JobType.MAPREDUCE.value:
             raise JobFailed(job.get("job_name", "?"), f"the local executor runs mapreduce jobs, not "
@@ -210,8 +210,7 @@ class LocalExecutor:
         pending = set(procs)
         last_seen = {s: time.monotonic() for s in procs}
         while pending:
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                raise JobTimedOut(name, self._timeout_minutes, phase=phase.value)
+            self._deadline.check(name, phase.value)
             try:
                 kind, server, rphase, payload = reports.get(timeout=min(1.0, self.config.poll_every))
             except queue.Empty:

@@ -153,7 +153,7 @@ class Runner:
             forced = bool(entry.job.get("force_run"))
             if entry.name in ran and not (forced and entry.seq != ran[entry.name]):
                 continue
-            if forced or is_due(entry.job, self.scheduler.last_start(entry.name) or entry.submitted_at, now):
+            if forced or is_due(entry.job, entry.last_start or entry.submitted_at, now):
                 return entry
         return None
 
@@ -188,7 +188,7 @@ class Runner:
             self.echo(f"run {run_id}: job {name} succeeded in {seconds:.1f}s" + (f" ({note})" if note else ""))
         else:
             self.echo(f"run {run_id}: job {name} {status.value.replace('_', ' ')} after {seconds:.1f}s "
-                      f"(phase {phase}): {(error or '').splitlines()[0] if error else ''}" +
+                      f"(phase {phase}): {error.splitlines()[0] if error else ''}" +
                       (f"\n  {note}" if note else ""))
         return Outcome(name, run_id, status, seconds, error, removed)
 
@@ -208,14 +208,11 @@ class Runner:
         if job_type is JobType.SCRIPT:
             from cluster.script_job import run_mark, run_script_job
 
-            def started(pgid: int, log_path: str) -> None:
-                self.scheduler.record_process_group(run_id, pgid)
-                self.scheduler.record_log(run_id, log_path)
             return run_script_job(self.config, job, run_id, mark=run_mark(self.scheduler.path, run_id),
-                                  on_started=started)
+                                  on_started=lambda pgid, log: self.scheduler.record_process_group(run_id, pgid, log))
         from cluster.file_transfer import FileTransfer
 
-        return FileTransfer(self.config, timeout_minutes=timeout, job_name=job["job_name"]).run(job)
+        return FileTransfer(self.config, timeout_minutes=timeout).run(job)
 
     @staticmethod
     def _default_phase(job: dict[str, Any]) -> str | None:

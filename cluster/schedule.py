@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import time
 from typing import Any
 
+from cluster.exceptions import JobTimedOut
 from cluster.jobs import weekday_number
 
 UTC = dt.UTC
@@ -60,3 +62,20 @@ def is_due(job: dict[str, Any], reference: dt.datetime, now: dt.datetime) -> boo
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
+
+
+class Deadline:
+    """A job's time limit, `timeout_minutes` from now (None: no limit), on the monotonic clock."""
+
+    def __init__(self, minutes: float | None):
+        self.minutes = minutes
+        self.at = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def remaining(self, at_most: float) -> float:
+        """Seconds to wait at most: `at_most`, or less when the limit comes first (never below 10 ms)."""
+        return at_most if self.at is None else max(0.01, min(at_most, self.at - time.monotonic()))
+
+    def check(self, job_name: str, phase: str | None = None, what: str = "") -> None:
+        """Raise JobTimedOut once the limit has passed."""
+        if self.at is not None and time.monotonic() > self.at:
+            raise JobTimedOut(job_name, self.minutes, phase=phase, what=what)

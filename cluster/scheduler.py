@@ -28,6 +28,8 @@ from cluster.jobs import (  # noqa: F401 - the templates are part of the Schedul
 from cluster.schedule import utc_now
 
 RUNTIMES_KEPT = 50
+# a job's schedule reference: the start of its latest run that did not end interrupted
+_LAST_START = "SELECT started_at FROM runs WHERE job_name = {name} AND status != ? ORDER BY id DESC LIMIT 1"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     name TEXT PRIMARY KEY,
@@ -64,6 +66,7 @@ class QueuedJob:
     job: dict[str, Any]
     seq: int
     submitted_at: dt.datetime
+    last_start: dt.datetime | None = None  # of its latest run that did not end interrupted
 
     @property
     def name(self) -> str:
@@ -167,8 +170,10 @@ class Scheduler:
     def queued(self) -> list[QueuedJob]:
         """The queue as the Runner reads it: jobs in priority order with their submission number."""
         with self._connection() as db:
-            rows = db.execute("SELECT job, seq, submitted_at FROM jobs ORDER BY priority DESC, seq").fetchall()
-        return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2])) for r in rows]
+            rows = db.execute(f"SELECT job, seq, submitted_at, ({_LAST_START.format(name='jobs.name')}) FROM jobs "
+                              "ORDER BY priority DESC, seq", (RunStatus.INTERRUPTED.value,)).fetchall()
+        return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2]), parse_time(r[3]) if r[3] else None)
+                for r in rows]
 
     def clear_force_run(self, name: str, seq: int) -> bool:
         """A forced run happened: clear force_run, unless the job was submitted again meanwhile."""
@@ -206,15 +211,11 @@ class Scheduler:
                 (job["job_name"], job["job_type"], _iso(started or utc_now()), RunStatus.RUNNING.value,
                  runner_pid)).lastrowid
 
-    def record_process_group(self, run_id: int, pgid: int) -> None:
-        """The process group of a script run (stopped if the Runner dies and restarts)."""
+    def record_process_group(self, run_id: int, pgid: int, log_path: str | None = None) -> None:
+        """The process group of a script run and where its output goes (one transaction)."""
         with self._write() as db:
-            db.execute("UPDATE runs SET process_group = ? WHERE id = ?", (pgid, run_id))
-
-    def record_log(self, run_id: int, log_path: str) -> None:
-        """Where a script run's stdout and stderr go."""
-        with self._write() as db:
-            db.execute("UPDATE runs SET log_path = ? WHERE id = ?", (log_path, run_id))
+            db.execute("UPDATE runs SET process_group = ?, log_path = COALESCE(?, log_path) WHERE id = ?",
+                       (pgid, log_path, run_id))
 
     def record_end(self, run_id: int, status: RunStatus, *, phase: str | None = None,
                    exception: str | None = None, counters: dict | None = None, note: str | None = None,
@@ -225,14 +226,6 @@ class Scheduler:
                                         json.dumps(counters, default=str) if counters is not None else None,
                                         note, run_id))
 
-    def get_run(self, run_id: int) -> dict[str, Any] | None:
-        with self._connection() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            return None
-        run = dict(row)
-        run["counters"] = json.loads(run["counters"]) if run["counters"] else None
-        return run
 
     def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs still marked running (a Runner that died mid-run left them)."""
@@ -255,8 +248,7 @@ class Scheduler:
     def last_start(self, name: str) -> dt.datetime | None:
         """When the job's latest run that did not end interrupted started (its schedule's reference)."""
         with self._connection() as db:
-            row = db.execute("SELECT started_at FROM runs WHERE job_name = ? AND status != ? ORDER BY id DESC "
-                             "LIMIT 1", (name, RunStatus.INTERRUPTED.value)).fetchone()
+            row = db.execute(_LAST_START.format(name="?"), (name, RunStatus.INTERRUPTED.value)).fetchone()
         return parse_time(row[0]) if row else None
 
     def runtimes(self, name: str) -> list[float]:

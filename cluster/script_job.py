@@ -82,25 +82,34 @@ def _group_members(pgid: int | None, mark: str | None = None) -> list[int]:
     return found
 
 
-def _group_alive(pgid: int) -> bool:
-    return bool(_group_members(pgid))
+def _term_then_kill(send: Callable[[signal.Signals], None], left: Callable[[], bool], grace: float) -> None:
+    """send(SIGTERM); if something is `left` after `grace` seconds, send(SIGKILL) and wait as long again."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        send(sig)
+        deadline = time.monotonic() + grace
+        while left():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
 
 
 def stop_process_group(pgid: int, leader: subprocess.Popen | None = None,
                        grace: float = defaults.KILL_GRACE_SECONDS) -> None:
     """SIGTERM a process group we started, then SIGKILL what is left after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    def send(sig: signal.Signals) -> None:
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if leader is not None:
-                leader.poll()
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.05)
+            pass
+
+    def left() -> bool:
+        if leader is not None:
+            leader.poll()  # reap the leader, or its zombie counts as left
+        return bool(_group_members(pgid))
+
+    _term_then_kill(send, left, grace)
     if leader is not None:
         leader.wait()
 
@@ -108,20 +117,16 @@ def stop_process_group(pgid: int, leader: subprocess.Popen | None = None,
 def stop_leftover_run(mark: str, grace: float = defaults.KILL_GRACE_SECONDS) -> list[int]:
     """Stop every process of a run that carries its mark (also those that left its process group,
     and those a Runner killed before it recorded the group); return their pids."""
-    pids = _group_members(None, mark)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = _group_members(None, mark)
-        for pid in alive:
+    def send(sig: signal.Signals) -> None:
+        for pid in _group_members(None, mark):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + grace
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-            alive = _group_members(None, mark)
-        if not alive:
-            break
+
+    pids = _group_members(None, mark)
+    if pids:
+        _term_then_kill(send, lambda: bool(_group_members(None, mark)), grace)
     return pids
 
 
@@ -155,15 +160,12 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, m
     os.makedirs(run_dir)
     _prune_run_dirs(job_dir, defaults.RUN_DIRS_KEPT)
     log_path = os.path.join(run_dir, "run.log")
-    def master_path(path: str) -> str:
-        return os.path.join(config.local_working_dir, os.path.expanduser(path))
-
     if job.get("code_tarball"):
         cwd = os.path.join(run_dir, "code")
-        safe_extract(master_path(job["code_tarball"]), cwd, name)
+        safe_extract(config.master_path(job["code_tarball"]), cwd, name)
         command = ["bash", "-c", job["execution_commandline"]]
     else:
-        script = master_path(job["script_location"])
+        script = config.master_path(job["script_location"])
         if not os.path.isfile(script):
             raise ScriptFailed(name, f"script_location {script} does not exist on the master")
         cwd = config.local_working_dir  # where file transfers' relative master paths point too

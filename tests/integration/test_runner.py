@@ -238,10 +238,13 @@ echo "log line from the analysis"
 
 def test_a_scheduled_analysis_publishes_its_output_dir_to_a_local_folder(runner, cfg, tmp_path):
     tar = tarball(tmp_path / "analysis.tar.gz", {"run.sh": ANALYSIS})
+    data = Path(cfg.publish_url) / "daily-report" / "data"
+    data.mkdir(parents=True)
+    (data / "by-hand.txt").write_text("published by hand before the Runner")
     runner.scheduler.submit_job(analysis_job("daily-report", tar, "bash run.sh 42"))
     [outcome] = runner.run_round()
     assert outcome.status is RunStatus.SUCCEEDED, outcome.error
-    data = Path(cfg.publish_url) / "daily-report" / "data"
+    assert not (data / "by-hand.txt").exists()
     assert (data / "summary.txt").read_text() == "rows=42\n" and (data / "sub" / "part-0.txt").exists()
     assert '"files"' in (data / "_PUBLISHED.json").read_text()
     run = runner.scheduler.history("daily-report")[0]
@@ -255,7 +258,9 @@ def test_a_scheduled_analysis_publishes_its_output_dir_to_a_local_folder(runner,
     runner.scheduler.submit_job(analysis_job("daily-report", tar, "bash run.sh 7"))
     runner.run_round()
     assert (data / "summary.txt").read_text() == "rows=7\n"
-    assert len(os.listdir(Path(cfg.publish_url) / "daily-report" / ".versions")) == 2  # this one, the previous
+    versions = Path(cfg.publish_url) / "daily-report" / ".versions"
+    assert len(os.listdir(versions)) == 3  # this one, the previous, and the folder made by hand, kept aside
+    assert [p.read_text() for p in versions.glob("manual-*/by-hand.txt")] == ["published by hand before the Runner"]
 
 
 def test_an_analysis_that_does_not_make_its_output_dir_fails(runner, tmp_path):
