@@ -77,3 +77,10 @@ RUNNER_IDLE_SECONDS = 2.0      # with nothing due, the Runner looks at the queue
 RUN_DIRS_KEPT = 10             # per-run folders (unpacked tarball, log) kept per script job
 KILL_GRACE_SECONDS = 5.0       # a stopped script's processes get SIGTERM, then SIGKILL after this long
 RECOVERY_WAIT_SECONDS = 30.0   # a restarted Runner waits this long for the servers to drop a dead run
+
+# --- job scripts (python -m cluster.job) ------------------------------------------------
+COMBINE_THRESHOLD = 50         # a key's values are combined once a map context holds more than this many
+SCRIPT_CONTEXT_MAX_ITEMS = 100_000  # a combining map context hands its values to the shuffler past this many
+DOWNLOAD_TRIES = 3             # each file fetched from S3 is tried this many times...
+DOWNLOAD_BACKOFF_SECONDS = 1.0  # ...waiting this long, then twice as long, between tries
+DOWNLOAD_THREADS = 8           # files fetched at once

@@ -21,7 +21,7 @@ from cluster.exceptions import DeployError, RemoteCommandError
 from cluster.remote import Remote
 from cluster.security import LOCATION_FILES, ClusterSecrets
 
-DEPENDENCIES = ("rpyc", "redis", "ujson", "paramiko", "cryptography", "click", "tqdm")
+DEPENDENCIES = ("rpyc", "redis", "ujson", "paramiko", "cryptography", "click", "tqdm", "lz4")
 PUSH_TIMEOUT = 300.0
 
 

@@ -152,3 +152,19 @@ class PublishError(ClusterError):
 
 class RunnerBusy(ClusterError):
     """Another Runner already works this queue (one Runner per local_working_dir)."""
+
+
+class FilterError(ClusterError):
+    """A dimensions filter is malformed, or the data dir it selects from cannot be listed."""
+
+
+class JobScriptError(ClusterError):
+    """A Telemetry-style job script cannot be loaded, or broke its contract (map/combine/reduce)."""
+
+
+class NotSerializable(ClusterError, TypeError):
+    """A job script wrote a key or value that marshal cannot carry between phases (or an unhashable key)."""
+
+
+class RemoteDataError(ClusterError):
+    """Input data could not be listed in, or fetched from, an S3-compatible store."""

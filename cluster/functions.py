@@ -3,7 +3,8 @@
 A project is a folder `<projects_root>/<NAME>/` with `map_functions.py` and
 `reduce_functions.py`. Plain module-level functions are found by name; the
 original `MapFunctions(name).get_map_function()` and `ReduceFunctions(name)
-.get_reduce_function()` wrapper classes keep working.
+.get_reduce_function()` wrapper classes keep working. A job with `job_script` runs a
+Telemetry-style job script of the project instead (job_script.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from types import ModuleType
 
+from cluster import job_script
 from cluster.exceptions import ProjectError
 
 MAP_MODULE = "map_functions"
@@ -95,8 +97,12 @@ def load_function(projects_root: str, project_name: str, module: str, name: str)
 
 def load_job_functions(projects_root: str, job: dict, isolate: bool = True
                        ) -> tuple[Callable, Callable | None, Callable]:
-    """The (map, combine or None, reduce) functions a mapreduce job names."""
+    """The (map, combine or None, reduce) functions a mapreduce job names (for a job script,
+    the adapters that run its map, combine and reduce on the engine)."""
     name = job["project_name"]
+    if job.get("job_script"):
+        module = load_module(projects_root, name, job["job_script"].removesuffix(".py"), isolate)
+        return job_script.engine_functions(module, job)
     map_mod = load_module(projects_root, name, MAP_MODULE, isolate)
     reduce_mod = load_module(projects_root, name, REDUCE_MODULE, isolate)
     map_fn = _find(map_mod, MAP_MODULE, job["map_function_name"], name)

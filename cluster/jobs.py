@@ -10,7 +10,8 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from cluster.exceptions import JobSpecError
+from cluster.dimensions import DimensionsFilter
+from cluster.exceptions import FilterError, JobSpecError
 
 
 class JobType(StrEnum):
@@ -89,6 +90,11 @@ def get_mapreduce_job_template() -> dict[str, Any]:
         "disk_based_output": False,
         "compress": False,
         "merge_previous_output": False,
+        # a Telemetry-style job script (python -m cluster.job): its file in the project, the
+        # dimensions filter that selects the input files, and the in-mapper combine threshold
+        "job_script": None,
+        "input_filter": None,
+        "combine_threshold": None,
     })
     return job
 
@@ -156,6 +162,9 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, bool]] = {
     "disk_based_output": (_BOOL, False, False),
     "compress": (_BOOL, False, False),
     "merge_previous_output": (_BOOL, False, False),
+    "job_script": (_STR, True, False),
+    "input_filter": ((dict,), True, False),
+    "combine_threshold": (_INT, True, False),
     "timeout_minutes": (_NUM, True, False),
     "schedule_frequency": (_STR, True, False),
     "day_of_week": (_INT + _STR, True, False),
@@ -240,8 +249,9 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         ds = job.get("downsample")
         if isinstance(ds, (int, float)) and not isinstance(ds, bool) and not 0 < ds <= 1:
             problems.append(f"downsample must be in (0, 1], got {ds}")
+        problems += _check_job_script(job)
         for key in ("max_number_dumped_items_shuffler", "simultaneous_files_in_redis",
-                    "max_number_dumped_items_reducer"):
+                    "max_number_dumped_items_reducer", "combine_threshold"):
             v = job.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and v < 1:
                 problems.append(f"{key} must be at least 1, got {v}")
@@ -277,6 +287,21 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         aux = job.get("auxiliary_data_name")
         if isinstance(aux, str) and not _is_name(aux):
             problems.append(f"auxiliary_data_name {aux!r} must be letters, digits, '_', '.', '-'")
+    return problems
+
+
+def _check_job_script(job: dict[str, Any]) -> list[str]:
+    problems = []
+    script = job.get("job_script")
+    if isinstance(script, str) and (not script.endswith(".py") or "/" in script or not script[:-3].isidentifier()):
+        problems.append(f"job_script {script!r} must be the file name of a Python module in the project "
+                        "folder (e.g. my_analysis.py)")
+    spec = job.get("input_filter")
+    if isinstance(spec, dict):
+        try:
+            DimensionsFilter(spec, source="input_filter")
+        except FilterError as exc:
+            problems.append(str(exc))
     return problems
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import cluster
 from cluster import defaults, functions
 from cluster.config import ClusterConfig
+from cluster.dimensions import DimensionsFilter, select_local_files
 from cluster.exceptions import JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
@@ -31,8 +32,8 @@ from cluster.schedule import Deadline
 
 log = logging.getLogger(__name__)
 
-SUM_KEYS = ("files", "records_in", "records_sampled_out", "bytes_in", "bad_lines", "corrupt_files",
-            "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
+SUM_KEYS = ("files", "files_decompressed", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
+            "corrupt_files", "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
             "spilled_items", "spilled_bytes", "moved_bytes", "runs_in", "groups", "records_out",
             "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced")
 
@@ -51,7 +52,11 @@ class JobResult:
 def plan_inputs(job: dict, servers: list[str], layout: JobLayout
                 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
     """Decide, once for the location, which server maps which file."""
-    files = list_input_files(job["input_dirs"])
+    if job.get("input_filter"):
+        dims_filter = DimensionsFilter(job["input_filter"], source=f"job {job['job_name']!r} input_filter")
+        files = sorted(f for d in job["input_dirs"] for f in select_local_files(d, dims_filter))
+    else:
+        files = list_input_files(job["input_dirs"])
     notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
     if job.get("hold_state"):
         seen = HoldState(layout).mapped()
@@ -96,12 +101,20 @@ class LocalExecutor:
 
     def __init__(self, config: ClusterConfig, servers: int | None = None,
                  on_progress: Callable[[str, dict[str, dict]], None] | None = None,
-                 worker_log_level: int = logging.WARNING):
-        self.config = config
-        self.servers = [f"S_{i}" for i in range(servers or config.number_of_servers_per_location)]
+                 worker_log_level: int = logging.WARNING, reducers: int | None = None,
+                 profile_dir: str | None = None):
+        """`servers` workers map and `reducers` of them (default: all) reduce; with `profile_dir`,
+        each worker writes a cProfile file per phase there (`<phase>-<server>.prof`)."""
+        mappers = servers or config.number_of_servers_per_location
+        reducers = reducers or mappers
+        self.servers = [f"S_{i}" for i in range(max(mappers, reducers))]
+        self.mappers = self.servers[:mappers]
+        self.reducers = self.servers[:reducers]
         self.config_for_workers = config.with_overrides(number_of_servers_per_location=len(self.servers))
+        self.config = config
         self.on_progress = on_progress
         self.worker_log_level = worker_log_level
+        self.profile_dir = profile_dir
 
     def run(self, job: dict, timeout_minutes: float | None = None) -> JobResult:
         """Run one mapreduce job to the end; raise JobFailed (or a ClusterError) if it fails, and
@@ -124,7 +137,9 @@ class LocalExecutor:
         name = job["job_name"]
         layout.clear_intermediate()
         run_id = new_run_id()
-        plan, notes = plan_inputs(job, self.servers, layout)
+        plan, notes = plan_inputs(job, self.mappers, layout)
+        for s in self.servers:
+            plan.setdefault(s, {"files": []})
         for f in notes["locked_files_skipped"]:
             log.warning("skipping %s: it is locked (still being written); it will be mapped next time", f)
         hold = HoldState(layout)
@@ -166,7 +181,8 @@ class LocalExecutor:
         threading.Thread(target=_pump, args=(Channel(read_fd=rep_r), reports), daemon=True,
                          name=f"reports-{server}").start()
         commands.send({"server_id": server, "config": config.to_values(), "job": job, "run_id": run_id,
-                       "partitions": self.servers, "inputs": inputs, "log_level": self.worker_log_level})
+                       "partitions": self.reducers, "inputs": inputs, "log_level": self.worker_log_level,
+                       "profile_dir": self.profile_dir})
         return proc, commands
 
     def _drive(self, config: ClusterConfig, job: dict, run_id: str, plan: dict) -> dict[str, dict[str, dict]]:

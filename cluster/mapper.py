@@ -1,4 +1,4 @@
-"""Map phase: choose a server's input files, read them (plain, .gz, .bz2, .xz), call map.
+"""Map phase: choose a server's input files, read them (plain, .gz, .bz2, .xz, .lz4), call map.
 
 The master (or the location's coordinator) plans the inputs once per location,
 so servers never disagree about who maps a file; each server then runs `Mapper`
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import IO, Any
 
+import lz4.frame
 import ujson
 
 from cluster import codec, defaults
@@ -30,8 +31,8 @@ from cluster.shuffler import Shuffler, describe_bad_output
 
 log = logging.getLogger(__name__)
 
-_DECOMPRESSORS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
-CORRUPT_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+_DECOMPRESSORS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile, ".lz4": lz4.frame.LZ4FrameFile}
+CORRUPT_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, RuntimeError)  # lz4: RuntimeError
 MAX_BAD_LINE_EXAMPLES = 20
 
 
@@ -158,6 +159,25 @@ def load_auxiliary_data(layout: JobLayout, name: str | None) -> Any:
         raise InputError(f"auxiliary data {path} is not valid JSON: {exc}") from None
 
 
+class FileMapFunction:
+    """A map function that depends on its input file (a job script's dimensions come from the
+    file's path) and may hold its output between lines (in-mapper combining).
+
+    The mapper calls `start(counters)` once (the map phase's counters, for the function's own),
+    `for_file(path)` for the function of that file's lines, and `take()` before each flush
+    (with `final=True` after the last file) for the items it holds.
+    """
+
+    def start(self, counters: dict) -> None:
+        pass
+
+    def for_file(self, path: str) -> Callable[[str, Any], Iterable | None]:
+        raise NotImplementedError
+
+    def take(self, final: bool = False) -> list | None:
+        return None
+
+
 # --- reading -----------------------------------------------------------------------------
 def open_input(path: str) -> tuple[IO[bytes], IO[bytes]]:
     """(line reader, raw file) for a plain or compressed file; raw.tell() is the progress."""
@@ -200,8 +220,8 @@ class Mapper:
         self.shuffler = shuffler
         self.counters = counters
         self.progress = progress
-        for name in ("files", "files_done", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
-                     "corrupt_files", "input_bytes_total", "input_bytes_done"):
+        for name in ("files", "files_done", "files_decompressed", "records_in", "records_sampled_out", "bytes_in",
+                     "bad_lines", "corrupt_files", "input_bytes_total", "input_bytes_done"):
             counters.setdefault(name, 0)
         counters.setdefault("bad_line_examples", [])
         counters.setdefault("corrupt_file_names", [])
@@ -213,9 +233,14 @@ class Mapper:
         self._sample = sample
         self.counters["files"] += len(files)
         self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        if isinstance(fn, FileMapFunction):
+            fn.start(self.counters)
         for path in files:
             self._map_file(path, fn)
             self.counters["files_done"] += 1
+        if isinstance(fn, FileMapFunction):
+            self.shuffler.add(fn.take(final=True))
+            self.shuffler.maybe_flush()
 
     def _sampler(self, path: str) -> Callable[[], float] | None:
         fraction = float(self.job.get("downsample") or 1.0)
@@ -227,6 +252,9 @@ class Mapper:
         counters = self.counters
         aux = self.auxiliary_data
         add = self.shuffler.add
+        held = fn if isinstance(fn, FileMapFunction) else None
+        if held is not None:
+            fn = held.for_file(path)
         sample = self._sampler(path)
         fraction = float(self.job.get("downsample") or 1.0)
         check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
@@ -238,6 +266,8 @@ class Mapper:
             reader, raw = open_input(path)
         except OSError as exc:
             raise InputError(f"cannot open input file {path}: {exc}") from exc
+        if reader is not raw:
+            counters["files_decompressed"] += 1
         try:
             with reader, raw:
                 try:
@@ -246,6 +276,8 @@ class Mapper:
                             counters["records_in"] += lineno - 1 - records - skipped
                             counters["bytes_in"] = bytes_before + reader.tell() - len(data)
                             counters["records_sampled_out"] += skipped
+                            if held is not None:
+                                add(held.take())
                             self._flush(path, fn, records + 1, lineno - 1)
                             records, skipped = lineno - 1, 0
                             counters["input_bytes_done"] = done_before + raw.tell()
@@ -266,7 +298,7 @@ class Mapper:
                         except Exception as exc:
                             raise self._user_error(exc, path, lineno, line) from exc
                 except CORRUPT_ERRORS as exc:
-                    if isinstance(exc, OSError) and not _is_decompress_error(exc, path):
+                    if isinstance(exc, (OSError, RuntimeError)) and not _is_decompress_error(exc, path):
                         raise InputError(f"reading input file {path} failed at line {lineno}: {exc}") from exc
                     counters["corrupt_files"] += 1
                     counters["corrupt_file_names"].append(f"{path}: {type(exc).__name__}: {exc} "
@@ -280,6 +312,8 @@ class Mapper:
             counters["records_sampled_out"] += skipped
             counters["input_bytes_done"] = done_before + (os.path.getsize(path) if os.path.exists(path) else 0)
         log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
+        if held is not None:
+            add(held.take())
         self._flush(path, fn, records + 1, lineno)
         if self.progress:
             self.progress()
@@ -353,9 +387,13 @@ def _raised_in_shuffler(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_filename.endswith("shuffler.py")
 
 
-def _is_decompress_error(exc: OSError, path: str) -> bool:
-    """Corrupt compressed data (BadGzipFile, bz2's 'Invalid data stream') carries no errno; a disk error does."""
-    return os.path.splitext(path)[1].lower() in _DECOMPRESSORS and exc.errno is None
+def _is_decompress_error(exc: OSError | RuntimeError, path: str) -> bool:
+    """Corrupt compressed data (BadGzipFile, bz2's 'Invalid data stream') carries no errno; a disk error does.
+    lz4 says 'LZ4F_decompress failed' with a RuntimeError."""
+    ext = os.path.splitext(path)[1].lower()
+    if isinstance(exc, RuntimeError):
+        return ext == ".lz4"
+    return ext in _DECOMPRESSORS and exc.errno is None
 
 
 def new_run_id() -> str:

@@ -8,6 +8,7 @@ heartbeat go back on another.
 """
 from __future__ import annotations
 
+import cProfile
 import gc
 import logging
 import marshal
@@ -67,7 +68,7 @@ class ServerTask:
     def __init__(self, *, config: ClusterConfig, job: dict, run_id: str, server_id: str,
                  partitions: list[str], inputs: dict[str, list[str]], projects_root: str,
                  transport: Transport | None = None, on_progress=None,
-                 cancelled: threading.Event | None = None, isolate: bool = False):
+                 cancelled: threading.Event | None = None, isolate: bool = False, profile_dir: str | None = None):
         self.config = config
         self.job = job
         self.run_id = run_id
@@ -78,6 +79,7 @@ class ServerTask:
         self.transport = transport or LocalTransport(self.layout)
         self.on_progress = on_progress
         self.cancelled = cancelled
+        self.profile_dir = profile_dir
         self.counters: dict[str, dict] = {p.value: {} for p in Phase}
         self._last_progress = 0.0
         self._reducer: Reducer | None = None
@@ -98,10 +100,18 @@ class ServerTask:
         self._phase = phase
         counters = self.counters[phase.value]
         started = time.monotonic()
+        profiler = cProfile.Profile() if self.profile_dir else None
         try:
+            if profiler is not None:
+                profiler.enable()
             getattr(self, "_" + phase.value)(counters)
         except ShuffleError as exc:
             raise ClusterError(f"server {self.server_id}, phase {phase.value}: {exc}") from exc
+        finally:
+            if profiler is not None:
+                profiler.disable()
+                os.makedirs(self.profile_dir, exist_ok=True)
+                profiler.dump_stats(os.path.join(self.profile_dir, f"{phase.value}-{self.server_id}.prof"))
         counters["seconds"] = round(time.monotonic() - started, 3)
         counters["peak_rss_bytes"] = peak_rss_bytes()
         self.progress(force=True)
@@ -207,7 +217,8 @@ def local_worker_main(commands: Channel, reports: Channel) -> None:
 
         task = ServerTask(config=config, job=start["job"], run_id=start["run_id"], server_id=server_id,
                           partitions=start["partitions"], inputs=start["inputs"],
-                          projects_root=config.projects_dir, on_progress=send_progress)
+                          projects_root=config.projects_dir, on_progress=send_progress,
+                          profile_dir=start.get("profile_dir"))
         while True:
             command = commands.receive()
             if command is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import PublishError
+from cluster.remote_data import s3_client
 from cluster.schedule import utc_now
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,6 @@ def _publish_local(root: str, job_name: str, source_dir: str, run_label: str,
     return link + "/"
 
 
-def _s3_client(config: ClusterConfig):
-    import boto3  # only a master that publishes to S3 needs it loaded
-
-    return boto3.client("s3", endpoint_url=config.s3_endpoint_url or None)
-
-
 def _publish_s3(config: ClusterConfig, job_name: str, source_dir: str, run_label: str,
                 files: list[tuple[str, int]]) -> str:
     from boto3.exceptions import Boto3Error
@@ -100,7 +95,7 @@ def _publish_s3(config: ClusterConfig, job_name: str, source_dir: str, run_label
     bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
     base = "/".join(p for p in (prefix.strip("/"), job_name, "data") if p) + "/"
     url = f"s3://{bucket}/{base}"
-    client = _s3_client(config)
+    client = s3_client(config)
     try:
         for rel, _ in files:
             client.upload_file(os.path.join(source_dir, rel), bucket, base + rel.replace(os.sep, "/"))

@@ -3,7 +3,8 @@
 Sort: every spill file addressed to this server is already a sorted run; the
 sort phase adds them to a DiskSort and pre-merges until one final merge fits
 the memory budget. Reduce: groups in key order through the reduce function into
-rotating ujson-lines files in the run's staging folder. `commit_output` makes a
+rotating ujson-lines files in the run's staging folder (a job script's reduce writes text
+records, which land as they are, in .txt files). `commit_output` makes a
 successful run's output the job's output; nothing is published before.
 """
 from __future__ import annotations
@@ -27,12 +28,15 @@ from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK, JobLayout
 
 log = logging.getLogger(__name__)
 OUTPUT_SUFFIX = ".jsonl"
+TEXT_SUFFIX = ".txt"
 
 
 class OutputWriter:
-    """Writes items as ujson lines, a new file every `max_items`, gzip when `compress`."""
+    """Writes items as ujson lines (or, with `text`, str records as they are), a new file every
+    `max_items`, gzip when `compress`."""
 
-    def __init__(self, directory: str, prefix: str, max_items: int, compress: bool):
+    def __init__(self, directory: str, prefix: str, max_items: int, compress: bool, text: bool = False):
+        self.text = text
         self.directory = directory
         self.prefix = prefix
         self.max_items = max(1, max_items)
@@ -45,7 +49,8 @@ class OutputWriter:
         os.makedirs(directory, exist_ok=True)
 
     def _open(self) -> None:
-        name = f"{self.prefix}-{len(self.files):05d}{OUTPUT_SUFFIX}" + (".gz" if self.compress else "")
+        suffix = TEXT_SUFFIX if self.text else OUTPUT_SUFFIX
+        name = f"{self.prefix}-{len(self.files):05d}{suffix}" + (".gz" if self.compress else "")
         path = os.path.join(self.directory, name)
         self.files.append(path)
         try:
@@ -68,6 +73,13 @@ class OutputWriter:
         while True:
             lines = []
             room = self.max_items - self._in_file if self._fh is not None else self.max_items
+            if self.text:
+                lines = list(islice(it, min(room or self.max_items, 4096)))
+                if not lines:
+                    return count
+                self._write_lines(lines, key)
+                count += len(lines)
+                continue
             for item in islice(it, min(room or self.max_items, 4096)):
                 try:
                     lines.append(dumps(item, ensure_ascii=False, allow_nan=False))
@@ -85,7 +97,7 @@ class OutputWriter:
             self.close()
             self._open()
         try:
-            data = ("\n".join(lines) + "\n").encode()
+            data = ("".join(lines) if self.text else "\n".join(lines) + "\n").encode()
         except UnicodeEncodeError as exc:
             raise OutputError(f"reduce output for key {key!r:.100} holds a string that is not valid "
                               f"Unicode ({exc.reason}); clean it in the reduce function") from None
@@ -172,7 +184,7 @@ class Reducer:
                 os.unlink(os.path.join(staging, f))
         writer = OutputWriter(staging, f"{self.server_id}-{self.run_id}",
                               job.get("max_number_dumped_items_reducer") or defaults.MAX_NUMBER_DUMPED_ITEMS_REDUCER,
-                              bool(job.get("compress")))
+                              bool(job.get("compress")), text=bool(job.get("job_script")))
         fn, aux = self.reduce_function, self.auxiliary_data
         disk_based_output = bool(job.get("disk_based_output"))
         c = self.counters

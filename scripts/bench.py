@@ -63,8 +63,9 @@ def run_one(spec: dict) -> dict:
     return report
 
 
-def table(title: str, mb: float, rows: list[tuple[str, dict]], base_key: str) -> list[str]:
-    base = dict(rows)[base_key]
+def table(title: str, mb: float, rows: list[tuple[str, dict]], base_key: str,
+          bases: dict[str, str] | None = None) -> list[str]:
+    """`bases`: a row's own base row (by label), where it is not `base_key`."""
     out = [f"### {title} ({mb:.0f} MB)", "",
            "| configuration | seconds | MB/s | vs single-process loop | peak RSS per process (MB) | correct |",
            "|---|---:|---:|---:|---|---|"]
@@ -73,6 +74,7 @@ def table(title: str, mb: float, rows: list[tuple[str, dict]], base_key: str) ->
             out.append(f"| {name} | - | - | - | - | error: {r['error'][:80]} |")
             continue
         rss = ", ".join(f"{v / 2**20:.0f}" for v in r.get("rss", []))
+        base = dict(rows)[(bases or {}).get(name, base_key)]
         ratio = base["seconds"] / r["seconds"]
         out.append(f"| {name} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | {ratio:.2f}x | {rss} | "
                    f"{'yes' if r.get('correct') else 'NO'} |")
@@ -105,6 +107,11 @@ def targets(results: dict) -> list[str]:
                    f"{'met' if wc_dask > 1 else 'MISSED'} |")
     if tel is not None:
         out.append(f"| telemetry, 2 workers >= 1.6x its loop | {tel:.2f}x | {'met' if tel >= 1.6 else 'MISSED'} |")
+    for parser in ("orjson", "json"):
+        js = ratio("jobscript", f"script-{parser}-2", f"loop-{parser}")
+        if js is not None:
+            out.append(f"| telemetry job script ({parser}), 2 mappers >= 1.6x the {parser} loop | {js:.2f}x | "
+                       f"{'met' if js >= 1.6 else 'MISSED'} |")
     rs = results.get("redis")
     if rs:
         share = rs["shuffle_mb_s"] / rs["raw_mb_s"]
@@ -122,7 +129,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size-mb", type=int, default=300)
     p.add_argument("--skewed-mb", type=int, default=120)
-    p.add_argument("--only", default="codec,redis,words,telemetry,skewed")
+    p.add_argument("--only", default="codec,redis,words,telemetry,jobscript,skewed")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each configuration, taken in rotation; the fastest counts (default 3)")
@@ -225,6 +232,10 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
                        ("cluster-2-c", "cluster, 1 location x 2 servers, combiner"),
                        ("exec-2-c-t", "local executor, 2 workers, combiner, map emits tuples"),
                        ("exec-2", "local executor, 2 workers, no combiner, disk_based_input")]),
+        ("jobscript", 32, [("loop-orjson", "orjson loop, 1 process"),
+                           ("script-orjson-2", "job script (orjson), 2 mappers"),
+                           ("loop-json", "json loop, 1 process"),
+                           ("script-json-2", "job script (json), 2 mappers")]),
         ("telemetry", 32, [("loop-1", "json.loads loop, 1 process"), ("loop-2", "json.loads loop, 2 processes"),
                            ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
                            ("exec-2-c", "local executor, 2 workers, combiner"),
@@ -233,7 +244,7 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
     ):
         if kind not in only:
             continue
-        folder, expected = dataset(kind, a.size_mb, files)
+        folder, expected = dataset("telemetry" if kind == "jobscript" else kind, a.size_mb, files)
         mb = data_bytes(folder) / 2**20
         best: dict[str, dict] = {}
         for round_ in range(a.repeat):  # in rotation, so a slow spell of the machine hits every configuration
@@ -246,7 +257,11 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
                     best[case] = r
         rows = [(label, best[case]) for case, label in cases]
         results[kind] = best
-        lines += table(f"{kind}", mb, rows, cases[0][1])
+        if kind == "jobscript":
+            lines += table("telemetry job scripts, `python -m cluster.job` (vs the loop with the same parser)", mb,
+                           rows, cases[0][1], bases={cases[3][1]: cases[2][1]})
+        else:
+            lines += table(f"{kind}", mb, rows, cases[0][1])
     if "skewed" in only:
         folder, expected = dataset("skewed", a.skewed_mb, 8)
         mb = data_bytes(folder) / 2**20

@@ -183,6 +183,65 @@ def executor_case(spec: dict) -> dict:
     return {"correct": ok, "rss": rss, "phase_seconds": result.counters["seconds"]}
 
 
+def telemetry_bytes_file(path: str, parser: str) -> tuple[dict, dict, int]:
+    """The hand-written loop a careful user writes for a JSON parser: binary lines, no decoding."""
+    loads = __import__(parser).loads
+    by_co: dict = {}
+    uptime: dict = {}
+    bad = 0
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+        for line in fh:
+            _, sep, payload = line.partition(b"\t")
+            if not sep:
+                bad += 1
+                continue
+            try:
+                doc = loads(payload)
+            except ValueError:
+                bad += 1
+                continue
+            info = doc["info"]
+            ch = info["appUpdateChannel"]
+            k = f"{ch}|{info['OS']}"
+            by_co[k] = by_co.get(k, 0) + 1
+            uptime[ch] = uptime.get(ch, 0) + doc["simpleMeasurements"]["uptime"]
+    return by_co, uptime, bad
+
+
+def jobscript_case(spec: dict) -> dict:
+    """`loop-<parser>`: the single-process loop; `script-<parser>-N`: the job script with N mappers."""
+    parts = spec["case"].split("-")
+    parser = parts[1]
+    if parts[0] == "loop":
+        merged = merge_telemetry(telemetry_bytes_file(f, parser) for f in files_of(spec["input"]))
+        return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self()]}
+    import logging
+    import tempfile
+
+    from cluster.job import JobScriptRunner, ScriptRun
+
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="bench-job-", dir=os.path.join(ROOT, "bench-data"))
+    fields = ["reason", "appName", "appUpdateChannel", "appVersion", "appBuildID", "submission_date"]
+    with open(os.path.join(work, "filter.json"), "w") as fh:
+        json.dump({"version": 1, "dimensions": [{"field_name": f, "allowed_values": "*"} for f in fields]}, fh)
+    out = os.path.join(work, "out.txt")
+    run = ScriptRun(script=os.path.join(ROOT, "scripts", "bench_scripts", f"telemetry_{parser}.py"),
+                    input_filter=os.path.join(work, "filter.json"), data_dir=spec["input"], work_dir=work,
+                    output=out, num_mappers=int(parts[2]), num_reducers=1, progress=False)
+    status = JobScriptRunner(run).execute()
+    by_co, up = {}, {}
+    with open(out) as fh:
+        for line in fh:
+            key, value = line.rstrip("\n").split("\t")
+            kind, _, rest = key.partition("|")
+            (by_co if kind == "documents" else up)[rest] = int(value)
+    import shutil
+    shutil.rmtree(work)
+    return {"correct": status == 0 and check_telemetry(by_co, up, None, spec["expected"]),
+            "rss": [rss_self(), rss_children()]}
+
+
 def codec_case() -> dict:
     import marshal
     import pickle
@@ -277,7 +336,9 @@ def main() -> None:
         return
     started = time.perf_counter()
     case = spec["case"]
-    if case.startswith("loop"):
+    if spec["kind"] == "jobscript":
+        report = jobscript_case(spec)
+    elif case.startswith("loop"):
         report = loop(spec)
     elif case.startswith("dask"):
         report = dask_case(spec)

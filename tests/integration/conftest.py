@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from integration_helpers import EXAMPLE_PROJECTS, TEST_PROJECTS, make_config
+from integration_helpers import EXAMPLE_PROJECTS, TEST_PROJECTS, free_port, make_config
 
 from cluster import sample_data
 from cluster.config import ClusterConfig
@@ -49,3 +49,18 @@ def copy_words(tmp_path: Path, words_plain):
     return copy
 
 
+@pytest.fixture
+def s3_server(monkeypatch):
+    """moto's S3 in server mode on a free port, reached over real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

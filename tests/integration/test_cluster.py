@@ -324,3 +324,27 @@ def test_stop_and_kill_leave_nothing_behind_and_start_works_after_each(cluster, 
     assert result.counters["records_out"] == len(words[1]["counts"])
     cluster.cli(MANAGE, "kill")
     assert cluster.sessions() == []
+
+
+def test_a_job_script_on_the_cluster_equals_the_local_run(cluster, tmp_path):
+    cluster.cli(MANAGE, "start")
+    sample_data.generate("telemetry", str(tmp_path / "t"), size_mb=1, files=6, seed=8)
+    filter_path = tmp_path / "filter.json"
+    filter_path.write_text(json.dumps({"version": 1, "dimensions": [
+        {"field_name": name, "allowed_values": "*"} for name in ("reason", "app", "channel", "version")]
+        + [{"field_name": "build", "allowed_values": {"min": "2014030"}},
+           {"field_name": "date", "allowed_values": "*"}]}))
+    script = REPO / "tests" / "job_scripts" / "channel_os.py"
+    outputs = {}
+    for mode, extra in (("local", ["--num-mappers", "2", "--num-reducers", "2"]), ("cluster", ["--cluster"])):
+        out = tmp_path / f"{mode}.txt"
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "cluster.job", str(script), "--input-filter",
+             str(filter_path), "--data-dir", str(tmp_path / "t" / "input"), "--work-dir", str(tmp_path / f"w-{mode}"),
+             "--output", str(out), "--config", str(cluster.config_path), *extra],
+            capture_output=True, text=True, env=cluster.env, cwd=REPO, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "6 files" in proc.stderr, proc.stderr
+        outputs[mode] = sorted(out.read_text().splitlines())
+    expected = json.loads((tmp_path / "t" / "EXPECTED.json").read_text())["by_channel_os"]
+    assert outputs["cluster"] == outputs["local"] == sorted(f"{k}\t{v}" for k, v in expected.items())

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import MAPREDUCE, free_port, make_config, make_job, output_dict, process_alive, write_lines
+from integration_helpers import MAPREDUCE, make_config, make_job, output_dict, process_alive, write_lines
 
 from cluster.exceptions import JobSpecError
 from cluster.jobs import get_script_template
@@ -268,23 +268,6 @@ def test_an_analysis_that_does_not_make_its_output_dir_fails(runner, tmp_path):
     runner.scheduler.submit_job(analysis_job("no-out", tar, "bash run.sh", output_dir="results"))
     [outcome] = runner.run_round()
     assert outcome.status is RunStatus.FAILED and "output_dir" in outcome.error and "does not exist" in outcome.error
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """moto's S3 in server mode on a free port, reached over real HTTP."""
-    from moto.server import ThreadedMotoServer
-
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_a_scheduled_analysis_publishes_to_an_s3_compatible_store(tmp_path, s3_server):

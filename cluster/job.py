@@ -1,0 +1,334 @@
+"""Run a Telemetry-style job script over the slice of partitioned data a filter names.
+
+    python -m cluster.job SCRIPT --input-filter FILTER.json --data-dir DIR --work-dir WORK --output OUT
+
+on this machine (worker processes, no servers), or with --cluster on the running cluster.
+The script defines map(key, dimensions, value, map_context) and optionally reduce,
+combine and setup_reduce (see job_script.py); the output is one text file. `--help`
+says the rest.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from cluster import defaults, functions, jobs
+from cluster.config import ClusterConfig
+from cluster.dimensions import DimensionsFilter, select_local_files
+from cluster.exceptions import ClusterError, JobScriptError
+from cluster.job_script import JobScript
+from cluster.layout import JobLayout
+from cluster.local import JobResult
+
+log = logging.getLogger("cluster.job")  # the same name under `python -m`
+PROJECTS = "projects"
+CACHE = "cache"
+
+
+@dataclass
+class ScriptRun:
+    """What one job script run needs to know, from the command line."""
+
+    script: str
+    input_filter: str
+    data_dir: str | None
+    work_dir: str
+    output: str
+    num_mappers: int
+    num_reducers: int
+    local_only: bool = False
+    bucket: str | None = None
+    delete_data: bool = False
+    profile: bool = False
+    cluster: bool = False
+    combine_threshold: int = defaults.COMBINE_THRESHOLD
+    job_name: str | None = None
+    config_path: str | None = None
+    progress: bool | None = None
+    worker_log_level: int = logging.WARNING
+    failed_files: dict[str, str] = field(default_factory=dict)
+
+
+def _name(text: str) -> str:
+    """A job or module name from a file name: letters, digits and '_' only."""
+    name = re.sub(r"\W", "_", text)
+    return name if name[:1].isalpha() else "job_" + name
+
+
+def load_script(path: str) -> JobScript:
+    """Import the script once on the master: a syntax error or a missing map fails here, before any work."""
+    if not os.path.isfile(path):
+        raise JobScriptError(f"job script {path} not found")
+    folder, module = os.path.split(os.path.abspath(path))
+    if not module.endswith(".py"):
+        raise JobScriptError(f"job script {path} must be a Python file ending in .py")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_cluster_job_script_{_name(module[:-3])}", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        raise JobScriptError(f"importing job script {path} failed: {type(exc).__name__}: {exc}") from exc
+    return JobScript(mod)
+
+
+class JobScriptRunner:
+    """Selects the input, runs the script on the engine, writes the output file, reports."""
+
+    def __init__(self, run: ScriptRun):
+        self.run = run
+        self.work_dir = os.path.abspath(run.work_dir)
+        self.filter = DimensionsFilter.load(run.input_filter)
+        self.script = load_script(run.script)
+        self.job_name = run.job_name or _name(os.path.basename(run.script)[:-3])
+        self.module = _name(os.path.basename(run.script)[:-3])
+
+    def execute(self) -> int:
+        """Run the job; return the exit status (0: every file mapped; 1: some file failed)."""
+        r = self.run
+        started = time.monotonic()
+        os.makedirs(self.work_dir, exist_ok=True)
+        data_dir = self._data_dir()
+        config = self._config()
+        self._install_script(config)
+        job = self._job(data_dir)
+        jobs.validate_job(job)
+        functions.load_job_functions(config.projects_dir, job)
+        if not r.cluster:
+            files = select_local_files(data_dir, self.filter)
+            log.info("selected %d files (%.1f MB) under %s with %s", len(files), sum(s for _, s in files) / 1e6,
+                     data_dir, r.input_filter)
+        result = self._engine(config, job)
+        records = self._write_output(config, result)
+        if not r.cluster:
+            shutil.rmtree(JobLayout(config.base_dir, config.auxiliary_dir, self.job_name).job_dir,
+                          ignore_errors=True)
+        failed = self._report(result, records, time.monotonic() - started)
+        if r.delete_data and not r.cluster:
+            self._delete_cached(data_dir)
+        return 1 if failed else 0
+
+    # --- input -----------------------------------------------------------------------------
+    def _data_dir(self) -> str:
+        r = self.run
+        if r.bucket is None:
+            return os.path.abspath(r.data_dir)
+        from cluster.remote_data import RemoteData, s3_client
+
+        cache = os.path.join(self.work_dir, CACHE)
+        if r.data_dir:
+            log.warning("--data-dir %s is not read with --bucket: the files come from s3://%s into %s",
+                        r.data_dir, r.bucket, cache)
+        os.makedirs(cache, exist_ok=True)
+        if r.local_only:
+            log.info("--local-only: using the files already in the cache %s (s3://%s is not contacted)",
+                     cache, r.bucket)
+            return cache
+        config = ClusterConfig.load(r.config_path)
+        remote = RemoteData(s3_client(config, retries=1), r.bucket, cache)
+        objects = remote.list(self.filter)
+        report = remote.fetch(objects)
+        log.info("fetched %d files (%.1f MB), %d from the cache, %d retries, %d failed", report.fetched,
+                 report.bytes / 1e6, report.cached, report.retries, len(report.failed))
+        r.failed_files.update({remote.url(k): e for k, e in report.failed.items()})
+        return cache
+
+    def _delete_cached(self, cache: str) -> None:
+        removed = 0
+        for path, _ in select_local_files(cache, self.filter):
+            os.unlink(path)
+            removed += 1
+        log.info("--delete-data: removed the %d files of this selection from the cache %s", removed, cache)
+
+    # --- the job ---------------------------------------------------------------------------
+    def _config(self) -> ClusterConfig:
+        config = ClusterConfig.load(self.run.config_path)
+        projects = os.path.join(self.work_dir, PROJECTS)
+        os.makedirs(projects, exist_ok=True)
+        if self.run.cluster:
+            return config.with_overrides(projects_dir=projects)
+        return config.with_overrides(projects_dir=projects, base_dir=os.path.join(self.work_dir, "jobs"),
+                                     auxiliary_dir=os.path.join(self.work_dir, "auxiliary"))
+
+    def _install_script(self, config: ClusterConfig) -> None:
+        """Copy the script into a one-file project: what the workers (or the cluster's servers) import."""
+        folder = os.path.join(config.projects_dir, self.job_name)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        shutil.copyfile(self.run.script, os.path.join(folder, self.module + ".py"))
+
+    def _job(self, data_dir: str) -> dict[str, Any]:
+        r = self.run
+        job = jobs.get_mapreduce_job_template()
+        combine = self.script.combine is not None and r.combine_threshold > 0
+        job.update(job_name=self.job_name, project_name=self.job_name, input_dirs=[data_dir],
+                   map_function_name="map", reduce_function_name="reduce",
+                   combine_function_name="combine" if combine else None, job_script=self.module + ".py",
+                   input_filter=self.filter.spec, combine_threshold=r.combine_threshold or None,
+                   delete_job_data=True)
+        return job
+
+    def _engine(self, config: ClusterConfig, job: dict) -> JobResult:
+        from cluster.local import LocalExecutor
+        from cluster.progress import PhaseBars
+
+        r = self.run
+        bars = PhaseBars(enabled=r.progress)
+        try:
+            if r.cluster:
+                from cluster.manage_cluster import ManageCluster
+
+                return ManageCluster(config).run(job, on_progress=bars.update)
+            executor = LocalExecutor(config, servers=r.num_mappers, reducers=r.num_reducers,
+                                     on_progress=bars.update, worker_log_level=r.worker_log_level,
+                                     profile_dir=self.work_dir if r.profile else None)
+            return executor.run(job)
+        finally:
+            bars.close()
+
+    # --- output ----------------------------------------------------------------------------
+    def _write_output(self, config: ClusterConfig, result: JobResult) -> int:
+        """Concatenate the reducers' text files into --output (written aside, then renamed)."""
+        out = os.path.abspath(self.run.output)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", dir=os.path.dirname(out))
+        try:
+            with os.fdopen(fd, "wb") as sink, tempfile.TemporaryDirectory(prefix="cluster-job-") as scratch:
+                if self.run.cluster:
+                    from cluster.manage_cluster import ManageCluster
+
+                    paths = ManageCluster(config).output_files(self.job_name, scratch)
+                else:
+                    paths = iter(JobLayout(config.base_dir, config.auxiliary_dir, self.job_name).output_files())
+                for path in paths:
+                    with open(path, "rb") as src:
+                        shutil.copyfileobj(src, sink, 1 << 20)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return result.counters.get("records_out", 0)
+
+    def _report(self, result: JobResult, records: int, seconds: float) -> bool:
+        """Log what each mapper did and a summary; True when some file failed."""
+        c = result.counters
+        failed = dict(self.run.failed_files)
+        for server, phases in sorted(result.per_server.items(), key=lambda kv: int(kv[0].split("_")[1])):
+            m = phases.get("map", {})
+            if not m.get("files"):
+                continue
+            for name in m.get("corrupt_file_names", []):
+                failed[name.split(": ", 1)[0]] = name.split(": ", 1)[-1]
+            log.info("mapper %s: %d files (%d decompressed, %d failed), %s rows mapped, %s bad lines, %.1f MB, "
+                     "%.1fs", server, m.get("files", 0), m.get("files_decompressed", 0), m.get("corrupt_files", 0),
+                     f"{m.get('records_in', 0):,}", f"{m.get('bad_lines', 0):,}", m.get("bytes_in", 0) / 1e6,
+                     m.get("seconds", 0.0))
+        for example in c.get("bad_line_examples", [])[:10]:
+            log.info("bad line: %s", example)
+        log.info("job %s: %d files, %s rows, %s bad lines, %s combine calls, %s records written to %s in %.1fs "
+                 "(map %.1fs, sort %.1fs, reduce %.1fs)", self.job_name, c.get("files", 0),
+                 f"{c.get('records_in', 0):,}", f"{c.get('bad_lines', 0):,}", f"{c.get('combine_calls', 0):,}",
+                 f"{records:,}", os.path.abspath(self.run.output), seconds, *(c.get("seconds", {}).get(p, 0.0)
+                                                                              for p in ("map", "sort", "reduce")))
+        for name, error in sorted(failed.items()):
+            log.error("FAILED file %s: %s", name, error)
+        if failed:
+            log.error("%d file(s) failed; the output holds the other files' results (exit status 1)", len(failed))
+        return bool(failed)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in (log.name, "cluster.remote_data"):  # the steps of a run are always shown
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("script", type=click.Path(dir_okay=False))
+@click.option("--input-filter", "-f", required=True, type=click.Path(dir_okay=False),
+              help='JSON filter: {"version": 1, "dimensions": [{"field_name": ..., "allowed_values": '
+                   '"*" | "value" | [values] | {"min": a, "max": b}}, ...]}, one entry per level of the layout.')
+@click.option("--data-dir", "-d", type=click.Path(file_okay=False),
+              help="The data, laid out as <dim1>/.../<dimN-2>/<dimN-1>.<dimN>.<anything> (required without "
+                   "--bucket; with --cluster: the folder on every location).")
+@click.option("--work-dir", "-w", required=True, type=click.Path(file_okay=False),
+              help="Working folder: the job's files, the S3 cache (WORK/cache), profiles.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The output file: one record per reduce write (map writes for a map-only script).")
+@click.option("--num-mappers", "-m", type=click.IntRange(1, 512), default=None,
+              help="Map processes (default: this machine's CPU count). Files are split among them by size.")
+@click.option("--num-reducers", "-r", type=click.IntRange(1, 512), default=1, show_default=True,
+              help="Reduce processes; each writes its keys in ascending order.")
+@click.option("--local-only", is_flag=True,
+              help="Use only the files on disk: with --bucket, what is already in WORK/cache.")
+@click.option("--bucket", "-b", default=None,
+              help="Fetch the selected files from this S3 bucket (endpoint: s3_endpoint_url or AWS_ENDPOINT_URL; "
+                   "credentials: the usual AWS variables) into WORK/cache, keeping the layout.")
+@click.option("--delete-data", is_flag=True, help="With --bucket: remove the selected files from the cache when done.")
+@click.option("--combine-threshold", type=click.IntRange(0), default=defaults.COMBINE_THRESHOLD, show_default=True,
+              help="Combine a key's values once a mapper holds more than this many (0: never combine).")
+@click.option("--job-name", default=None, help="Name of the job (default: the script's file name).")
+@click.option("--profile", is_flag=True, help="Write a cProfile file per mapper and reducer phase into WORK.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every file mapped and the engine's own steps.")
+@click.option("--cluster", is_flag=True, help="Run on the running cluster; each location filters its own --data-dir.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Cluster config (default: $CLUSTER_CONFIG, ~/.config/cluster/cluster.cfg, built-in defaults).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, output: str, num_mappers: int | None,
+         num_reducers: int, local_only: bool, bucket: str | None, delete_data: bool, combine_threshold: int,
+         job_name: str | None, profile: bool, verbose: bool, cluster: bool, config_path: str | None,
+         progress: bool | None) -> None:
+    """Run the Telemetry-style job SCRIPT over the files of --data-dir that --input-filter selects.
+
+    \b
+    SCRIPT defines (only map is required):
+      def map(key, dimensions, value, map_context)   # key: text before the first tab,
+          map_context.write(k, v)                    #   value: the rest (raw JSON text)
+      def reduce(key, values, reduce_context)        # none: every map write is output
+      combine = reduce                               # partial reduce (must be associative)
+      def setup_reduce(reduce_context)               # e.g. reduce_context.field_separator = ","
+    A line without a tab, or whose map raises ValueError (bad JSON), is counted as a bad line.
+
+    \b
+    Exit status: 0 when every selected file was mapped; 1 when the job failed or some file
+    could not be fetched or read (the output then holds the other files' results).
+    """
+    _setup_logging(verbose)
+    ctx = click.get_current_context()
+    if bucket is None and not data_dir:
+        raise click.UsageError("--data-dir is required (or --bucket to fetch the data from S3)")
+    if delete_data and bucket is None:
+        raise click.UsageError("--delete-data removes the files fetched into WORK/cache; it needs --bucket "
+                               "(it never deletes a --data-dir)")
+    if cluster:
+        for flag, given in (("--bucket", bucket), ("--profile", profile), ("--num-mappers", num_mappers),
+                            ("--num-reducers", num_reducers != 1)):
+            if given:
+                raise click.UsageError(f"{flag} does not go with --cluster: the cluster's servers map and reduce "
+                                       "the files each location has in --data-dir")
+    run = ScriptRun(script=script, input_filter=input_filter, data_dir=data_dir, work_dir=work_dir, output=output,
+                    num_mappers=num_mappers or os.cpu_count() or 1, num_reducers=num_reducers,
+                    local_only=local_only, bucket=bucket, delete_data=delete_data, profile=profile, cluster=cluster,
+                    combine_threshold=combine_threshold, job_name=job_name, config_path=config_path,
+                    progress=progress, worker_log_level=logging.INFO if verbose else logging.WARNING)
+    try:
+        status = JobScriptRunner(run).execute()
+    except ClusterError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        ctx.exit(1)
+    ctx.exit(status)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:], prog_name="python -m cluster.job")
