@@ -164,25 +164,26 @@ class CombiningMapContext:
         if type(value) not in _PLAIN:
             check_item(None, value, "map_context.write")
         try:
-            values = self._values.get(key)
-        except TypeError:
-            check_item(key, value, "map_context.write")  # says why the key cannot be a key
-            raise
-        if values is None:  # a key is checked once, when it is new
+            values = self._values[key]
+        except KeyError:  # a key is checked once, when it is new
             if type(key) not in _PLAIN:
                 check_item(key, value, "map_context.write")
             self._values[key] = [value]
+            self._held += 1
+            return
+        except TypeError:
+            check_item(key, value, "map_context.write")  # says why the key cannot be a key
+            raise
+        values.append(value)
+        if len(values) > self.threshold:
+            self._values[key] = [combine_values(self._combine, key, values)]
+            self._held -= len(values) - 2
+            c = self.counters
+            c["combine_calls"] += 1
+            c["combine_items_in"] += len(values)
+            c["combine_items_out"] += 1
         else:
-            values.append(value)
-            if len(values) > self.threshold:
-                self._values[key] = [combine_values(self._combine, key, values)]
-                self._held -= len(values) - 1
-                c = self.counters
-                c["combine_calls"] += 1
-                c["combine_items_in"] += len(values)
-                c["combine_items_out"] += 1
-                return
-        self._held += 1
+            self._held += 1
 
     def take(self, final: bool = False) -> list | None:
         """What it holds, once it holds more than `max_held` values or at the end of the input."""

@@ -292,7 +292,10 @@ class Mapper:
                             self._bad_line(path, lineno, f"not UTF-8: {exc.reason}")
                             continue
                         try:
-                            add(fn(line, aux))
+                            if held is None:
+                                add(fn(line, aux))
+                            else:  # its output comes through take()
+                                fn(line, aux)
                         except BadRecord as exc:
                             self._bad_line(path, lineno, str(exc))
                         except Exception as exc:

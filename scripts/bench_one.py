@@ -209,12 +209,17 @@ def telemetry_bytes_file(path: str, parser: str) -> tuple[dict, dict, int]:
 
 
 def jobscript_case(spec: dict) -> dict:
-    """`loop-<parser>`: the single-process loop; `script-<parser>-N`: the job script with N mappers."""
+    """`loop-<parser>[-2]`: the loop in 1 (or 2) processes; `script-<parser>-N`: the job script with N mappers."""
     parts = spec["case"].split("-")
     parser = parts[1]
     if parts[0] == "loop":
-        merged = merge_telemetry(telemetry_bytes_file(f, parser) for f in files_of(spec["input"]))
-        return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self()]}
+        files = sorted(files_of(spec["input"]), key=os.path.getsize, reverse=True)
+        if len(parts) == 2:
+            merged = merge_telemetry(telemetry_bytes_file(f, parser) for f in files)
+            return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self()]}
+        with mp.get_context("fork").Pool(int(parts[2])) as pool:
+            merged = merge_telemetry(pool.starmap(telemetry_bytes_file, [(f, parser) for f in files]))
+        return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self(), rss_children()]}
     import logging
     import tempfile
 
