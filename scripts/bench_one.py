@@ -29,18 +29,23 @@ def count_words(path: str) -> collections.Counter:
     return c
 
 
-def telemetry_file(path: str) -> tuple[dict, dict, int]:
+def telemetry_file(path: str, parser: str = "json", binary: bool = False) -> tuple[dict, dict, int]:
+    """The hand-written loop: text lines and json.loads (the executor's rows), or binary lines and the
+    named parser, undecoded, as a careful user writes it for orjson (the job script rows)."""
+    loads = __import__(parser).loads
+    tab = b"\t" if binary else "\t"
     by_co: dict = {}
     uptime: dict = {}
     bad = 0
-    with open_text(path) as fh:
+    opener = (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) if binary else open_text(path)
+    with opener as fh:
         for line in fh:
-            _, sep, payload = line.partition("\t")
+            _, sep, payload = line.partition(tab)
             if not sep:
                 bad += 1
                 continue
             try:
-                doc = json.loads(payload)
+                doc = loads(payload)
             except ValueError:
                 bad += 1
                 continue
@@ -183,31 +188,6 @@ def executor_case(spec: dict) -> dict:
     return {"correct": ok, "rss": rss, "phase_seconds": result.counters["seconds"]}
 
 
-def telemetry_bytes_file(path: str, parser: str) -> tuple[dict, dict, int]:
-    """The hand-written loop a careful user writes for a JSON parser: binary lines, no decoding."""
-    loads = __import__(parser).loads
-    by_co: dict = {}
-    uptime: dict = {}
-    bad = 0
-    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
-        for line in fh:
-            _, sep, payload = line.partition(b"\t")
-            if not sep:
-                bad += 1
-                continue
-            try:
-                doc = loads(payload)
-            except ValueError:
-                bad += 1
-                continue
-            info = doc["info"]
-            ch = info["appUpdateChannel"]
-            k = f"{ch}|{info['OS']}"
-            by_co[k] = by_co.get(k, 0) + 1
-            uptime[ch] = uptime.get(ch, 0) + doc["simpleMeasurements"]["uptime"]
-    return by_co, uptime, bad
-
-
 def jobscript_case(spec: dict) -> dict:
     """`loop-<parser>[-2]`: the loop in 1 (or 2) processes; `script-<parser>-N`: the job script with N mappers."""
     parts = spec["case"].split("-")
@@ -215,10 +195,10 @@ def jobscript_case(spec: dict) -> dict:
     if parts[0] == "loop":
         files = sorted(files_of(spec["input"]), key=os.path.getsize, reverse=True)
         if len(parts) == 2:
-            merged = merge_telemetry(telemetry_bytes_file(f, parser) for f in files)
+            merged = merge_telemetry(telemetry_file(f, parser, binary=True) for f in files)
             return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self()]}
         with mp.get_context("fork").Pool(int(parts[2])) as pool:
-            merged = merge_telemetry(pool.starmap(telemetry_bytes_file, [(f, parser) for f in files]))
+            merged = merge_telemetry(pool.starmap(telemetry_file, [(f, parser, True) for f in files]))
         return {"correct": check_telemetry(*merged, spec["expected"]), "rss": [rss_self(), rss_children()]}
     import logging
     import tempfile
@@ -231,7 +211,10 @@ def jobscript_case(spec: dict) -> dict:
     with open(os.path.join(work, "filter.json"), "w") as fh:
         json.dump({"version": 1, "dimensions": [{"field_name": f, "allowed_values": "*"} for f in fields]}, fh)
     out = os.path.join(work, "out.txt")
-    run = ScriptRun(script=os.path.join(ROOT, "scripts", "bench_scripts", f"telemetry_{parser}.py"),
+    script = os.path.join(work, f"telemetry_{parser}.py")
+    with open(os.path.join(ROOT, "scripts", "bench_telemetry_script.py")) as src, open(script, "w") as dst:
+        dst.write(src.read().replace("from orjson import loads", f"from {parser} import loads"))
+    run = ScriptRun(script=script,
                     input_filter=os.path.join(work, "filter.json"), data_dir=spec["input"], work_dir=work,
                     output=out, num_mappers=int(parts[2]), num_reducers=1, progress=False)
     status = JobScriptRunner(run).execute()

@@ -1,5 +1,5 @@
-"""The telemetry aggregation as a job script (orjson), for scripts/bench: documents per (channel, OS),
-uptime per channel; lines that are not '<id>\\t<json>' are bad lines."""
+"""The telemetry aggregation as a job script, for scripts/bench (which writes a copy with json for
+the json rows): documents per (channel, OS), uptime per channel; lines that are not JSON are bad."""
 from orjson import loads
 
 
