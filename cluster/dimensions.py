@@ -18,6 +18,7 @@ walk serves a local folder and an S3 bucket (`remote_data.py`): only the listing
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 from cluster.exceptions import FilterError
 
+log = logging.getLogger(__name__)
 FILTER_VERSION = 1
 ANY = "*"
 # (subdirectory names, [(file name, size)]) of one folder of the layout; a missing folder lists as empty
@@ -89,9 +91,16 @@ class DimensionsFilter:
     def walk(self, lister: Lister) -> Iterator[tuple[str, int, list[str]]]:
         """(relative path, size, dimensions) of every matching file, in path order."""
         depth = len(self.rules) - 2
-        yield from self._walk(lister, [], depth)
+        deeper: list[str] = []
+        yield from self._walk(lister, [], depth, deeper)
+        if deeper:
+            log.warning("%s names %d dimensions, but folders such as %r hold subfolders where the files "
+                        "(<%s>.<%s>.<anything>) should be: the layout has more levels than the filter has "
+                        "dimensions, and files below that depth are not selected", self.source, len(self.rules),
+                        deeper[0], self.rules[-2].field_name, self.rules[-1].field_name)
 
-    def _walk(self, lister: Lister, dirs: list[str], depth: int) -> Iterator[tuple[str, int, list[str]]]:
+    def _walk(self, lister: Lister, dirs: list[str], depth: int,
+              deeper: list[str]) -> Iterator[tuple[str, int, list[str]]]:
         prefix = "/".join(dirs)
         if len(dirs) < depth:
             rule = self.rules[len(dirs)]
@@ -100,9 +109,12 @@ class DimensionsFilter:
                 names = sorted(n for n in lister(prefix)[0] if not _hidden(n) and rule.allows(n))
             for name in names:
                 if "/" not in name and name not in ("", ".", ".."):
-                    yield from self._walk(lister, dirs + [name], depth)
+                    yield from self._walk(lister, dirs + [name], depth, deeper)
             return
-        for name, size in sorted(lister(prefix)[1]):
+        subdirs, files = lister(prefix)
+        if not deeper and any(not _hidden(d) for d in subdirs):
+            deeper.append(prefix or ".")
+        for name, size in sorted(files):
             if _hidden(name):
                 continue
             dims = _dimensions(dirs, name, len(self.rules))

@@ -26,8 +26,12 @@ from cluster.config import ClusterConfig
 from cluster.dimensions import DimensionsFilter, select_local_files
 from cluster.exceptions import ClusterError, JobScriptError
 from cluster.job_script import JobScript
+from cluster.jobs import is_valid_name
 from cluster.layout import JobLayout
-from cluster.local import JobResult
+from cluster.local import JobResult, LocalExecutor
+from cluster.progress import PhaseBars
+from cluster.remote_data import RemoteData
+from cluster.s3 import s3_client
 
 log = logging.getLogger("cluster.job")  # the same name under `python -m`
 PROJECTS = "projects"
@@ -64,55 +68,50 @@ def _name(text: str) -> str:
     return name if name[:1].isalpha() else "job_" + name
 
 
-def load_script(path: str) -> JobScript:
-    """Import the script once on the master: a syntax error or a missing map fails here, before any work."""
-    if not os.path.isfile(path):
-        raise JobScriptError(f"job script {path} not found")
-    folder, module = os.path.split(os.path.abspath(path))
-    if not module.endswith(".py"):
-        raise JobScriptError(f"job script {path} must be a Python file ending in .py")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_cluster_job_script_{_name(module[:-3])}", path)
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as exc:
-        raise JobScriptError(f"importing job script {path} failed: {type(exc).__name__}: {exc}") from exc
-    return JobScript(mod)
-
-
 class JobScriptRunner:
     """Selects the input, runs the script on the engine, writes the output file, reports."""
 
-    def __init__(self, run: ScriptRun):
+    def __init__(self, run: ScriptRun) -> None:
+        """Check everything that can be checked before any work: the filter, the names, the script
+        (imported from its one-file project in WORK/projects), the output's folder."""
         self.run = run
         self.work_dir = os.path.abspath(run.work_dir)
-        self.filter = DimensionsFilter.load(run.input_filter)
-        self.script = load_script(run.script)
-        self.job_name = run.job_name or _name(os.path.basename(run.script)[:-3])
+        if not os.path.isfile(run.script) or not run.script.endswith(".py"):
+            raise JobScriptError(f"job script {run.script} not found (it must be a Python file ending in .py)")
         self.module = _name(os.path.basename(run.script)[:-3])
+        self.job_name = run.job_name or self.module
+        if not is_valid_name(self.job_name):
+            raise JobScriptError(f"job name {self.job_name!r} must be letters, digits, '_', '.', '-' and start with "
+                                 "a letter or digit (it names folders in WORK)")
+        self.filter = DimensionsFilter.load(run.input_filter)
+        self.output = os.path.abspath(run.output)
+        _check_writable(os.path.dirname(self.output))
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.config = self._config()
+        self._install_script()
+        self.script = JobScript(functions.load_module(self.config.projects_dir, self.job_name, self.module))
 
     def execute(self) -> int:
         """Run the job; return the exit status (0: every file mapped; 1: some file failed)."""
         r = self.run
         started = time.monotonic()
-        os.makedirs(self.work_dir, exist_ok=True)
         data_dir = self._data_dir()
-        config = self._config()
-        self._install_script(config)
         job = self._job(data_dir)
         jobs.validate_job(job)
-        functions.load_job_functions(config.projects_dir, job)
         if not r.cluster:
             files = select_local_files(data_dir, self.filter)
             log.info("selected %d files (%.1f MB) under %s with %s", len(files), sum(s for _, s in files) / 1e6,
                      data_dir, r.input_filter)
-        result = self._engine(config, job)
-        records = self._write_output(config, result)
-        if not r.cluster:
-            shutil.rmtree(JobLayout(config.base_dir, config.auxiliary_dir, self.job_name).job_dir,
-                          ignore_errors=True)
+        try:
+            result = self._engine(self.config, job)
+            records = self._write_output(self.config, result)
+        finally:
+            if not r.cluster:
+                layout = JobLayout(self.config.base_dir, self.config.auxiliary_dir, self.job_name)
+                shutil.rmtree(layout.output_dir, ignore_errors=True)  # the engine's copy of --output
+        if not result.counters.get("files"):
+            log.warning("no file matched: nothing under %s has the layout and values %s asks for; the output "
+                        "is empty", data_dir if not r.cluster else f"{r.data_dir} on any location", r.input_filter)
         failed = self._report(result, records, time.monotonic() - started)
         if r.delete_data and not r.cluster:
             self._delete_cached(data_dir)
@@ -123,8 +122,6 @@ class JobScriptRunner:
         r = self.run
         if r.bucket is None:
             return os.path.abspath(r.data_dir)
-        from cluster.remote_data import RemoteData, s3_client
-
         cache = os.path.join(self.work_dir, CACHE)
         if r.data_dir:
             log.warning("--data-dir %s is not read with --bucket: the files come from s3://%s into %s",
@@ -134,8 +131,7 @@ class JobScriptRunner:
             log.info("--local-only: using the files already in the cache %s (s3://%s is not contacted)",
                      cache, r.bucket)
             return cache
-        config = ClusterConfig.load(r.config_path)
-        remote = RemoteData(s3_client(config, retries=1), r.bucket, cache)
+        remote = RemoteData(s3_client(self.config, retries=1), r.bucket, cache, list_client=s3_client(self.config))
         objects = remote.list(self.filter)
         report = remote.fetch(objects)
         log.info("fetched %d files (%.1f MB), %d from the cache, %d retries, %d failed", report.fetched,
@@ -160,17 +156,18 @@ class JobScriptRunner:
         return config.with_overrides(projects_dir=projects, base_dir=os.path.join(self.work_dir, "jobs"),
                                      auxiliary_dir=os.path.join(self.work_dir, "auxiliary"))
 
-    def _install_script(self, config: ClusterConfig) -> None:
+    def _install_script(self) -> None:
         """Copy the script into a one-file project: what the workers (or the cluster's servers) import."""
-        folder = os.path.join(config.projects_dir, self.job_name)
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = os.path.join(self.config.projects_dir, self.job_name)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)  # a script of an earlier run, perhaps renamed since
         os.makedirs(folder)
         shutil.copyfile(self.run.script, os.path.join(folder, self.module + ".py"))
 
     def _job(self, data_dir: str) -> dict[str, Any]:
         r = self.run
         job = jobs.get_mapreduce_job_template()
-        combine = self.script.combine is not None and r.combine_threshold > 0
+        combine = self.script.combine is not None and self.script.reduce is not None and r.combine_threshold > 0
         job.update(job_name=self.job_name, project_name=self.job_name, input_dirs=[data_dir],
                    map_function_name="map", reduce_function_name="reduce",
                    combine_function_name="combine" if combine else None, job_script=self.module + ".py",
@@ -179,9 +176,6 @@ class JobScriptRunner:
         return job
 
     def _engine(self, config: ClusterConfig, job: dict) -> JobResult:
-        from cluster.local import LocalExecutor
-        from cluster.progress import PhaseBars
-
         r = self.run
         bars = PhaseBars(enabled=r.progress)
         try:
@@ -199,10 +193,12 @@ class JobScriptRunner:
     # --- output ----------------------------------------------------------------------------
     def _write_output(self, config: ClusterConfig, result: JobResult) -> int:
         """Concatenate the reducers' text files into --output (written aside, then renamed)."""
-        out = os.path.abspath(self.run.output)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
+        out = self.output
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", dir=os.path.dirname(out))
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as a file the user created (mkstemp makes it 0600)
             with os.fdopen(fd, "wb") as sink, tempfile.TemporaryDirectory(prefix="cluster-job-") as scratch:
                 if self.run.cluster:
                     from cluster.manage_cluster import ManageCluster
@@ -227,24 +223,36 @@ class JobScriptRunner:
             m = phases.get("map", {})
             if not m.get("files"):
                 continue
-            for name in m.get("corrupt_file_names", []):
-                failed[name.split(": ", 1)[0]] = name.split(": ", 1)[-1]
+            for detail, text in zip(m.get("corrupt_files_detail", []), m.get("corrupt_file_names", []), strict=True):
+                failed[detail["path"]] = text.removeprefix(detail["path"] + ": ")
             log.info("mapper %s: %d files (%d decompressed, %d failed), %s rows mapped, %s bad lines, %.1f MB, "
                      "%.1fs", server, m.get("files", 0), m.get("files_decompressed", 0), m.get("corrupt_files", 0),
-                     f"{m.get('records_in', 0):,}", f"{m.get('bad_lines', 0):,}", m.get("bytes_in", 0) / 1e6,
-                     m.get("seconds", 0.0))
+                     f"{m.get('records_in', 0) - m.get('bad_lines', 0):,}", f"{m.get('bad_lines', 0):,}",
+                     m.get("bytes_in", 0) / 1e6, m.get("seconds", 0.0))
         for example in c.get("bad_line_examples", [])[:10]:
             log.info("bad line: %s", example)
-        log.info("job %s: %d files, %s rows, %s bad lines, %s combine calls, %s records written to %s in %.1fs "
+        log.info("job %s: %d files, %s rows read, %s bad lines, %s combine calls, %s records written to %s in %.1fs "
                  "(map %.1fs, sort %.1fs, reduce %.1fs)", self.job_name, c.get("files", 0),
                  f"{c.get('records_in', 0):,}", f"{c.get('bad_lines', 0):,}", f"{c.get('combine_calls', 0):,}",
-                 f"{records:,}", os.path.abspath(self.run.output), seconds, *(c.get("seconds", {}).get(p, 0.0)
+                 f"{records:,}", self.output, seconds, *(c.get("seconds", {}).get(p, 0.0)
                                                                               for p in ("map", "sort", "reduce")))
         for name, error in sorted(failed.items()):
             log.error("FAILED file %s: %s", name, error)
         if failed:
-            log.error("%d file(s) failed; the output holds the other files' results (exit status 1)", len(failed))
+            log.error("%d file(s) failed; the output holds the other files' results (and what was read of a "
+                      "corrupt file before the corruption; exit status 1)", len(failed))
         return bool(failed)
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before any work when the output cannot be written there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise JobScriptError(f"cannot write the output in {folder}: {exc.strerror or exc} (choose another "
+                             "--output)") from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -296,7 +304,7 @@ def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, ou
       def map(key, dimensions, value, map_context)   # key: text before the first tab,
           map_context.write(k, v)                    #   value: the rest (raw JSON text)
       def reduce(key, values, reduce_context)        # none: every map write is output
-      combine = reduce                               # partial reduce (must be associative)
+      def combine(key, values, context)              # partial reduce: one value for key
       def setup_reduce(reduce_context)               # e.g. reduce_context.field_separator = ","
     A line without a tab, or whose map raises ValueError (bad JSON), is counted as a bad line.
 
@@ -325,6 +333,9 @@ def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, ou
     try:
         status = JobScriptRunner(run).execute()
     except ClusterError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        ctx.exit(1)
+    except OSError as exc:  # a full disk, a folder that vanished: say where, without a traceback
         click.secho(f"error: {exc}", fg="red", err=True)
         ctx.exit(1)
     ctx.exit(status)

@@ -38,22 +38,24 @@ _SIGNATURES = {"map": ("key", "dimensions", "value", "map_context"), "reduce": (
                "combine": ("key", "values", "context"), "setup_reduce": ("reduce_context",)}
 
 
-def check_item(key: Any, value: Any, where: str) -> None:
-    """Raise NotSerializable unless marshal can carry `key` and `value` and the key is hashable."""
-    for role, obj in (("key", key), ("value", value)):
-        if type(obj) in _PLAIN or (type(obj) is tuple and set(map(type, obj)) <= _PLAIN):
-            continue
+def carried(obj: Any, role: str, where: str) -> Any:
+    """`obj` as the shuffle will carry it: plain values and tuples of them as they are, anything else
+    as a copy made by marshal (a list the script changes after writing it must not change what was
+    written); NotSerializable when marshal cannot carry it, or when a key is unhashable."""
+    if not (type(obj) in _PLAIN or (type(obj) is tuple and set(map(type, obj)) <= _PLAIN)):
         try:
-            marshal.dumps(obj)
+            obj = marshal.loads(marshal.dumps(obj))
         except ValueError:
             raise NotSerializable(f"{where}: the {role} {obj!r:.120} {_holds(obj)}, which marshal cannot "
                                   "serialize; write str, int, float, bool, None, bytes, or tuples, lists, dicts "
                                   "and sets of them") from None
-    try:
-        hash(key)
-    except TypeError:
-        raise NotSerializable(f"{where}: the key {key!r:.120} is a {type(key).__name__}, which cannot be a key "
-                              "(unhashable); use a tuple instead of a list") from None
+    if role == "key":
+        try:
+            hash(obj)
+        except TypeError:
+            raise NotSerializable(f"{where}: the key {obj!r:.120} is a {type(obj).__name__}, which cannot be a "
+                                  "key (unhashable); use a tuple instead of a list") from None
+    return obj
 
 
 def _holds(obj: Any) -> str:
@@ -67,13 +69,14 @@ def _holds(obj: Any) -> str:
                     marshal.dumps(part)
                 except ValueError:
                     return f"holds {_holds(part).removeprefix('holds ').removeprefix('is ')}"
-    return f"is a {type(obj).__module__}.{type(obj).__qualname__}".replace("builtins.", "")
+    name = f"{type(obj).__module__}.{type(obj).__qualname__}".removeprefix("builtins.")
+    return f"is {'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 class JobScript:
     """The functions of a job script module, checked against the API."""
 
-    def __init__(self, module: ModuleType):
+    def __init__(self, module: ModuleType) -> None:
         self.path = getattr(module, "__file__", None) or module.__name__
         found = {}
         for name, params in _SIGNATURES.items():
@@ -124,7 +127,7 @@ def combine_values(combine: Callable, key: Any, values: list) -> Any:
         raise JobScriptError(f"combine must write exactly one value under the key it was given; for key "
                              f"{key!r:.100} it wrote {ctx.written!r:.200} (combine replaces a key's values "
                              "with one partial result: reduce must give the same answer from it)")
-    return ctx.written[0][1]
+    return carried(ctx.written[0][1], "value", f"combine (key {key!r:.100})")
 
 
 class MapContext:
@@ -137,8 +140,10 @@ class MapContext:
 
     def write(self, key: Any, value: Any) -> None:
         """Emit one (key, value); both must be values marshal can serialize."""
-        if type(key) not in _PLAIN or type(value) not in _PLAIN:
-            check_item(key, value, "map_context.write")
+        if type(key) not in _PLAIN:
+            key = carried(key, "key", "map_context.write")
+        if type(value) not in _PLAIN:
+            value = carried(value, "value", "map_context.write")
         self._items.append((key, value))
 
     def take(self, final: bool = False) -> list | None:
@@ -151,7 +156,7 @@ class CombiningMapContext:
 
     __slots__ = ("_values", "_held", "_combine", "threshold", "max_held", "counters")
 
-    def __init__(self, combine: Callable, threshold: int, max_held: int = defaults.SCRIPT_CONTEXT_MAX_ITEMS):
+    def __init__(self, combine: Callable, threshold: int, max_held: int = defaults.SCRIPT_CONTEXT_MAX_ITEMS) -> None:
         self.counters = {"combine_calls": 0, "combine_items_in": 0, "combine_items_out": 0}
         self._values: dict = {}
         self._held = 0
@@ -162,17 +167,17 @@ class CombiningMapContext:
     def write(self, key: Any, value: Any) -> None:
         """Emit one (key, value); both must be values marshal can serialize."""
         if type(value) not in _PLAIN:
-            check_item(None, value, "map_context.write")
+            value = carried(value, "value", "map_context.write")
         try:
             values = self._values[key]
         except KeyError:  # a key is checked once, when it is new
             if type(key) not in _PLAIN:
-                check_item(key, value, "map_context.write")
+                key = carried(key, "key", "map_context.write")
             self._values[key] = [value]
             self._held += 1
             return
         except TypeError:
-            check_item(key, value, "map_context.write")  # says why the key cannot be a key
+            carried(key, "key", "map_context.write")  # says why the key cannot be a key
             raise
         values.append(value)
         if len(values) > self.threshold:
@@ -199,7 +204,7 @@ class ScriptMap(FileMapFunction):
     """The engine's map function for a job script: lines of a file -> map(key, dims, value, ctx)."""
 
     def __init__(self, script: JobScript, input_dirs: list[str], dims_filter: DimensionsFilter | None,
-                 combine: Callable | None, threshold: int):
+                 combine: Callable | None, threshold: int) -> None:
         self.script = script
         self.roots = sorted((os.path.abspath(d) for d in input_dirs), key=len, reverse=True)
         self.count = len(dims_filter.rules) if dims_filter is not None else None
@@ -245,7 +250,7 @@ class ScriptMap(FileMapFunction):
 class ScriptCombine:
     """The engine's combine function for a job script: a group of items -> one item."""
 
-    def __init__(self, combine: Callable):
+    def __init__(self, combine: Callable) -> None:
         self.combine = combine
 
     def __call__(self, group: list, auxiliary_data: Any) -> list:
@@ -278,26 +283,26 @@ class ScriptReduce:
     """The engine's reduce function for a job script: a group -> the text records reduce wrote
     (a map-only script writes every value of the group)."""
 
-    def __init__(self, script: JobScript):
+    def __init__(self, script: JobScript) -> None:
         self.reduce = script.reduce
         self.setup = script.setup_reduce
         self.context = ReduceContext()
 
     def __call__(self, group: Any, auxiliary_data: Any) -> list[str]:
         ctx = self.context
-        if self.setup is not None:
+        if self.setup is not None:  # what it writes (a CSV header) comes first, once per reducer
             setup, self.setup = self.setup, None
             setup(ctx)
         items = iter(group)
         key, first = next(items)
         values = [first]
         values += (v for _, v in items)
-        ctx.out = out = []
         if self.reduce is None:
             for v in values:
                 ctx.write(key, v)
         else:
             self.reduce(key, values, ctx)
+        out, ctx.out = ctx.out, []
         return out
 
 
@@ -309,6 +314,10 @@ def engine_functions(module: ModuleType, job: dict) -> tuple[ScriptMap, ScriptCo
         if script.combine is None:
             raise JobScriptError(f"job {job['job_name']!r} asks for a combiner but job script {script.path} "
                                  "defines no combine(key, values, context)")
+        if script.reduce is None:
+            raise JobScriptError(f"job script {script.path} has combine but no reduce: a map-only job writes "
+                                 "every map record, which combining would merge (define reduce, or run it "
+                                 "with combine_threshold 0)")
         combine = script.combine
     threshold = job.get("combine_threshold") or defaults.COMBINE_THRESHOLD
     dims_filter = DimensionsFilter(job["input_filter"]) if job.get("input_filter") else None

@@ -228,14 +228,15 @@ def validate_job(job: Any) -> dict[str, Any]:
     return job
 
 
-def _is_name(value: Any) -> bool:
+def is_valid_name(value: Any) -> bool:
+    """A job, project or auxiliary data name: it names folders, so letters, digits, '_', '.', '-'."""
     return isinstance(value, str) and bool(_NAME_RE.fullmatch(value))
 
 
 def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
     problems = []
     name = job.get("job_name")
-    if isinstance(name, str) and not _is_name(name):
+    if isinstance(name, str) and not is_valid_name(name):
         problems.append(f"job_name {name!r} must be letters, digits, '_', '.', '-' (it names folders)")
     problems += _check_schedule(job)
     if job_type is JobType.MAPREDUCE:
@@ -257,7 +258,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
                 problems.append(f"{key} must be at least 1, got {v}")
         for key in ("project_name", "auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
             v = job.get(key)
-            if isinstance(v, str) and not _is_name(v):
+            if isinstance(v, str) and not is_valid_name(v):
                 problems.append(f"{key} {v!r} must be letters, digits, '_', '.', '-'")
         for key in ("map_function_name", "reduce_function_name", "combine_function_name"):
             v = job.get(key)
@@ -285,7 +286,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
             if job.get(key) is None and key in job:
                 problems.append(f"a {tt} transfer needs {key} ({TRANSFER_KEY_HELP[key]})")
         aux = job.get("auxiliary_data_name")
-        if isinstance(aux, str) and not _is_name(aux):
+        if isinstance(aux, str) and not is_valid_name(aux):
             problems.append(f"auxiliary_data_name {aux!r} must be letters, digits, '_', '.', '-'")
     return problems
 

@@ -395,7 +395,7 @@ def _is_decompress_error(exc: OSError | RuntimeError, path: str) -> bool:
     lz4 says 'LZ4F_decompress failed' with a RuntimeError."""
     ext = os.path.splitext(path)[1].lower()
     if isinstance(exc, RuntimeError):
-        return ext == ".lz4"
+        return ext == ".lz4" and str(exc).startswith("LZ4F_")
     return ext in _DECOMPRESSORS and exc.errno is None
 
 

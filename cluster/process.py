@@ -244,12 +244,6 @@ def main(argv: list[str] | None = None) -> None:
         local_worker_main(commands, reports)
     finally:
         reports.close()
-    # Everything is reported, written and closed: skip the interpreter's teardown (tens of ms of
-    # module cleanup that the master would wait for at the end of every job).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import PublishError
-from cluster.remote_data import s3_client
+from cluster.s3 import s3_client
 from cluster.schedule import utc_now
 
 log = logging.getLogger(__name__)

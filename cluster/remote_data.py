@@ -15,30 +15,17 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 from cluster import defaults
-from cluster.config import ClusterConfig
 from cluster.dimensions import DimensionsFilter, Lister
 from cluster.exceptions import RemoteDataError
 
 log = logging.getLogger(__name__)
 _PERMANENT = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "403", "404", "InvalidAccessKeyId",
               "SignatureDoesNotMatch"}
-
-
-def s3_client(config: ClusterConfig, retries: int | None = None) -> Any:
-    """A boto3 S3 client for `s3_endpoint_url` (AWS when unset; credentials from boto3's usual chain:
-    environment, ~/.aws, instance role). `retries`: botocore's own attempts (None: its default)."""
-    import boto3  # only a master that talks to S3 needs it loaded
-    from botocore.config import Config
-
-    options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
-    if retries is not None:
-        options["retries"] = {"total_max_attempts": retries, "mode": "standard"}
-    endpoint = config.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(**options))
 
 
 @dataclass
@@ -57,8 +44,11 @@ class RemoteData:
 
     def __init__(self, client: Any, bucket: str, cache_dir: str, *, tries: int = defaults.DOWNLOAD_TRIES,
                  backoff_seconds: float = defaults.DOWNLOAD_BACKOFF_SECONDS,
-                 threads: int = defaults.DOWNLOAD_THREADS):
+                 threads: int = defaults.DOWNLOAD_THREADS, list_client: Any = None) -> None:
+        """`client` fetches (best without botocore's own retries: each try here is logged);
+        `list_client` (default: `client`) lists, where botocore's retries are welcome."""
         self.client = client
+        self.list_client = list_client or client
         self.bucket = bucket
         self.cache_dir = os.path.abspath(cache_dir)
         self.tries = max(1, tries)
@@ -72,7 +62,7 @@ class RemoteData:
         """List one folder of the bucket (subfolders, files with sizes) with the delimiter '/'."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        paginator = self.client.get_paginator("list_objects_v2")
+        paginator = self.list_client.get_paginator("list_objects_v2")
 
         def lister(prefix: str) -> tuple[list[str], list[tuple[str, int]]]:
             start = prefix + "/" if prefix else ""
@@ -155,7 +145,7 @@ class RemoteData:
         part = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.part")
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            with open(part, "wb") as fh:
+            with closing(body), open(part, "wb") as fh:
                 for chunk in body.iter_chunks(1 << 20):
                     fh.write(chunk)
             got = os.path.getsize(part)

@@ -334,7 +334,7 @@ def test_a_job_script_on_the_cluster_equals_the_local_run(cluster, tmp_path):
         {"field_name": name, "allowed_values": "*"} for name in ("reason", "app", "channel", "version")]
         + [{"field_name": "build", "allowed_values": {"min": "2014030"}},
            {"field_name": "date", "allowed_values": "*"}]}))
-    script = REPO / "tests" / "job_scripts" / "channel_os.py"
+    script = REPO / "examples" / "telemetry" / "channel_os.py"
     outputs = {}
     for mode, extra in (("local", ["--num-mappers", "2", "--num-reducers", "2"]), ("cluster", ["--cluster"])):
         out = tmp_path / f"{mode}.txt"

@@ -23,6 +23,7 @@ from cluster.dimensions import DimensionsFilter
 from cluster.remote_data import RemoteData
 
 SCRIPTS = REPO / "tests" / "job_scripts"
+EXAMPLE = REPO / "examples" / "telemetry" / "channel_os.py"  # the README's example
 FIELDS = ["reason", "appName", "appUpdateChannel", "appVersion", "appBuildID", "submission_date"]
 BAD_LINES = ["no tab on this line", "0000-bad\t{\"info\": {\"appUpdateChannel\": ", "0000-bad2\tnot json at all"]
 
@@ -103,7 +104,8 @@ def telemetry(tmp_path_factory) -> Path:
 def run_job(tmp_path: Path, script: str, data: Path | None, filter_path: Path, *extra: str,
             env: dict | None = None, work: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / f"{script}.out"
-    cmd = [sys.executable, "-m", "cluster.job", str(SCRIPTS / f"{script}.py"), "--input-filter", str(filter_path),
+    path = EXAMPLE if script == "channel_os" else SCRIPTS / f"{script}.py"
+    cmd = [sys.executable, "-m", "cluster.job", str(path), "--input-filter", str(filter_path),
            "--work-dir", str(work or tmp_path / "work"), "--output", str(out), "--num-mappers", "2",
            "--num-reducers", "2", *extra]
     if data is not None:
@@ -150,11 +152,11 @@ def test_record_count_and_bad_lines_with_file_and_line(telemetry, tmp_path):
     assert proc.returncode == 0, proc.stderr
     # record_count does not parse JSON: only lines without a tab are bad
     assert records(out) == {"record_count": lines - want["untabbed"]}
-    assert f"{lines:,} rows, {want['untabbed']:,} bad lines" in proc.stderr
+    assert f"{lines:,} rows read, {want['untabbed']:,} bad lines" in proc.stderr
     where = bad_lines_at(telemetry)
     assert f"{where}: no tab between the key and the value" in proc.stderr
     channel_os, _ = run_job(tmp_path, "channel_os", telemetry, write_filter(tmp_path / "f.json"))
-    assert f"{lines:,} rows, {want['bad']:,} bad lines" in channel_os.stderr
+    assert f"{lines:,} rows read, {want['bad']:,} bad lines" in channel_os.stderr
     path, lineno = where.rsplit(":", 1)
     assert f"{path}:{int(lineno) + 1}: JSONDecodeError" in channel_os.stderr
     for mapper in ("S_0", "S_1"):  # every step per mapper: files, decompressed, failed, rows, bad lines
@@ -187,9 +189,10 @@ def test_a_map_only_job_writes_every_map_record(telemetry, tmp_path):
 
 def test_csv_output_through_setup_reduce(telemetry, tmp_path):
     import csv
-    proc, out = run_job(tmp_path, "csv_report", telemetry, write_filter(tmp_path / "f.json"))
+    proc, out = run_job(tmp_path, "csv_report", telemetry, write_filter(tmp_path / "f.json"), "--num-reducers", "1")
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.reader(out.read_text().splitlines()))
+    header, *rows = list(csv.reader(out.read_text().splitlines()))
+    assert header == ["channel", "documents", "note"]
     assert {r[0]: int(r[1]) for r in rows} == truth(telemetry, lambda d: True)["by_channel"]
     assert all(r[2] == f"{r[0]}, all builds" for r in rows)
 
@@ -222,6 +225,24 @@ def test_bad_command_lines_are_explained(telemetry, tmp_path):
     assert proc.returncode == 1 and "not a valid dimensions filter" in proc.stderr
     proc, _ = run_job(tmp_path, "record_count", telemetry, write_filter(tmp_path / "f.json"), "--delete-data")
     assert proc.returncode == 2 and "needs --bucket" in proc.stderr
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    proc, _ = run_job(tmp_path / "w", "record_count", telemetry, write_filter(tmp_path / "f.json"), "--job-name",
+                      "../keep")
+    assert proc.returncode == 1 and "job name '../keep' must be" in proc.stderr and outside.is_dir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "cluster.job", str(SCRIPTS / "record_count.py"), "-f",
+                           str(tmp_path / "f.json"), "-d", str(telemetry), "-w", str(tmp_path / "w2"), "-o",
+                           str(blocker / "out.txt")], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 1 and "cannot write the output in" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_selection_that_matches_nothing_says_so(telemetry, tmp_path):
+    proc, out = run_job(tmp_path, "record_count", telemetry, write_filter(tmp_path / "f.json",
+                                                                         appUpdateChannel="no-such-channel"))
+    assert proc.returncode == 0 and out.read_text() == ""
+    assert "no file matched" in proc.stderr
 
 
 def test_profile_writes_one_file_per_mapper_and_reducer(telemetry, tmp_path):

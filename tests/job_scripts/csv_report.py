@@ -8,6 +8,7 @@ def map(key, dimensions, value, map_context):
 
 def setup_reduce(reduce_context):
     reduce_context.field_separator = ","
+    reduce_context.writecsv(["channel", "documents", "note"])  # a header, once (one reducer)
 
 
 def reduce(key, values, reduce_context):

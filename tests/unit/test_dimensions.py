@@ -113,3 +113,10 @@ def test_load_names_the_file(tmp_path):
 def test_a_missing_data_dir_is_an_error(tmp_path):
     with pytest.raises(FilterError, match="not found"):
         select_local_files(str(tmp_path / "nope"), DimensionsFilter(spec()))
+
+
+def test_a_filter_shallower_than_the_layout_selects_nothing_and_says_why(tmp_path, caplog):
+    make_tree(tmp_path)
+    short = {"version": 1, "dimensions": [{"field_name": n, "allowed_values": "*"} for n in NAMES[:4]]}
+    assert selected(tmp_path, short) == []
+    assert "the layout has more levels than the filter has dimensions" in caplog.text

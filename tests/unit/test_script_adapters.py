@@ -84,10 +84,26 @@ def test_values_marshal_cannot_carry_are_refused_with_their_type(context):
         context.write("k", decimal.Decimal("1.5"))
     with pytest.raises(NotSerializable, match="holds a decimal.Decimal"):
         context.write("k", [1, decimal.Decimal("1.5")])
-    with pytest.raises(NotSerializable, match="key .* is a object"):
+    with pytest.raises(NotSerializable, match="key .* is an object"):
         context.write(object(), 1)
     with pytest.raises(NotSerializable, match="unhashable"):
         context.write(["a", "list"], 1)
+
+
+def test_written_containers_are_copies_and_combine_output_is_checked():
+    ctx = MapContext()
+    shared = [1]
+    ctx.write("a", shared)
+    shared.append(2)
+    assert ctx.take() == [("a", [1])]
+
+    def bad_combine(key, values, context):
+        context.write(key, decimal.Decimal(1))
+
+    ctx = CombiningMapContext(bad_combine, threshold=1)
+    ctx.write("k", 1)
+    with pytest.raises(NotSerializable, match=r"combine \(key 'k'\): the value"):
+        ctx.write("k", 1)
 
 
 def test_map_lines_split_key_and_value_and_count_value_errors_as_bad():
@@ -122,8 +138,14 @@ def test_reduce_context_formats_records():
         context.writecsv([key, "a,b", 'say "hi"'])
         context.writeline("plain")
 
-    fn = ScriptReduce(JobScript(module(map=lambda k, d, v, c: None, reduce=reduce_, setup_reduce=setup)))
-    assert fn([("k", 1), ("k", 2)], None) == ["k,3\r\n", 'k,"a,b","say ""hi"""\r\n', "plain\r\n"]
+    def header(context):
+        setup(context)
+        context.writeline("key,total")
+
+    fn = ScriptReduce(JobScript(module(map=lambda k, d, v, c: None, reduce=reduce_, setup_reduce=header)))
+    assert fn([("k", 1), ("k", 2)], None) == ["key,total\r\n", "k,3\r\n", 'k,"a,b","say ""hi"""\r\n',
+                                              "plain\r\n"]
+    assert fn([("j", 5)], None)[0] == "j,5\r\n"  # setup once, before the first reduce
     map_only = ScriptReduce(JobScript(module(map=lambda k, d, v, c: None)))
     assert map_only(iter([(("t", 1), "a"), (("t", 1), "b")]), None) == ["('t', 1)\ta\n", "('t', 1)\tb\n"]
 
@@ -144,11 +166,14 @@ def test_engine_functions_follow_the_job():
                input_filter={"version": 1, "dimensions": [{"field_name": "a", "allowed_values": "*"},
                                                           {"field_name": "b", "allowed_values": "*"}]})
     validate_job(job)
-    map_fn, combine_fn, reduce_fn = engine_functions(module(map=lambda k, d, v, c: None, combine=total), job)
+    map_fn, combine_fn, reduce_fn = engine_functions(module(map=lambda k, d, v, c: None, combine=total,
+                                                            reduce=total), job)
     assert isinstance(combine_fn, ScriptCombine) and combine_fn([("k", 2), ("k", 3)], None) == [("k", 5)]
     assert map_fn.count == 2 and map_fn.context.threshold == 50
     with pytest.raises(JobScriptError, match="defines no combine"):
         engine_functions(module(map=lambda k, d, v, c: None), job)
+    with pytest.raises(JobScriptError, match="combine but no reduce"):
+        engine_functions(module(map=lambda k, d, v, c: None, combine=total), job)
 
 
 def test_job_script_keys_are_validated():

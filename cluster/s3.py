@@ -1,0 +1,20 @@
+"""The S3 client of the master (job script input, published results): one place for its settings."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cluster.config import ClusterConfig
+
+
+def s3_client(config: ClusterConfig, retries: int | None = None) -> Any:
+    """A boto3 S3 client for `s3_endpoint_url` (AWS when unset; credentials from boto3's usual chain:
+    environment, ~/.aws, instance role). `retries`: botocore's own attempts (None: its default)."""
+    import boto3  # only a master that talks to S3 needs it loaded
+    from botocore.config import Config
+
+    options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
+    if retries is not None:
+        options["retries"] = {"total_max_attempts": retries, "mode": "standard"}
+    endpoint = config.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", endpoint_url=endpoint, config=Config(**options))
