@@ -103,8 +103,8 @@ class JobScriptRunner:
             log.info("selected %d files (%.1f MB) under %s with %s", len(files), sum(s for _, s in files) / 1e6,
                      data_dir, r.input_filter)
         try:
-            result = self._engine(self.config, job)
-            records = self._write_output(self.config, result)
+            result = self._engine(job)
+            self._write_output()
         finally:
             if not r.cluster:
                 layout = JobLayout(self.config.base_dir, self.config.auxiliary_dir, self.job_name)
@@ -112,7 +112,7 @@ class JobScriptRunner:
         if not result.counters.get("files"):
             log.warning("no file matched: nothing under %s has the layout and values %s asks for; the output "
                         "is empty", data_dir if not r.cluster else f"{r.data_dir} on any location", r.input_filter)
-        failed = self._report(result, records, time.monotonic() - started)
+        failed = self._report(result, time.monotonic() - started)
         if r.delete_data and not r.cluster:
             self._delete_cached(data_dir)
         return 1 if failed else 0
@@ -175,15 +175,15 @@ class JobScriptRunner:
                    delete_job_data=True)
         return job
 
-    def _engine(self, config: ClusterConfig, job: dict) -> JobResult:
+    def _engine(self, job: dict) -> JobResult:
         r = self.run
         bars = PhaseBars(enabled=r.progress)
         try:
             if r.cluster:
                 from cluster.manage_cluster import ManageCluster
 
-                return ManageCluster(config).run(job, on_progress=bars.update)
-            executor = LocalExecutor(config, servers=r.num_mappers, reducers=r.num_reducers,
+                return ManageCluster(self.config).run(job, on_progress=bars.update)
+            executor = LocalExecutor(self.config, servers=r.num_mappers, reducers=r.num_reducers,
                                      on_progress=bars.update, worker_log_level=r.worker_log_level,
                                      profile_dir=self.work_dir if r.profile else None)
             return executor.run(job)
@@ -191,7 +191,7 @@ class JobScriptRunner:
             bars.close()
 
     # --- output ----------------------------------------------------------------------------
-    def _write_output(self, config: ClusterConfig, result: JobResult) -> int:
+    def _write_output(self) -> None:
         """Concatenate the reducers' text files into --output (written aside, then renamed)."""
         out = self.output
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", dir=os.path.dirname(out))
@@ -203,9 +203,10 @@ class JobScriptRunner:
                 if self.run.cluster:
                     from cluster.manage_cluster import ManageCluster
 
-                    paths = ManageCluster(config).output_files(self.job_name, scratch)
+                    paths = ManageCluster(self.config).output_files(self.job_name, scratch)
                 else:
-                    paths = iter(JobLayout(config.base_dir, config.auxiliary_dir, self.job_name).output_files())
+                    paths = iter(JobLayout(self.config.base_dir, self.config.auxiliary_dir,
+                                           self.job_name).output_files())
                 for path in paths:
                     with open(path, "rb") as src:
                         shutil.copyfileobj(src, sink, 1 << 20)
@@ -213,9 +214,8 @@ class JobScriptRunner:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return result.counters.get("records_out", 0)
 
-    def _report(self, result: JobResult, records: int, seconds: float) -> bool:
+    def _report(self, result: JobResult, seconds: float) -> bool:
         """Log what each mapper did and a summary; True when some file failed."""
         c = result.counters
         failed = dict(self.run.failed_files)
@@ -234,7 +234,7 @@ class JobScriptRunner:
         log.info("job %s: %d files, %s rows read, %s bad lines, %s combine calls, %s records written to %s in %.1fs "
                  "(map %.1fs, sort %.1fs, reduce %.1fs)", self.job_name, c.get("files", 0),
                  f"{c.get('records_in', 0):,}", f"{c.get('bad_lines', 0):,}", f"{c.get('combine_calls', 0):,}",
-                 f"{records:,}", self.output, seconds, *(c.get("seconds", {}).get(p, 0.0)
+                 f"{c.get('records_out', 0):,}", self.output, seconds, *(c.get("seconds", {}).get(p, 0.0)
                                                                               for p in ("map", "sort", "reduce")))
         for name, error in sorted(failed.items()):
             log.error("FAILED file %s: %s", name, error)

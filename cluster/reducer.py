@@ -67,26 +67,12 @@ class OutputWriter:
         if isinstance(items, (str, bytes, dict)):
             raise OutputError(f"the reduce function returned a {type(items).__name__} for key {key!r:.100}; "
                               "it must return an iterable of output items (e.g. a list of (key, value))")
-        dumps = ujson.dumps
         count = 0
         it = iter(items)
         while True:
-            lines = []
             room = self.max_items - self._in_file if self._fh is not None else self.max_items
-            if self.text:
-                lines = list(islice(it, min(room or self.max_items, 4096)))
-                if not lines:
-                    return count
-                self._write_lines(lines, key)
-                count += len(lines)
-                continue
-            for item in islice(it, min(room or self.max_items, 4096)):
-                try:
-                    lines.append(dumps(item, ensure_ascii=False, allow_nan=False))
-                except (TypeError, ValueError, OverflowError) as exc:
-                    raise OutputError(f"reduce output item {item!r:.200} (key {key!r:.100}) is not JSON: {exc}; "
-                                      "reduce functions must yield JSON-serializable items (no NaN, Infinity, "
-                                      "sets or objects)") from None
+            chunk = islice(it, min(room or self.max_items, 4096))
+            lines = list(chunk) if self.text else _json_lines(chunk, key)
             if not lines:
                 return count
             self._write_lines(lines, key)
@@ -115,6 +101,20 @@ class OutputWriter:
             if self._raw is not self._fh:
                 self._raw.close()
             self._fh = None
+
+
+def _json_lines(items: Iterable, key: Any) -> list[str]:
+    """Each item as a ujson line; an item that is not JSON is an error naming it and its key."""
+    dumps = ujson.dumps
+    lines = []
+    for item in items:
+        try:
+            lines.append(dumps(item, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise OutputError(f"reduce output item {item!r:.200} (key {key!r:.100}) is not JSON: {exc}; "
+                              "reduce functions must yield JSON-serializable items (no NaN, Infinity, "
+                              "sets or objects)") from None
+    return lines
 
 
 class Reducer:

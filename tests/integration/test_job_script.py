@@ -225,11 +225,13 @@ def test_bad_command_lines_are_explained(telemetry, tmp_path):
     assert proc.returncode == 1 and "not a valid dimensions filter" in proc.stderr
     proc, _ = run_job(tmp_path, "record_count", telemetry, write_filter(tmp_path / "f.json"), "--delete-data")
     assert proc.returncode == 2 and "needs --bucket" in proc.stderr
-    outside = tmp_path / "keep"
-    outside.mkdir()
+    outside = tmp_path / "keep"  # what WORK/projects/<job name> would be with this name
+    (outside / "precious").mkdir(parents=True)
+    (tmp_path / "w").mkdir()
     proc, _ = run_job(tmp_path / "w", "record_count", telemetry, write_filter(tmp_path / "f.json"), "--job-name",
-                      "../keep")
-    assert proc.returncode == 1 and "job name '../keep' must be" in proc.stderr and outside.is_dir()
+                      "../../../keep")
+    assert proc.returncode == 1 and "job name '../../../keep' must be" in proc.stderr
+    assert (outside / "precious").is_dir()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     proc = subprocess.run([sys.executable, "-m", "cluster.job", str(SCRIPTS / "record_count.py"), "-f",
