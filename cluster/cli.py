@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from cluster import jobs
+from cluster import defaults, jobs
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
 from cluster.layout import JobLayout
@@ -154,7 +154,7 @@ def show_config(config_path: str | None) -> None:
     """Print the resolved configuration and where it came from."""
     config = ClusterConfig.load(config_path)
     for key, value in config.as_dict().items():
-        if key == "redis_auth" and value:
+        if key in ("redis_auth", "dashboard_password") and value:
             value = "(set)"
         click.echo(f"{key} = {value}")
 
@@ -205,13 +205,10 @@ def queue(config_path: str | None, as_json: bool) -> None:
         click.echo("the queue is empty")
         return
     rows = [("JOB", "TYPE", "PRIORITY", "GROUP", "SCHEDULE", "TIMEOUT", "ONCE", "ESTIMATE")]
+    from cluster.schedule import describe
+
     for job in found:
-        freq = job.get("schedule_frequency")
-        when = "every round" if not freq else f"{freq} {job.get('time_of_day') or '12:00'} UTC"
-        if freq == "weekly":
-            when += f" day {job.get('day_of_week')}"
-        elif freq == "monthly":
-            when += f" day {job.get('day_of_month')}"
+        when = describe(job)
         estimate = scheduler.estimate_next_runtime(job["job_name"])
         rows.append((job["job_name"], job["job_type"], str(job.get("job_priority") or 0), job.get("group_name") or "-",
                      when, f"{job['timeout_minutes']} min" if job.get("timeout_minutes") else "-",
@@ -287,6 +284,35 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
                f"({'local executor' if local else 'cluster ' + repr(config.cluster_name)}"
                f"{', one round' if once else ''})")
     r.serve(once=once)
+
+
+@mapreduce.command()
+@config_option
+@click.option("--host", default=defaults.DASHBOARD_HOST, show_default=True,
+              help="Address to listen on. Anything but loopback needs dashboard_password set.")
+@click.option("--port", type=click.IntRange(1, 65535), default=defaults.DASHBOARD_PORT, show_default=True,
+              help="TCP port to listen on.")
+def dashboard(config_path: str | None, host: str, port: int) -> None:
+    """Serve the web dashboard: cluster, queue, runs, published results, a form to schedule jobs.
+
+    \b
+    The login password comes from $CLUSTER_DASHBOARD_PASSWORD or the config key
+    dashboard_password. Without one it listens only on loopback, with a password
+    made up for this run and printed here. From another machine, use an SSH tunnel:
+      ssh -L 8787:127.0.0.1:8787 master   # then open http://127.0.0.1:8787/"""
+    from cluster.dashboard.serve import check_port, resolve_password, serve
+
+    config = ClusterConfig.load(config_path)
+    password, made_up = resolve_password(config, host)
+    check_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"{_now()} dashboard of the queue in {config.local_working_dir} on http://{shown}:{port}/ "
+               "(Ctrl-C stops it)")
+    if made_up:
+        click.echo(f"{_now()} no dashboard_password is configured: log in with {password} "
+                   f"(valid until the dashboard stops; set ${defaults.DASHBOARD_PASSWORD_ENV} or "
+                   "dashboard_password for a lasting one)")
+    serve(config, host, port, password)
 
 
 def _now() -> str:

@@ -5,7 +5,7 @@ import configparser
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from cluster import defaults
 from cluster.exceptions import ConfigError
@@ -17,6 +17,7 @@ _DERIVED_DIRS = {
     "base_dir": "data", "working_dir": "working", "logs_dir": "logs",
     "auxiliary_dir": "auxiliary", "code_dir": "code", "base_projects_dir": "projects",
 }
+MASTER_ONLY_KEYS = ("dashboard_password",)  # secrets of the master that the locations never get
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
@@ -60,6 +61,7 @@ class ClusterConfig:
     publish_url: str
     s3_endpoint_url: str | None
     source: str = "built-in defaults"
+    dashboard_password: str | None = field(default=None, repr=False)  # the master's only; never shipped
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -107,7 +109,7 @@ class ClusterConfig:
         merged = dict(defaults.CONFIG_DEFAULTS)
         merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
         for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable",
-                    "publish_url", "s3_endpoint_url"):
+                    "publish_url", "s3_endpoint_url", "dashboard_password"):
             if isinstance(merged[key], str) and not merged[key].strip():
                 merged[key] = None
         out: dict[str, object] = {}
@@ -181,7 +183,7 @@ class ClusterConfig:
                               "\n".join(f"  - {p}" for p in problems))
         return cls(cluster_name=name, locations=locations, compute_dir=compute_dir,
                    redis_auth=merged["redis_auth"], local_working_dir=local_working_dir, publish_url=publish_url,
-                   s3_endpoint_url=merged["s3_endpoint_url"],
+                   s3_endpoint_url=merged["s3_endpoint_url"], dashboard_password=merged["dashboard_password"],
                    ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source,
                    python_executable=str(merged["python_executable"] or sys.executable), **out)
 
@@ -227,6 +229,8 @@ class ClusterConfig:
         """This configuration as an INI file (what the master hands to every location)."""
         lines = [f"[{defaults.CONFIG_SECTION}]"]
         for key, value in self.to_values().items():
+            if key in MASTER_ONLY_KEYS:
+                continue
             lines.append(f"{key} = {'' if value is None else value}")
         return "\n".join(lines) + "\n"
 

@@ -36,6 +36,7 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "publish_url": None,           # where script jobs publish output_dir: a folder or s3://bucket/prefix
     #                                (default: <local_working_dir>/published)
     "s3_endpoint_url": None,       # an S3-compatible store's URL (default: AWS); credentials: boto3's usual chain
+    "dashboard_password": None,    # the web dashboard's login (or $CLUSTER_DASHBOARD_PASSWORD); master only
 }
 CONFIG_ENV = "CLUSTER_CONFIG"
 CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")
@@ -76,6 +77,7 @@ WORKER_GC_THRESHOLDS = (100_000, 50, 1000)
 RUNNER_IDLE_SECONDS = 2.0      # with nothing due, the Runner looks at the queue again this often
 RUN_DIRS_KEPT = 10             # per-run folders (unpacked tarball, log) kept per script job
 KILL_GRACE_SECONDS = 5.0       # a stopped script's processes get SIGTERM, then SIGKILL after this long
+RUN_PROGRESS_EVERY_SECONDS = 2.0  # a running mapreduce job's counters reach the history this often
 RECOVERY_WAIT_SECONDS = 30.0   # a restarted Runner waits this long for the servers to drop a dead run
 
 # --- job scripts (python -m cluster.job) ------------------------------------------------
@@ -84,3 +86,15 @@ SCRIPT_CONTEXT_MAX_ITEMS = 100_000  # a combining map context hands its values t
 DOWNLOAD_TRIES = 3             # each file fetched from S3 is tried this many times...
 DOWNLOAD_BACKOFF_SECONDS = 1.0  # ...waiting this long, then twice as long, between tries
 DOWNLOAD_THREADS = 8           # files fetched at once
+
+# --- the web dashboard (mapreduce dashboard) ---------------------------------------------
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8787
+DASHBOARD_PASSWORD_ENV = "CLUSTER_DASHBOARD_PASSWORD"
+DASHBOARD_REFRESH_SECONDS = 3  # the cluster page and a running job's progress refresh this often
+DASHBOARD_STATUS_CACHE_SECONDS = 2.0  # cluster status is asked of the locations at most this often
+DASHBOARD_SESSION_HOURS = 12   # a login lasts this long
+DASHBOARD_MAX_UPLOAD_BYTES = 512 * 1024 ** 2  # the largest code tarball the form takes
+DASHBOARD_TARBALLS_KEPT = 2    # uploaded tarballs kept per job (the current one and the one before)
+DASHBOARD_RUNTIMES_CHARTED = 30  # runs in a job page's runtime chart
+DASHBOARD_THREADS = 8          # requests served at once

@@ -102,3 +102,23 @@ def take_flock(path: str, note: str = "") -> tuple[IO | None, str]:
     fh.write(f"pid {os.getpid()} on {os.uname().nodename}{note}\n")
     fh.flush()
     return fh, ""
+
+
+def flock_holder(path: str) -> int | None:
+    """The pid holding an exclusive flock on `path`, read from /proc/locks (None: nobody, or not Linux).
+
+    Only looks: trying the lock to find out would make a process that takes it at that moment fail."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 00:2a:1234 0 EOF" (a waiting lock has "->" after the number)
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue
+        if fields[5].rsplit(":", 1)[-1] == str(inode):
+            return int(fields[4])
+    return None

@@ -262,7 +262,8 @@ class ManageCluster:
 
     # --- status and attach -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """One row per server and one per location (Redis memory, free disk)."""
+        """One row per server (with the latest counters of the run it works on) and one per
+        location (Redis memory, free disk)."""
         by_location = self.config.servers_by_location()
 
         def location_status(host: str) -> dict[str, Any]:
@@ -270,6 +271,7 @@ class ManageCluster:
                                    "management": "down"}
             servers = {s: None for s in by_location[host]}
             ages: dict[str, float] = {}
+            progress: dict[str, dict] = {}  # server -> {"phase", "counters"} of the run it works on
             client = self.redis(host, timeout=5.0)
             try:
                 row["redis_memory"] = client.info("memory")["used_memory"]
@@ -278,9 +280,16 @@ class ManageCluster:
                 pipe = client.pipeline(transaction=False)
                 for s in servers:
                     pipe.pttl(self.keys.alive(s))
-                for s, ttl in zip(servers, pipe.execute(), strict=True):
+                running = [(s, beat["run_id"]) for s, beat in servers.items() if beat and beat.get("run_id")]
+                for s, run_id in running:
+                    pipe.hget(self.keys.progress(run_id), s)
+                found = pipe.execute()
+                for s, ttl in zip(servers, found, strict=False):
                     if ttl > 0:
                         ages[s] = max(0.0, defaults.HEARTBEAT_TTL_SECONDS - ttl / 1000)
+                for (s, _), raw in zip(running, found[len(servers):], strict=True):
+                    if raw:
+                        progress[s] = ujson.loads(raw)
             except redis.RedisError:
                 pass  # the row already says Redis is down and every server unknown (down)
             finally:
@@ -294,8 +303,9 @@ class ManageCluster:
                     mgmt.close()
             rows = [{"server": s, "location": host, "port": self.config.server_port(s),
                      "up": beat is not None, "heartbeat_age": ages.get(s),
-                     "job": (beat or {}).get("job"), "phase": (beat or {}).get("phase"),
-                     "rss_bytes": (beat or {}).get("rss_bytes")} for s, beat in servers.items()]
+                     "job": (beat or {}).get("job"), "run_id": (beat or {}).get("run_id"),
+                     "phase": (beat or {}).get("phase"), "rss_bytes": (beat or {}).get("rss_bytes"),
+                     "progress": progress.get(s)} for s, beat in servers.items()]
             return {"location": row, "servers": rows}
 
         if not secrets_for(self.config).exists():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
@@ -9,6 +10,59 @@ from tqdm import tqdm
 
 def _mb(n: float) -> str:
     return f"{n / 1024 / 1024:,.1f} MB"
+
+
+PHASES = ("map", "sort", "reduce")
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """How far one server is in one phase: pending, running (with a fraction when the total is
+    known, never 1.0 before the server reported the phase done) or done."""
+
+    phase: str
+    state: str  # "pending", "running", "done"
+    fraction: float | None
+    detail: str
+
+    @property
+    def percent(self) -> int | None:
+        return None if self.fraction is None else int(self.fraction * 100)
+
+
+def _phase_detail(phase: str, c: dict[str, Any]) -> str:
+    if phase == "map":
+        text = f"files {c.get('files_done', 0)}/{c.get('files', 0)}, records {c.get('records_in', 0):,}"
+        if c.get("input_bytes_total"):
+            text += f", {_mb(c.get('input_bytes_done', 0))} of {_mb(c['input_bytes_total'])}"
+        return text
+    if phase == "sort":
+        return f"runs {c.get('runs_in', 0):,}"
+    return f"groups {c.get('groups', 0):,}, records out {c.get('records_out', 0):,}"
+
+
+def phase_progress(phase: str, counters: dict[str, Any] | None, current: str | None) -> PhaseProgress:
+    """`phase` of a server whose latest counters (of phase `current`) are `counters`."""
+    if current not in PHASES or PHASES.index(phase) > PHASES.index(current):
+        return PhaseProgress(phase, "pending", 0.0, "")
+    if PHASES.index(phase) < PHASES.index(current):
+        return PhaseProgress(phase, "done", 1.0, "")
+    c = counters or {}
+    detail = _phase_detail(phase, c)
+    if "seconds" in c:  # the server reported the phase done
+        return PhaseProgress(phase, "done", 1.0, f"{detail}, {c['seconds']:.1f}s")
+    fraction = None
+    if phase == "map":
+        if c.get("input_bytes_total"):
+            fraction = c.get("input_bytes_done", 0) / c["input_bytes_total"]
+        elif c.get("files"):
+            fraction = c.get("files_done", 0) / c["files"]
+    return PhaseProgress(phase, "running", None if fraction is None else min(fraction, 0.99), detail)
+
+
+def server_progress(current: str | None, counters: dict[str, Any] | None) -> list[PhaseProgress]:
+    """Every phase of one server, from the counters of the phase it is in."""
+    return [phase_progress(p, counters, current) for p in PHASES]
 
 
 class PhaseBars:

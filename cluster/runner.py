@@ -196,14 +196,16 @@ class Runner:
         job_type = JobType(job["job_type"])
         timeout = job.get("timeout_minutes")
         if job_type is JobType.MAPREDUCE:
+            progress = self._progress_recorder(run_id)
             if self.local:
                 from cluster.local import LocalExecutor
 
-                result = LocalExecutor(self.config, servers=self.servers).run(job, timeout_minutes=timeout)
+                result = LocalExecutor(self.config, servers=self.servers, on_progress=progress).run(
+                    job, timeout_minutes=timeout)
             else:
                 from cluster.manage_cluster import ManageCluster
 
-                result = ManageCluster(self.config).run(job, timeout_minutes=timeout)
+                result = ManageCluster(self.config).run(job, on_progress=progress, timeout_minutes=timeout)
             return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
         if job_type is JobType.SCRIPT:
             from cluster.script_job import run_mark, run_script_job
@@ -213,6 +215,22 @@ class Runner:
         from cluster.file_transfer import FileTransfer
 
         return FileTransfer(self.config, timeout_minutes=timeout).run(job)
+
+    def _progress_recorder(self, run_id: int) -> Callable[[str, dict[str, dict]], None]:
+        """An on_progress callback that keeps a run's per-server counters in the history (at most
+        every RUN_PROGRESS_EVERY_SECONDS, and at each new phase) for the dashboard."""
+        last = {"at": 0.0, "phase": None}
+
+        def record(phase: str, per_server: dict[str, dict]) -> None:
+            now = time.monotonic()
+            if phase == last["phase"] and now - last["at"] < defaults.RUN_PROGRESS_EVERY_SECONDS:
+                return
+            last.update(at=now, phase=phase)
+            try:
+                self.scheduler.record_progress(run_id, phase, per_server)
+            except sqlite3.Error as exc:  # progress is for watching: the run goes on without it
+                log.warning("run %s: cannot record its progress in %s: %s", run_id, self.scheduler.path, exc)
+        return record
 
     @staticmethod
     def _default_phase(job: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from cluster.exceptions import JobTimedOut
-from cluster.jobs import weekday_number
+from cluster.jobs import WEEKDAYS, weekday_number
 
 UTC = dt.UTC
 
@@ -52,6 +52,32 @@ def next_time_after(job: dict[str, Any], after: dt.datetime) -> dt.datetime | No
             t = _at(_month_day(year, month, dom), tod)
         return t
     raise ValueError(f"unknown schedule_frequency {freq!r}")
+
+
+def describe(job: dict[str, Any]) -> str:
+    """A job's schedule in words: 'every round', 'weekly on monday at 06:30 UTC', ..."""
+    freq = job.get("schedule_frequency")
+    if freq is None:
+        return "every round"
+    at = f"at {job.get('time_of_day') or '12:00'} UTC"
+    if freq == "weekly":
+        dow = weekday_number(job.get("day_of_week"))
+        return f"weekly on {WEEKDAYS[dow] if dow is not None else job.get('day_of_week')} {at}"
+    if freq == "monthly":
+        return f"monthly on day {job.get('day_of_month')} {at}"
+    return f"{freq} {at}"
+
+
+def next_run(job: dict[str, Any], reference: dt.datetime, now: dt.datetime) -> tuple[dt.datetime | None, str]:
+    """When the Runner runs the job next: (the scheduled time or None, the same in words)."""
+    if job.get("force_run"):
+        return None, "now (forced): when the Runner next looks at the queue"
+    nxt = next_time_after(job, reference)
+    if nxt is None:
+        return None, "every round (whenever the Runner is free)"
+    if nxt <= now:
+        return nxt, f"due since {nxt:%Y-%m-%d %H:%M} UTC: when the Runner next looks at the queue"
+    return nxt, f"{nxt:%Y-%m-%d %H:%M} UTC"
 
 
 def is_due(job: dict[str, Any], reference: dt.datetime, now: dt.datetime) -> bool:

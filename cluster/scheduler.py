@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     runner_pid INTEGER,
     process_group INTEGER,
     note TEXT,
-    log_path TEXT
+    log_path TEXT,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -89,6 +90,14 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
+def _run_row(row: sqlite3.Row) -> dict[str, Any]:
+    """A runs row as a dict, its JSON columns parsed."""
+    out = dict(row)
+    for key in ("counters", "progress"):
+        out[key] = json.loads(out[key]) if out.get(key) else None
+    return out
+
+
 class Scheduler:
     """The queue and history of one master (one `local_working_dir`)."""
 
@@ -103,8 +112,9 @@ class Scheduler:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-            if "log_path" not in columns:  # a queue made before script jobs kept logs
-                db.execute("ALTER TABLE runs ADD COLUMN log_path TEXT")
+            for column in ("log_path", "progress"):  # a queue made before runs kept logs / progress
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -175,6 +185,13 @@ class Scheduler:
         return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2]), parse_time(r[3]) if r[3] else None)
                 for r in rows]
 
+    def force_run(self, name: str) -> bool:
+        """Make a queued job due at once, whatever its schedule (the Runner clears the flag after
+        the run); return whether the job was queued. One UPDATE: no read-modify-write."""
+        with self._write() as db:
+            return db.execute("UPDATE jobs SET job = json_set(job, '$.force_run', json('true')) WHERE name = ?",
+                              (name,)).rowcount > 0
+
     def clear_force_run(self, name: str, seq: int) -> bool:
         """A forced run happened: clear force_run, unless the job was submitted again meanwhile."""
         with self._write() as db:
@@ -227,11 +244,29 @@ class Scheduler:
                                         note, run_id))
 
 
+    def record_progress(self, run_id: int, phase: str, per_server: dict[str, dict]) -> None:
+        """The latest counters of a running run's current phase, per server (for the dashboard)."""
+        text = json.dumps({"phase": phase, "servers": per_server}, default=str)
+        with self._write() as db:
+            db.execute("UPDATE runs SET progress = ? WHERE id = ? AND status = ?",
+                       (text, run_id, RunStatus.RUNNING.value))
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run_row(row) if row else None
+
+    def latest_runs(self) -> dict[str, dict[str, Any]]:
+        """Each job's latest run (of every job that ever ran), by job name."""
+        with self._connection() as db:
+            rows = db.execute("SELECT * FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY job_name)")
+            return {r["job_name"]: _run_row(r) for r in rows}
+
     def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs still marked running (a Runner that died mid-run left them)."""
         with self._connection() as db:
             rows = db.execute("SELECT * FROM runs WHERE status = ? ORDER BY id", (RunStatus.RUNNING.value,))
-            return [dict(r) for r in rows]
+            return [_run_row(r) for r in rows]
 
     def history(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of one job, or of all), newest first."""
@@ -240,10 +275,7 @@ class Scheduler:
                 rows = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
             else:
                 rows = db.execute("SELECT * FROM runs WHERE job_name = ? ORDER BY id DESC LIMIT ?", (name, limit))
-            out = [dict(r) for r in rows]
-        for r in out:
-            r["counters"] = json.loads(r["counters"]) if r["counters"] else None
-        return out
+            return [_run_row(r) for r in rows]
 
     def last_start(self, name: str) -> dt.datetime | None:
         """When the job's latest run that did not end interrupted started (its schedule's reference)."""

@@ -35,26 +35,33 @@ def run_mark(queue_path: str, run_id: int) -> str:
     return f"{os.path.abspath(queue_path)}#{run_id}"
 
 
+def tarball_problems(tarball: str) -> list[str]:
+    """What makes a .tar.gz unsafe to unpack: absolute paths, `..`, links out of it, devices
+    (an empty list: it is safe). Raises OSError / tarfile.TarError when it cannot be read."""
+    problems = []
+    with tarfile.open(tarball, "r:*") as tar:
+        for m in tar.getmembers():
+            parts = m.name.replace("\\", "/").split("/")
+            if m.name.startswith("/") or ".." in parts:
+                problems.append(f"{m.name!r} would land outside the run's folder")
+            elif m.issym() or m.islnk():
+                target = m.linkname.replace("\\", "/")
+                if target.startswith("/") or ".." in target.split("/"):
+                    problems.append(f"{m.name!r} links to {m.linkname!r}, outside the run's folder")
+            elif not (m.isfile() or m.isdir()):
+                problems.append(f"{m.name!r} is a device or fifo")
+    return problems
+
+
 def safe_extract(tarball: str, dest: str, job_name: str) -> None:
     """Unpack a .tar.gz into dest, refusing absolute paths, `..`, links out of it and devices."""
-    problems = []
     try:
+        problems = tarball_problems(tarball)
+        if problems:
+            raise JobSpecError([f"code_tarball {tarball} is refused: {p}" for p in problems], job_name)
+        os.makedirs(dest, exist_ok=True)
         with tarfile.open(tarball, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                parts = m.name.replace("\\", "/").split("/")
-                if m.name.startswith("/") or ".." in parts:
-                    problems.append(f"{m.name!r} would land outside the run's folder")
-                elif m.issym() or m.islnk():
-                    target = m.linkname.replace("\\", "/")
-                    if target.startswith("/") or ".." in target.split("/"):
-                        problems.append(f"{m.name!r} links to {m.linkname!r}, outside the run's folder")
-                elif not (m.isfile() or m.isdir()):
-                    problems.append(f"{m.name!r} is a device or fifo")
-            if problems:
-                raise JobSpecError([f"code_tarball {tarball} is refused: {p}" for p in problems], job_name)
-            os.makedirs(dest, exist_ok=True)
-            tar.extractall(dest, members=members, filter="data")
+            tar.extractall(dest, filter="data")
     except (OSError, tarfile.TarError) as exc:
         raise JobSpecError([f"code_tarball {tarball} cannot be unpacked: {exc}"], job_name) from None
 

@@ -19,6 +19,11 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 # the multi-host tests build hosts with `ip netns`, `unshare` and `nsenter`
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# the dashboard's browser tests drive Debian's Chromium with Playwright (Playwright's own
+# browser download needs the internet); a cluster without the test extras does not need it
+if [[ ",$extras," == *",test,"* ]]; then
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
     echo "install.sh: installing OS packages: ${need[*]}" >&2
     if command -v apt-get >/dev/null 2>&1; then

@@ -198,7 +198,7 @@ def test_the_queue_from_the_command_line(tmp_path, cli_config):
     assert "replaced the queued job of that name" in r.stdout
     table = mapreduce("queue", *cfg, cwd=tmp_path).stdout.splitlines()
     assert [line.split()[0] for line in table] == ["JOB", "wc", "post"]
-    assert "weekly 12:00 UTC day monday" in table[2] and "5 min" in table[2]
+    assert "weekly on monday at 12:00 UTC" in table[2] and "5 min" in table[2]
     listed = json.loads(mapreduce("queue", "--json", *cfg, cwd=tmp_path).stdout)
     assert [j["job_name"] for j in listed] == ["wc", "post"]
     bad = write_job(tmp_path / "bad.json", job_name="bad", schedule_frequency="hourly")

@@ -55,7 +55,9 @@ def test_config_keys_are_exactly_the_design_keys():
         # added by the cluster runtime (issue 3): host-key checking and the locations' interpreter
         "ssh_check_host_keys", "python_executable",
         # added by the Runner (issue 4): where script jobs publish their output
-        "publish_url", "s3_endpoint_url"]
+        "publish_url", "s3_endpoint_url",
+        # added by the dashboard (issue 6): its login password, kept on the master
+        "dashboard_password"]
 
 
 # --- from_file ---------------------------------------------------------------------------
@@ -317,6 +319,13 @@ def test_the_ini_a_location_gets_reads_back_to_the_same_config(tmp_path):
     path.write_text(cfg.to_ini())
     back = ClusterConfig.from_file(str(path), check_dirs=False)
     assert back.to_values() == cfg.to_values()
+
+
+def test_the_dashboard_password_stays_on_the_master_and_out_of_reprs(tmp_path):
+    cfg = ClusterConfig.from_dict({"dashboard_password": "s3cret pass", "compute_dir": str(tmp_path / "c")})
+    assert cfg.dashboard_password == "s3cret pass"
+    assert "s3cret" not in repr(cfg) and "s3cret" not in cfg.to_ini()  # the locations never get it
+    assert ClusterConfig.from_dict({"dashboard_password": " "}).dashboard_password is None
 
 
 def test_publish_url_is_a_folder_or_an_s3_url(tmp_path):

@@ -1,0 +1,47 @@
+"""The cluster page: servers, locations, the Runner and the runs in progress, refreshing itself."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template
+
+from cluster.dashboard.state import state
+from cluster.progress import server_progress
+from cluster.schedule import utc_now
+from cluster.scheduler import parse_time
+
+bp = Blueprint("cluster", __name__)
+
+
+def running_runs() -> list[dict[str, Any]]:
+    """The runs in progress, with elapsed time, estimate and each server's progress per phase."""
+    scheduler = state().scheduler
+    now = utc_now()
+    out = []
+    for run in scheduler.unfinished_runs():
+        progress = run.get("progress") or {}
+        servers = progress.get("servers") or {}
+        out.append({**run, "elapsed": (now - parse_time(run["started_at"])).total_seconds(),
+                    "estimate": scheduler.estimate_next_runtime(run["job_name"]),
+                    "servers": {s: server_progress(progress.get("phase"), c) for s, c in sorted(servers.items())}})
+    return out
+
+
+def cluster_context() -> dict[str, Any]:
+    found = state().status()
+    servers = []
+    for row in found.get("servers", []):
+        p = row.get("progress") or {}
+        servers.append({**row, "phases": server_progress(p.get("phase"), p.get("counters")) if p else None})
+    return {"status": found, "servers": servers, "runs": running_runs(), "runner": state().runner(),
+            "config": state().config}
+
+
+@bp.route("/")
+def page():
+    return render_template("cluster.html", **cluster_context())
+
+
+@bp.route("/cluster/fragment")
+def fragment():
+    return render_template("_cluster.html", **cluster_context())

@@ -1,0 +1,132 @@
+"""The queue, a job's page (its dict, runs, runtime chart, estimate), run now, delete, run logs."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask_wtf import FlaskForm
+
+from cluster import defaults
+from cluster.dashboard.cluster_view import running_runs
+from cluster.dashboard.results import published_files
+from cluster.dashboard.state import state
+from cluster.jobs import is_valid_name
+from cluster.schedule import describe, next_run, utc_now
+from cluster.scheduler import parse_time
+
+bp = Blueprint("jobs", __name__)
+
+
+class ActionForm(FlaskForm):
+    """A button that changes the queue: only its CSRF token."""
+
+
+def _seconds(run: dict[str, Any]) -> float | None:
+    if not run.get("ended_at"):
+        return None
+    return (parse_time(run["ended_at"]) - parse_time(run["started_at"])).total_seconds()
+
+
+@bp.route("/jobs")
+def queue():
+    scheduler = state().scheduler
+    latest = scheduler.latest_runs()
+    now = utc_now()
+    rows = []
+    for entry in scheduler.queued():
+        at, text = next_run(entry.job, entry.last_start or entry.submitted_at, now)
+        rows.append({"job": entry.job, "schedule": describe(entry.job), "next_at": at, "next": text,
+                     "last": latest.get(entry.name), "estimate": scheduler.estimate_next_runtime(entry.name)})
+    return render_template("jobs.html", rows=rows, runner=state().runner())
+
+
+def _chart(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Bars of the latest finished runs' durations, oldest left (an SVG drawn by the template)."""
+    done = [(r, _seconds(r)) for r in reversed(runs) if r.get("ended_at")][-defaults.DASHBOARD_RUNTIMES_CHARTED:]
+    if not done:
+        return None
+    top = max(s for _, s in done) or 1.0
+    width, height, gap = 16, 80, 4
+    bars = []
+    for i, (r, s) in enumerate(done):
+        h = max(2.0, height * s / top)
+        bars.append({"x": i * (width + gap), "y": height - h, "w": width, "h": h, "status": r["status"],
+                     "title": f"run {r['id']}: {s:.1f} s, {r['status']}"})
+    return {"bars": bars, "width": len(bars) * (width + gap), "height": height, "top": top}
+
+
+def job_runs_context(name: str) -> dict[str, Any]:
+    runs = state().scheduler.history(name, limit=50)
+    for r in runs:
+        r["seconds"] = _seconds(r)
+    return {"name": name, "runs": runs, "running": [r for r in running_runs() if r["job_name"] == name]}
+
+
+@bp.route("/jobs/<name>")
+def job(name: str):
+    scheduler = state().scheduler
+    job_dict = scheduler.get_job(name)
+    context = job_runs_context(name)
+    if job_dict is None and not context["runs"]:
+        abort(404, f"There is no job {name!r} in the queue and no run of it in the history.")
+    entry = next((q for q in scheduler.queued() if q.name == name), None)
+    nxt = None
+    if entry is not None:
+        nxt = next_run(entry.job, entry.last_start or entry.submitted_at, utc_now())[1]
+    return render_template("job.html", job=job_dict, job_json=json.dumps(job_dict, indent=2) if job_dict else None,
+                           schedule=describe(job_dict) if job_dict else None, next=nxt,
+                           estimate=scheduler.estimate_next_runtime(name), runtimes=scheduler.runtimes(name),
+                           chart=_chart(context["runs"]), form=ActionForm(), runner=state().runner(),
+                           published=published_files(state().config, name) if is_valid_name(name) else None,
+                           **context)
+
+
+@bp.route("/jobs/<name>/runs")
+def runs_fragment(name: str):
+    return render_template("_runs.html", **job_runs_context(name))
+
+
+@bp.route("/jobs/<name>/run", methods=["POST"])
+def run_now(name: str):
+    ActionForm()  # CSRFProtect has checked the token already
+    if not state().scheduler.force_run(name):
+        abort(404, f"There is no job {name!r} in the queue (it may have been deleted, or left it after a run).")
+    runner = state().runner()
+    if runner:
+        flash(f"Job {name} will run when the Runner next looks at the queue (within "
+              f"{defaults.RUNNER_IDLE_SECONDS:.0f} s when it is idle, else after its current job).", "ok")
+    else:
+        flash(f"Job {name} is marked to run now, but no Runner works this queue: start one "
+              "(`mapreduce runner`) and it runs first thing.", "warning")
+    return redirect(url_for("jobs.job", name=name))
+
+
+@bp.route("/jobs/<name>/delete", methods=["GET", "POST"])
+def delete(name: str):
+    form = ActionForm()
+    job_dict = state().scheduler.get_job(name)
+    if job_dict is None:
+        abort(404, f"There is no job {name!r} in the queue.")
+    if form.validate_on_submit():
+        state().scheduler.delete_job(name)
+        flash(f"Job {name} was deleted from the queue; its history stays.", "ok")
+        return redirect(url_for("jobs.queue"))
+    return render_template("delete.html", name=name, job=job_dict, form=form)
+
+
+@bp.route("/runs/<int:run_id>/log")
+def run_log(run_id: int):
+    """A script run's output (stdout and stderr, as written), as plain text."""
+    run = state().scheduler.get_run(run_id)
+    if run is None or not run.get("log_path"):
+        abort(404, f"Run {run_id} has no log (only script runs keep one).")
+    runs_dir = os.path.realpath(os.path.join(state().config.local_working_dir, "runs"))
+    path = os.path.realpath(run["log_path"])
+    if not path.startswith(runs_dir + os.sep):
+        abort(404, f"Run {run_id}'s log is not in this master's runs folder.")
+    if not os.path.isfile(path):
+        abort(404, f"Run {run_id}'s log {path} is gone (the {defaults.RUN_DIRS_KEPT} latest runs of a job keep "
+                   "their folder).")
+    return send_file(path, mimetype="text/plain; charset=utf-8", max_age=0)
