@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 import rpyc
+from cluster_helpers import MANAGE, Cluster
 from integration_helpers import (
     MAPREDUCE,
     REPO,
-    TEST_PROJECTS,
-    free_port,
-    free_port_block,
     items_to_dict,
     make_job,
     write_lines,
@@ -38,50 +36,6 @@ from cluster.manage_cluster import ManageCluster
 from cluster.security import init_secrets
 from cluster.server import tls_connect
 
-MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
-SERVERS = 2
-
-
-class Cluster:
-    def __init__(self, root: Path):
-        self.root = root
-        self.name = "t" + uuid.uuid4().hex[:8]
-        base = free_port_block(SERVERS)
-        self.config_path = root / "cluster.cfg"
-        self.config_path.write_text(
-            "[CLUSTER]\n"
-            f"cluster_name = {self.name}\n"
-            f"compute_dir = {root / 'compute'}\n"
-            f"local_working_dir = {root / 'master'}\n"
-            f"projects_dir = {TEST_PROJECTS}\n"
-            f"number_of_servers_per_location = {SERVERS}\n"
-            f"base_port = {base}\n"
-            f"management_port = {free_port()}\n"
-            f"redis_port = {free_port()}\n"
-            "max_number_of_bytes_in_memory = 256M\n"
-            "poll_every = 0.2\n")
-        self.env = dict(os.environ, XDG_CONFIG_HOME=str(root / "xdg"))
-        self.config = ClusterConfig.from_file(str(self.config_path))
-
-    def cli(self, tool: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(tool), *args, "--config", str(self.config_path)], capture_output=True,
-                              text=True, env=self.env, timeout=timeout)
-        if check:
-            assert proc.returncode == 0, f"{tool.name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        return proc
-
-    def manager(self) -> ManageCluster:
-        return ManageCluster(self.config)
-
-    def sessions(self) -> list[str]:
-        return [n for n in location.screen_sessions() if n.startswith(self.name + "_")]
-
-    def redis_pid(self) -> int | None:
-        return location.location_redis(self.config, "localhost").pid()
-
-    def beat(self, server: str) -> dict | None:
-        return self.manager().alive(self.manager().redis("localhost"), [server])[server]
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
@@ -93,8 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         yield c
     finally:
         try:
-            subprocess.run([str(MANAGE), "kill", "--config", str(c.config_path)], env=c.env, capture_output=True,
-                           timeout=60)
+            c.kill()
         finally:
             if saved is None:
                 os.environ.pop("XDG_CONFIG_HOME", None)
