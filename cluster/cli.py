@@ -13,6 +13,7 @@ from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
 from cluster.layout import JobLayout
 from cluster.mapper import iter_lines
+from cluster.progress import human_size
 
 log = logging.getLogger("cluster.cli")
 
@@ -52,6 +53,7 @@ def mapreduce(verbose: int) -> None:
       mapreduce submit job.json   mapreduce queue   mapreduce history [JOB]
       mapreduce delete JOB        mapreduce estimate JOB
       mapreduce runner            # works through the queue, round after round
+      mapreduce dashboard         # the cluster, queue, runs and results in a browser
     """
     _setup_logging(verbose)
 
@@ -400,26 +402,16 @@ def status(config_path: str | None, as_json: bool) -> None:
         _print_status(found)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
-
-
 def _print_status(found: dict) -> None:
     servers = [("SERVER", "LOCATION", "PORT", "STATE", "HEARTBEAT", "JOB", "PHASE", "RSS")]
     for r in found["servers"]:
         age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s ago"
         servers.append((r["server"], r["location"], str(r["port"]), "up" if r["up"] else "DOWN", age,
-                        r["job"] or "-", r["phase"] or "-", _size(r["rss_bytes"])))
+                        r["job"] or "-", r["phase"] or "-", human_size(r["rss_bytes"])))
     locations = [("LOCATION", "REDIS", "REDIS MEMORY", "MANAGEMENT", "DISK FREE")]
     for r in found["locations"]:
-        locations.append((r["location"], r["redis"], _size(r["redis_memory"]), r["management"],
-                          _size(r["disk_free"])))
+        locations.append((r["location"], r["redis"], human_size(r["redis_memory"]), r["management"],
+                          human_size(r["disk_free"])))
     for n, table in enumerate((servers, locations)):
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         click.echo("\n" * bool(n) + "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -8,6 +8,17 @@ from typing import Any
 from tqdm import tqdm
 
 
+def human_size(n: float | None) -> str:
+    """1536 -> '1.5 KB' (None -> '-')."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
 def _mb(n: float) -> str:
     return f"{n / 1024 / 1024:,.1f} MB"
 
@@ -34,7 +45,7 @@ def _phase_detail(phase: str, c: dict[str, Any]) -> str:
     if phase == "map":
         text = f"files {c.get('files_done', 0)}/{c.get('files', 0)}, records {c.get('records_in', 0):,}"
         if c.get("input_bytes_total"):
-            text += f", {_mb(c.get('input_bytes_done', 0))} of {_mb(c['input_bytes_total'])}"
+            text += f", {human_size(c.get('input_bytes_done', 0))} of {human_size(c['input_bytes_total'])}"
         return text
     if phase == "sort":
         return f"runs {c.get('runs_in', 0):,}"

@@ -18,6 +18,7 @@ from cluster.config import ClusterConfig
 from cluster.dashboard import auth, cluster_view, jobs_view, results, schedule_form
 from cluster.dashboard.state import DashboardState
 from cluster.exceptions import ClusterError
+from cluster.progress import human_size
 from cluster.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def create_app(config: ClusterConfig, password: str, *, key: bytes | None = None
         app.register_blueprint(blueprint)
     app.before_request(auth.require_login)
     app.after_request(_security_headers)
-    app.jinja_env.filters.update(size=size, ago=ago, utc=utc, duration=duration)
+    app.jinja_env.filters.update(size=human_size, ago=ago, utc=utc, duration=duration)
     app.jinja_env.globals.update(refresh_seconds=defaults.DASHBOARD_REFRESH_SECONDS,
                                  config_name=config.cluster_name, publish_where=config.publish_url)
 
@@ -100,7 +101,7 @@ def create_app(config: ClusterConfig, password: str, *, key: bytes | None = None
     @app.errorhandler(413)
     def too_large(exc: Exception):
         return render_template("error.html", title="Upload too large",
-                               message=f"The upload is larger than {size(defaults.DASHBOARD_MAX_UPLOAD_BYTES)}, "
+                               message=f"The upload is larger than {human_size(defaults.DASHBOARD_MAX_UPLOAD_BYTES)}, "
                                        "the most the dashboard takes. Nothing was saved."), 413
 
     return app
@@ -117,17 +118,6 @@ def _security_headers(response):
 
 
 # --- template filters -------------------------------------------------------------------------
-def size(n: float | None) -> str:
-    """1536 -> '1.5 KB'."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
-
-
 def duration(seconds: float | None) -> str:
     """75.5 -> '1 min 16 s'."""
     if seconds is None:
