@@ -233,6 +233,16 @@ def is_valid_name(value: Any) -> bool:
     return isinstance(value, str) and bool(_NAME_RE.fullmatch(value))
 
 
+def is_inside(path: str) -> bool:
+    """A path that stays inside the folder it is relative to (not absolute, no '..')."""
+    return bool(path) and not path.startswith("/") and ".." not in path.replace("\\", "/").split("/")
+
+
+def is_time_of_day(value: Any) -> bool:
+    """'HH:MM', 24 h."""
+    return isinstance(value, str) and bool(_TIME_RE.fullmatch(value))
+
+
 def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
     problems = []
     name = job.get("job_name")
@@ -276,7 +286,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         elif tarball is not None and not str(tarball).endswith((".tar.gz", ".tgz")):
             problems.append(f"code_tarball must be a .tar.gz file, got {tarball!r}")
         out = job.get("output_dir")
-        if isinstance(out, str) and (out.startswith("/") or ".." in out.split("/")):
+        if isinstance(out, str) and not is_inside(out):
             problems.append(f"output_dir {out!r} must be a folder inside the unpacked tarball (relative, no '..')")
     elif job_type is JobType.FILE_TRANSFER:
         tt = job.get("transfer_type")
@@ -319,7 +329,7 @@ def _check_schedule(job: dict[str, Any]) -> list[str]:
         problems.append(f"schedule_frequency must be null (every round) or one of {', '.join(SCHEDULE_FREQUENCIES)}, "
                         f"got {freq!r}")
     tod = job.get("time_of_day")
-    if isinstance(tod, str) and not _TIME_RE.fullmatch(tod):
+    if isinstance(tod, str) and not is_time_of_day(tod):
         problems.append(f"time_of_day must be HH:MM (UTC, 24 h), got {tod!r}")
     dow = job.get("day_of_week")
     if freq == "weekly" and dow is None:

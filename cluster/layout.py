@@ -109,7 +109,7 @@ def flock_holder(path: str) -> int | None:
 
     Only looks: trying the lock to find out would make a process that takes it at that moment fail."""
     try:
-        inode = os.stat(path).st_ino
+        st = os.stat(path)
         with open("/proc/locks") as fh:
             lines = fh.read().splitlines()
     except OSError:
@@ -119,6 +119,11 @@ def flock_holder(path: str) -> int | None:
         # "1: FLOCK  ADVISORY  WRITE 4242 00:2a:1234 0 EOF" (a waiting lock has "->" after the number)
         if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
             continue
-        if fields[5].rsplit(":", 1)[-1] == str(inode):
+        try:
+            major, minor, inode = fields[5].split(":")
+            same = (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        except ValueError:
+            continue
+        if same:
             return int(fields[4])
     return None

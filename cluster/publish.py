@@ -25,6 +25,25 @@ log = logging.getLogger(__name__)
 MANIFEST = "_PUBLISHED.json"
 
 
+def s3_location(config: ClusterConfig, job_name: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in '/') of a job's published data on an s3:// publish_url."""
+    bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
+    return bucket, "/".join(p for p in (prefix.strip("/"), job_name, "data") if p) + "/"
+
+
+def local_location(config: ClusterConfig, job_name: str) -> str:
+    """The folder (a link to the latest copy) of a job's published data on a local publish_url."""
+    return os.path.join(config.publish_url, job_name, "data")
+
+
+def s3_errors() -> tuple[type[Exception], ...]:
+    """What boto3 raises when S3 cannot be used (imported only when S3 is)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return Boto3Error, BotoCoreError, ClientError
+
+
 def _files(source_dir: str) -> list[tuple[str, int]]:
     """(relative path, size) of every file under source_dir, in name order."""
     found = []
@@ -89,11 +108,7 @@ def _publish_local(root: str, job_name: str, source_dir: str, run_label: str,
 
 def _publish_s3(config: ClusterConfig, job_name: str, source_dir: str, run_label: str,
                 files: list[tuple[str, int]]) -> str:
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
-    base = "/".join(p for p in (prefix.strip("/"), job_name, "data") if p) + "/"
+    bucket, base = s3_location(config, job_name)
     url = f"s3://{bucket}/{base}"
     client = s3_client(config)
     try:
@@ -107,7 +122,7 @@ def _publish_s3(config: ClusterConfig, job_name: str, source_dir: str, run_label
             client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i:i + 1000]]})
         client.put_object(Bucket=bucket, Key=base + MANIFEST, ContentType="application/json",
                           Body=json.dumps(_manifest(job_name, run_label, files), indent=1).encode())
-    except (Boto3Error, BotoCoreError, ClientError) as exc:
+    except s3_errors() as exc:
         where = f" at {config.s3_endpoint_url}" if config.s3_endpoint_url else ""
         raise PublishError(f"job {job_name!r}: cannot publish to {url}{where}: {exc} (check the bucket exists "
                            "and the credentials in the environment or ~/.aws/credentials)") from None

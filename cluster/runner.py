@@ -123,8 +123,8 @@ class Runner:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the queue's Runner lock (released by the kernel however this process ends)."""
-        folder = os.path.dirname(os.path.abspath(self.scheduler.path))
-        fh, holder = take_flock(os.path.join(folder, "runner.lock"), f" since {utc_now():%Y-%m-%d %H:%M:%S} UTC")
+        folder = os.path.dirname(self.scheduler.runner_lock_path)
+        fh, holder = take_flock(self.scheduler.runner_lock_path, f" since {utc_now():%Y-%m-%d %H:%M:%S} UTC")
         if fh is None:
             raise RunnerBusy(f"another Runner already works the queue in {folder} ({holder}); "
                              "stop it first, or give this one another local_working_dir")

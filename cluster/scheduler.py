@@ -116,6 +116,11 @@ class Scheduler:
                 if column not in columns:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
+    @property
+    def runner_lock_path(self) -> str:
+        """The flock a Runner of this queue holds (one Runner per queue)."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "runner.lock")
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -149,14 +154,19 @@ class Scheduler:
             replaced = db.execute("DELETE FROM jobs WHERE name = ?", (job["job_name"],)).rowcount > 0
             # a submission number never comes back (not even for the job that held the highest):
             # "unless it was submitted again meanwhile" checks depend on it
-            seq = db.execute("INSERT INTO counters (name, value) VALUES ('submissions', "
-                             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)) ON CONFLICT (name) DO UPDATE "
-                             "SET value = value + 1 RETURNING value").fetchone()[0]
+            seq = self._next_seq(db)
             row = (job["job_name"], text, float(job.get("job_priority") or 0), job.get("group_name"),
                    _iso(utc_now()), seq)
             db.execute("INSERT INTO jobs (name, job, priority, group_name, submitted_at, seq) "
                        "VALUES (?, ?, ?, ?, ?, ?)", row)
         return replaced
+
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection) -> int:
+        """A new submission number (inside a write transaction)."""
+        return db.execute("INSERT INTO counters (name, value) VALUES ('submissions', "
+                          "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)) ON CONFLICT (name) DO UPDATE "
+                          "SET value = value + 1 RETURNING value").fetchone()[0]
 
     def delete_job(self, name: str) -> bool:
         """Take a job off the queue; return whether it was there."""
@@ -186,11 +196,17 @@ class Scheduler:
                 for r in rows]
 
     def force_run(self, name: str) -> bool:
-        """Make a queued job due at once, whatever its schedule (the Runner clears the flag after
-        the run); return whether the job was queued. One UPDATE: no read-modify-write."""
+        """Make a queued job due at once, whatever its schedule; return whether it was queued.
+
+        Like a submission it takes a new submission number, so a force asked for while the job
+        runs is not cleared by the end of that run: the job runs again. One transaction."""
         with self._write() as db:
-            return db.execute("UPDATE jobs SET job = json_set(job, '$.force_run', json('true')) WHERE name = ?",
-                              (name,)).rowcount > 0
+            if db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is None:
+                return False
+            seq = self._next_seq(db)
+            db.execute("UPDATE jobs SET job = json_set(job, '$.force_run', json('true')), seq = ? WHERE name = ?",
+                       (seq, name))
+        return True
 
     def clear_force_run(self, name: str, seq: int) -> bool:
         """A forced run happened: clear force_run, unless the job was submitted again meanwhile."""

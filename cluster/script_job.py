@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +36,13 @@ def run_mark(queue_path: str, run_id: int) -> str:
     return f"{os.path.abspath(queue_path)}#{run_id}"
 
 
+# what reading a missing, cut or corrupt .tar.gz raises
+TARBALL_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
+
+
 def tarball_problems(tarball: str) -> list[str]:
     """What makes a .tar.gz unsafe to unpack: absolute paths, `..`, links out of it, devices
-    (an empty list: it is safe). Raises OSError / tarfile.TarError when it cannot be read."""
+    (an empty list: it is safe). Raises one of TARBALL_ERRORS when it cannot be read."""
     problems = []
     with tarfile.open(tarball, "r:*") as tar:
         for m in tar.getmembers():
@@ -62,7 +67,7 @@ def safe_extract(tarball: str, dest: str, job_name: str) -> None:
         os.makedirs(dest, exist_ok=True)
         with tarfile.open(tarball, "r:*") as tar:
             tar.extractall(dest, filter="data")
-    except (OSError, tarfile.TarError) as exc:
+    except TARBALL_ERRORS as exc:
         raise JobSpecError([f"code_tarball {tarball} cannot be unpacked: {exc}"], job_name) from None
 
 

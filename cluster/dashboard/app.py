@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
-import os
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import SecurityError
 
 from cluster import defaults
 from cluster.config import ClusterConfig
@@ -28,58 +26,40 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def secret_key(config: ClusterConfig) -> bytes:
-    """The key that signs session cookies: made once, kept in local_working_dir (owner-only), so a
-    restarted dashboard keeps its users logged in."""
-    path = os.path.join(config.local_working_dir, "dashboard_secret_key")
-    os.makedirs(config.local_working_dir, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as fh:
-            key = fh.read()
-        if len(key) >= 32:
-            return key
-        os.unlink(path)  # an empty or cut file (a crash while writing): make a new one
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    key = secrets.token_bytes(48)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    return key
-
-
-def create_app(config: ClusterConfig, password: str, *, key: bytes | None = None,
+def create_app(config: ClusterConfig, password: str, *, trusted_hosts: list[str] | None = None,
                cluster_status: Callable[[], dict[str, Any]] | None = None) -> Flask:
     """The dashboard of one master (its queue, its cluster, its published results).
 
-    `password` is the login; `key` signs the session cookie (default: kept in local_working_dir);
-    `cluster_status` replaces asking the locations (`ManageCluster.status`)."""
+    `password` is the login; `trusted_hosts` the Host names it answers to (None: any; on
+    loopback `serve` names only loopback ones, so a page of another site whose name was made to
+    point at 127.0.0.1 gets nothing); `cluster_status` replaces asking the locations.
+    Sessions live in this process: a restart (e.g. with a new password) ends them all."""
     if not password:
         raise ValueError("the dashboard needs a password")
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=key or secret_key(config),
+        SECRET_KEY=secrets.token_bytes(48),
         SESSION_COOKIE_NAME="cluster_dashboard",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=defaults.DASHBOARD_SESSION_HOURS),
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=defaults.DASHBOARD_MAX_UPLOAD_BYTES,
         WTF_CSRF_TIME_LIMIT=defaults.DASHBOARD_SESSION_HOURS * 3600,
         WTF_CSRF_SSL_STRICT=False,  # served over plain HTTP on loopback; SameSite=Strict guards the cookie
+        TRUSTED_HOSTS=trusted_hosts,
     )
-    # the session remembers a digest of the password, so changing the password logs everyone out
-    app.extensions["cluster"] = DashboardState(
-        config=config, scheduler=Scheduler(config),
-        password_digest=hmac.new(app.config["SECRET_KEY"], password.encode(), hashlib.sha256).hexdigest(),
-        password=password, cluster_status=cluster_status)
+    app.extensions["cluster"] = DashboardState(config=config, scheduler=Scheduler(config), password=password,
+                                               cluster_status=cluster_status)
+    app.before_request(_check_host)
+    app.before_request(auth.require_login)  # before CSRFProtect's check: no form is read before a login
     CSRFProtect(app)
     for blueprint in (auth.bp, cluster_view.bp, jobs_view.bp, schedule_form.bp, results.bp):
         app.register_blueprint(blueprint)
-    app.before_request(auth.require_login)
     app.after_request(_security_headers)
     app.jinja_env.filters.update(size=human_size, ago=ago, utc=utc, duration=duration)
     app.jinja_env.globals.update(refresh_seconds=defaults.DASHBOARD_REFRESH_SECONDS,
-                                 config_name=config.cluster_name, publish_where=config.publish_url)
+                                 config_name=config.cluster_name, publish_where=config.publish_url,
+                                 logged_in=auth.logged_in)
 
     @app.errorhandler(CSRFError)
     def csrf_refused(exc: CSRFError):
@@ -88,6 +68,12 @@ def create_app(config: ClusterConfig, password: str, *, key: bytes | None = None
                                message="This form had no valid security token (it expired, or came from "
                                        "another site). Nothing was changed. Go back, reload the page and "
                                        "send it again."), 400
+
+    @app.errorhandler(SecurityError)
+    def untrusted_host(exc: SecurityError):
+        log.warning("refused a request for host %r from %s", request.headers.get("Host"), request.remote_addr)
+        return Response("This dashboard answers only to its own address (e.g. http://127.0.0.1:8787/).\n",
+                        status=400, mimetype="text/plain")
 
     @app.errorhandler(ClusterError)
     def cluster_error(exc: ClusterError):  # e.g. the published results' store cannot be reached
@@ -105,6 +91,11 @@ def create_app(config: ClusterConfig, password: str, *, key: bytes | None = None
                                        "the most the dashboard takes. Nothing was saved."), 413
 
     return app
+
+
+def _check_host() -> None:
+    """Raise SecurityError for a Host header outside TRUSTED_HOSTS (reading it checks it)."""
+    _ = request.host
 
 
 def _security_headers(response):

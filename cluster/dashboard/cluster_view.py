@@ -14,14 +14,18 @@ bp = Blueprint("cluster", __name__)
 
 
 def running_runs() -> list[dict[str, Any]]:
-    """The runs in progress, with elapsed time, estimate and each server's progress per phase."""
+    """The runs in progress (or left open by a Runner that died), with elapsed time, estimate and
+    each server's progress per phase."""
     scheduler = state().scheduler
     now = utc_now()
+    runner_pid = state().runner().get("pid")
     out = []
     for run in scheduler.unfinished_runs():
         progress = run.get("progress") or {}
         servers = progress.get("servers") or {}
-        out.append({**run, "elapsed": (now - parse_time(run["started_at"])).total_seconds(),
+        # a run whose Runner is gone (killed, machine rebooted) is not running: the next Runner closes it
+        orphaned = run.get("runner_pid") is not None and run["runner_pid"] != runner_pid
+        out.append({**run, "orphaned": orphaned, "elapsed": (now - parse_time(run["started_at"])).total_seconds(),
                     "estimate": scheduler.estimate_next_runtime(run["job_name"]),
                     "servers": {s: server_progress(progress.get("phase"), c) for s, c in sorted(servers.items())}})
     return out

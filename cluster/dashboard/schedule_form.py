@@ -9,36 +9,58 @@ from __future__ import annotations
 
 import logging
 import os
-import tarfile
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import Field, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, NumberRange, Optional, Regexp
+from wtforms.validators import InputRequired, NumberRange, Optional, ValidationError
 
 from cluster import defaults
 from cluster.dashboard.state import state
 from cluster.exceptions import JobSpecError
-from cluster.jobs import SCHEDULE_FREQUENCIES, WEEKDAYS, JobType, get_script_template, validate_job, weekday_number
+from cluster.jobs import (
+    SCHEDULE_FREQUENCIES,
+    WEEKDAYS,
+    JobType,
+    get_script_template,
+    is_inside,
+    is_time_of_day,
+    is_valid_name,
+    validate_job,
+    weekday_number,
+)
 from cluster.schedule import next_run, utc_now
-from cluster.script_job import tarball_problems
+from cluster.script_job import TARBALL_ERRORS, tarball_problems
 
 log = logging.getLogger(__name__)
 bp = Blueprint("schedule", __name__)
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
-# job keys the form does not show: kept from the job it replaces
-_KEPT_KEYS = ("group_name", "job_priority", "run_once")
+# job keys the form does not show: kept from the job it replaces (a pending "Run now" too)
+_KEPT_KEYS = ("group_name", "job_priority", "run_once", "force_run")
+# which day field each frequency uses
+_DAY_FIELD = {"weekly": "day_of_week", "monthly": "day_of_month"}
+
+
+class Check:
+    """A WTForms validator from one of the job rules (jobs.py), so the form and `validate_job` agree."""
+
+    def __init__(self, rule: Callable[[Any], bool], message: str):
+        self.rule, self.message = rule, message
+
+    def __call__(self, form: FlaskForm, field: Field) -> None:
+        if field.data and not self.rule(field.data):
+            raise ValidationError(self.message)
 
 
 class ScheduleForm(FlaskForm):
     job_name = StringField(
         "Job Name", validators=[InputRequired("Give the job a name."),
-                                Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
-                                       message="Use letters, digits, '_', '.' and '-' (it names folders).")],
+                                Check(is_valid_name, "Use letters, digits, '_', '.' and '-' (it names folders).")],
         description="Its unique identifier. A queued script job of the same name is replaced.")
     code_tarball = FileField(
         "Code Tarball", description="A .tar.gz of your code. The command runs in the folder it unpacks to.")
@@ -48,8 +70,7 @@ class ScheduleForm(FlaskForm):
     output_dir = StringField(
         "Output Directory",
         validators=[InputRequired("Say which folder the command writes its results to."),
-                    Regexp(r"^(?!/)(?!.*(^|/)\.\.(/|$)).+$",
-                           message="A folder inside the unpacked tarball: relative, without '..'.")],
+                    Check(is_inside, "A folder inside the unpacked tarball: relative, without '..'.")],
         description="The folder (inside the unpacked tarball) the command writes; published when a run succeeds.")
     schedule_frequency = SelectField("Schedule Frequency",
                                      choices=[SelectChoice(f, f.capitalize()) for f in SCHEDULE_FREQUENCIES])
@@ -60,8 +81,7 @@ class ScheduleForm(FlaskForm):
         description="For monthly jobs (1-31; a month without that day runs on its last day).")
     time_of_day = StringField(
         "Time of Day (UTC)", default="12:00",
-        validators=[InputRequired("Give a time, HH:MM."),
-                    Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message="A time of day in UTC, HH:MM (24 h).")],
+        validators=[InputRequired("Give a time, HH:MM."), Check(is_time_of_day, "A time of day in UTC, HH:MM (24 h).")],
         description="When it runs, in UTC (24 h).")
     timeout_minutes = IntegerField(
         "Job Timeout (minutes)", default=60,
@@ -70,12 +90,14 @@ class ScheduleForm(FlaskForm):
         description="A run still going after this long is stopped and counts as timed out.")
 
     def validate(self, extra_validators: Any = None) -> bool:
-        valid = super().validate(extra_validators)
-        day = self.day_of_month
-        if self.schedule_frequency.data == "monthly" and day.data is None and not day.errors:
-            day.errors = ["A monthly job needs the day of the month it runs on."]
-            return False
-        return valid
+        super().validate(extra_validators)
+        used = _DAY_FIELD.get(self.schedule_frequency.data)
+        for name in _DAY_FIELD.values():  # the day field the frequency does not use is hidden: ignore it
+            if name != used:
+                getattr(self, name).errors = []
+        if used == "day_of_month" and self.day_of_month.data is None and not self.day_of_month.errors:
+            self.day_of_month.errors = ["A monthly job needs the day of the month it runs on."]
+        return not self.errors
 
 
 def _field_for(problem: str, form: ScheduleForm) -> Any:
@@ -99,7 +121,7 @@ def _prefill(form: ScheduleForm, job: dict[str, Any]) -> None:
 
 def _receive_tarball(form: ScheduleForm, incoming: str) -> str | None:
     """Save the uploaded tarball under a temporary name and check it; return its path (None: no
-    upload, or refused, with the reason on the field)."""
+    upload, or refused, with the reason on the field; nothing is left behind either way)."""
     upload = form.code_tarball.data
     if not upload or not upload.filename:
         return None
@@ -109,11 +131,14 @@ def _receive_tarball(form: ScheduleForm, incoming: str) -> str | None:
     os.makedirs(incoming, exist_ok=True)
     fd, path = tempfile.mkstemp(dir=incoming, prefix="upload-", suffix=".tar.gz")
     os.close(fd)
-    upload.save(path)
     try:
+        upload.save(path)
         problems = tarball_problems(path)
-    except (OSError, tarfile.TarError) as exc:
+    except TARBALL_ERRORS as exc:
         problems = [f"it cannot be read as a .tar.gz ({exc})"]
+    except BaseException:
+        os.unlink(path)
+        raise
     if problems:
         os.unlink(path)
         form.code_tarball.errors += [f"Refused: {p}." for p in problems]
@@ -123,11 +148,18 @@ def _receive_tarball(form: ScheduleForm, incoming: str) -> str | None:
 
 def _prune_tarballs(folder: str, keep: str) -> None:
     """Keep the job's current tarball and the one before it (a run may be unpacking it)."""
-    found = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tar.gz")),
-                   key=os.path.getmtime)
-    older = [p for p in found if p != keep]
+    found = []
+    for n in os.listdir(folder):
+        try:
+            found.append((os.path.getmtime(os.path.join(folder, n)), os.path.join(folder, n)))
+        except FileNotFoundError:  # another save of this job pruned it
+            continue
+    older = [p for _, p in sorted(found) if p != keep]
     for old in older[:max(0, len(older) - (defaults.DASHBOARD_TARBALLS_KEPT - 1))]:
-        os.unlink(old)
+        try:
+            os.unlink(old)
+        except FileNotFoundError:
+            pass
 
 
 @bp.route("/schedule", methods=["GET", "POST"])
@@ -135,13 +167,14 @@ def schedule():
     form = ScheduleForm()
     config, scheduler = state().config, state().scheduler
     if request.method == "GET":
-        editing = scheduler.get_job(request.args.get("job", "")) if request.args.get("job") else None
+        editing = scheduler.get_job(request.args["job"]) if is_valid_name(request.args.get("job")) else None
         if editing and editing["job_type"] == JobType.SCRIPT.value and editing.get("code_tarball"):
             _prefill(form, editing)
+        else:
+            editing = None
         return render_template("schedule.html", form=form, current=editing)
-    incoming = os.path.join(config.local_working_dir, "uploads", ".incoming")
     valid = form.validate()  # (CSRFProtect refused a form without its token before this view ran)
-    uploaded = _receive_tarball(form, incoming)
+    uploaded = _receive_tarball(form, os.path.join(config.local_working_dir, "uploads", ".incoming"))
     try:
         return _submit(form, valid, uploaded)
     finally:
@@ -152,13 +185,15 @@ def schedule():
 def _submit(form: ScheduleForm, valid: bool, uploaded: str | None):
     config, scheduler = state().config, state().scheduler
     name = form.job_name.data
-    current = scheduler.get_job(name) if valid else None
+    current = scheduler.get_job(name) if is_valid_name(name) else None
     if current and current["job_type"] != JobType.SCRIPT.value:
         form.job_name.errors.append(f"A {current['job_type']} job of this name is queued; choose another name "
                                     "or delete that job first.")
+        current = None
     tarball = None
     if uploaded:
-        tarball = os.path.join(config.local_working_dir, "uploads", name or "_", f"{utc_now():%Y%m%dT%H%M%S%f}.tar.gz")
+        tarball = os.path.join(config.local_working_dir, "uploads", name if is_valid_name(name) else "_",
+                               f"{utc_now():%Y%m%dT%H%M%S%f}.tar.gz")
     elif current and current.get("code_tarball") and not form.code_tarball.errors:
         tarball = current["code_tarball"]  # editing: keep the tarball it has
     elif not form.code_tarball.errors:
@@ -166,12 +201,11 @@ def _submit(form: ScheduleForm, valid: bool, uploaded: str | None):
     job = get_script_template()
     if current:
         job.update({k: current.get(k) for k in _KEPT_KEYS})
-    weekly, monthly = form.schedule_frequency.data == "weekly", form.schedule_frequency.data == "monthly"
+    freq = form.schedule_frequency.data
     job.update(job_submitter=f"{job['job_submitter']} (dashboard)", job_name=name, code_tarball=tarball,
                execution_commandline=form.execution_commandline.data, output_dir=form.output_dir.data,
-               schedule_frequency=form.schedule_frequency.data,
-               day_of_week=form.day_of_week.data if weekly else None,
-               day_of_month=form.day_of_month.data if monthly else None,
+               schedule_frequency=freq, day_of_week=form.day_of_week.data if freq == "weekly" else None,
+               day_of_month=form.day_of_month.data if freq == "monthly" else None,
                time_of_day=form.time_of_day.data, timeout_minutes=form.timeout_minutes.data)
     form_errors: list[str] = []
     if valid and tarball:
@@ -195,8 +229,7 @@ def _submit(form: ScheduleForm, valid: bool, uploaded: str | None):
     if uploaded:
         _prune_tarballs(os.path.dirname(tarball), keep=tarball)
     log.info("job %s %s from the dashboard (tarball %s)", name, "replaced" if replaced else "scheduled", tarball)
-    entry = next(q for q in scheduler.queued() if q.name == name)
-    when = next_run(entry.job, entry.last_start or entry.submitted_at, utc_now())[1]
-    flash(f"Job {name} {'replaced the queued job of that name' if replaced else 'is scheduled'}: "
-          f"next run {when}.", "ok")
+    entry = next((q for q in scheduler.queued() if q.name == name), None)
+    when = f": next run {next_run(entry.job, entry.last_start or entry.submitted_at, utc_now())[1]}" if entry else ""
+    flash(f"Job {name} {'replaced the queued job of that name' if replaced else 'is scheduled'}{when}.", "ok")
     return redirect(url_for("jobs.job", name=name))

@@ -70,6 +70,7 @@ def serve(config: ClusterConfig, host: str, port: int, password: str) -> None:
 
     from cluster.dashboard import create_app
 
-    app = create_app(config, password)
+    trusted = ["localhost", "127.0.0.1", "[::1]", host] if is_loopback(host) else None
+    app = create_app(config, password, trusted_hosts=trusted)
     waitress_serve(app, host=host, port=port, threads=defaults.DASHBOARD_THREADS, ident="cluster-dashboard",
-                   clear_untrusted_proxy_headers=True)
+                   clear_untrusted_proxy_headers=True, max_request_body_size=defaults.DASHBOARD_MAX_UPLOAD_BYTES)

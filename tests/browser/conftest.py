@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard_helpers import PASSWORD
-from integration_helpers import MAPREDUCE, free_port, wait_for_port
-
-from cluster import defaults
+from dashboard_helpers import Dashboard, start_dashboard
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
@@ -58,48 +53,6 @@ def shot(tmp_path: Path):
         pg.screenshot(path=str(path), full_page=True)
         return path
     return take
-
-
-class Dashboard:
-    """A `mapreduce dashboard` process and the config it serves."""
-
-    def __init__(self, config_path: Path, env: dict[str, str]):
-        self.config_path, self.env = config_path, env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config_path.parent / "dashboard.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Dashboard:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([str(MAPREDUCE), "-v", "dashboard", "--config", str(self.config_path),
-                                          "--port", str(self.port)], env=self.env, stdout=out, stderr=out)
-        assert wait_for_port(self.port, 20, alive=lambda: self.proc.poll() is None), self.log.read_text()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def mapreduce(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run a `mapreduce` command on the same config, as the user would in a terminal."""
-        return subprocess.run([str(MAPREDUCE), *args, "--config", str(self.config_path)], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def login(self, pg, password: str = PASSWORD) -> None:
-        pg.goto(self.url + "/")
-        pg.fill("input[name=password]", password)
-        pg.click("button[type=submit]")
-
-
-def start_dashboard(config_path: Path, extra_env: dict[str, str] | None = None) -> Dashboard:
-    env = dict(os.environ, **{defaults.DASHBOARD_PASSWORD_ENV: PASSWORD}, **(extra_env or {}))
-    return Dashboard(config_path, env).start()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import MANAGE, Cluster
-from conftest import start_dashboard
+from dashboard_helpers import start_dashboard
 from integration_helpers import MAPREDUCE, make_job, write_lines
 
 pytestmark = pytest.mark.browser

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import re
+import signal
+import subprocess
 import tarfile
 from pathlib import Path
+
+from integration_helpers import MAPREDUCE, free_port, wait_for_port
+
+from cluster import defaults
 
 PASSWORD = "correct horse battery"
 _TOKEN_RE = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
@@ -70,3 +77,45 @@ class LoggedIn:
     def post_form(self, page_url: str, action: str | None = None, data: dict | None = None, **kw):
         token = csrf_token(self.client.get(page_url).text)
         return self.client.post(action or page_url, data={"csrf_token": token, **(data or {})}, **kw)
+
+
+class Dashboard:
+    """A `mapreduce dashboard` process and the config it serves."""
+
+    def __init__(self, config_path: Path, env: dict[str, str]):
+        self.config_path, self.env = config_path, env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = config_path.parent / "dashboard.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Dashboard:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([str(MAPREDUCE), "-v", "dashboard", "--config", str(self.config_path),
+                                          "--port", str(self.port)], env=self.env, stdout=out, stderr=out)
+        assert wait_for_port(self.port, 20, alive=lambda: self.proc.poll() is None), self.log.read_text()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def mapreduce(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a `mapreduce` command on the same config, as the user would in a terminal."""
+        return subprocess.run([str(MAPREDUCE), *args, "--config", str(self.config_path)], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def login(self, pg, password: str = PASSWORD) -> None:
+        pg.goto(self.url + "/")
+        pg.fill("input[name=password]", password)
+        pg.click("button[type=submit]")
+
+
+def start_dashboard(config_path: Path, extra_env: dict[str, str] | None = None) -> Dashboard:
+    env = dict(os.environ, **{defaults.DASHBOARD_PASSWORD_ENV: PASSWORD}, **(extra_env or {}))
+    return Dashboard(config_path, env).start()

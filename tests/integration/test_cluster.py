@@ -66,6 +66,11 @@ def word_count_job(name: str, input_dir: Path, map_function: str = "words") -> d
     return make_job(name, "testjobs", [input_dir], map_function, "sum_values", combine_function_name="sum_values")
 
 
+def in_map_of(beat: dict | None, job_name: str) -> bool:
+    """Whether a heartbeat says its server maps `job_name` (not a phase left from an earlier job)."""
+    return bool(beat) and beat.get("job") == job_name and beat.get("phase") == "map"
+
+
 def slow_input(folder: Path, files: int = 2, sleep: float = 20.0) -> Path:
     for i in range(files):
         write_lines(folder / f"part-{i}.txt", [f"SLOW {sleep} x", *(f"w{j} w{j % 7}" for j in range(50))])
@@ -183,8 +188,8 @@ def test_kill_9_of_a_server_in_map_fails_the_run_naming_it_and_start_brings_it_b
     job = word_count_job("killed", slow_input(tmp_path / "in"), "slow_lines")
     manager = cluster.manager()
     thread, outcome = run_in_thread(manager, job)
-    victim = wait_until(lambda: next((s for s in ("S_0", "S_1") if (cluster.beat(s) or {}).get("phase") == "map"),
-                                     None), 30, "a server in the map phase")
+    victim = wait_until(lambda: next((s for s in ("S_0", "S_1") if in_map_of(cluster.beat(s), "killed")), None),
+                        30, "a server in the map phase")
     killed_at = time.monotonic()
     os.kill(cluster.beat(victim)["pid"], signal.SIGKILL)
     thread.join(60)
@@ -213,7 +218,7 @@ def test_a_redis_that_dies_mid_map_fails_the_job_cleanly(cluster, words, tmp_pat
     job = word_count_job("redis_dies", slow_input(tmp_path / "in", sleep=5), "slow_lines")
     manager = cluster.manager()
     thread, outcome = run_in_thread(manager, job)
-    wait_until(lambda: any((cluster.beat(s) or {}).get("phase") == "map" for s in ("S_0", "S_1")), 30,
+    wait_until(lambda: any(in_map_of(cluster.beat(s), "redis_dies") for s in ("S_0", "S_1")), 30,
                "a server in the map phase")
     os.kill(cluster.redis_pid(), signal.SIGKILL)
     thread.join(60)

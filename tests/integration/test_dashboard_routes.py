@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_helpers import FAILING_PY, PASSWORD, REPORT_PY, LoggedIn, csrf_token, field_errors, make_tarball
+from integration_helpers import free_port
 
 from cluster.config import ClusterConfig
 from cluster.dashboard import create_app
@@ -101,7 +102,13 @@ def test_a_wrong_password_is_refused_and_the_right_one_opens_a_strict_httponly_s
     assert out.status_code == 302 and client.get("/jobs").status_code == 302
 
 
-def test_a_changed_password_ends_the_sessions_of_the_old_one(dash_config, app):
+def test_logout_and_a_restart_end_a_session_even_for_a_copied_cookie(dash_config, app):
+    user = LoggedIn(app)
+    copied = user.client.get_cookie("cluster_dashboard").value
+    user.client.post("/logout", data={"csrf_token": csrf_token(user.get("/jobs").text)})
+    thief = app.test_client()
+    thief.set_cookie("cluster_dashboard", copied)
+    assert thief.get("/jobs").status_code == 302
     user = LoggedIn(app)
     assert user.get("/jobs").status_code == 200
     other = create_app(dash_config, "a new password", cluster_status=lambda: NO_CLUSTER)
@@ -125,6 +132,25 @@ def test_forms_without_their_csrf_token_are_refused_and_change_nothing(app, user
     assert forged.status_code == 400 and scheduler_of(app).get_job("nightly")["force_run"] is False
     no_token_login = app.test_client().post("/login", data={"password": PASSWORD})
     assert no_token_login.status_code == 400
+
+
+def test_failed_logins_are_limited_per_client(app):
+    client = app.test_client()
+    for _ in range(5):
+        token = csrf_token(client.get("/login").text)
+        assert client.post("/login", data={"password": "guess", "csrf_token": token}).status_code == 401
+    token = csrf_token(client.get("/login").text)
+    blocked = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
+    assert blocked.status_code == 429 and "try again in" in blocked.text
+    assert client.get("/jobs").status_code == 302
+
+
+def test_only_the_trusted_host_names_are_answered(dash_config):
+    app = create_app(dash_config, PASSWORD, trusted_hosts=["127.0.0.1", "localhost"], cluster_status=lambda: NO_CLUSTER)
+    client = app.test_client()
+    assert client.get("/login", headers={"Host": "127.0.0.1:8787"}).status_code == 200
+    # a page of another site whose name was pointed at 127.0.0.1 (DNS rebinding) gets nothing
+    assert client.get("/login", headers={"Host": "rebound.example:8787"}).status_code == 400
 
 
 def test_pages_forbid_framing_and_foreign_scripts(user):
@@ -225,6 +251,28 @@ def test_editing_keeps_the_tarball_and_group_and_never_replaces_another_type(app
     assert scheduler.get_job("word_count")["job_type"] == "mapreduce"
 
 
+def test_a_cut_tarball_upload_is_refused_and_not_kept(app, user, tmp_path):
+    whole = make_tarball(tmp_path / "whole.tar.gz", {"report.py": REPORT_PY * 200}).read_bytes()
+    response = schedule(user, form_data(tmp_path, code_tarball=(io.BytesIO(whole[:len(whole) // 2]), "cut.tar.gz")))
+    assert response.status_code == 400
+    assert any("cannot be read" in e for e in field_errors(response.text, "code_tarball"))
+    assert uploads(app.extensions["cluster"].config) == []
+
+
+def test_an_edit_with_a_mistake_stays_an_edit_and_a_hidden_day_does_not_block(app, user, tmp_path):
+    assert schedule(user, form_data(tmp_path)).status_code == 302
+    no_file = (io.BytesIO(b""), "")
+    response = schedule(user, form_data(tmp_path, code_tarball=no_file, time_of_day="7h"))
+    assert response.status_code == 400 and "Edit job daily_report" in response.text
+    assert field_errors(response.text, "code_tarball") == [] and field_errors(response.text, "time_of_day")
+    # monthly with a bad day, then daily: the day field is hidden and no longer counts
+    response = schedule(user, form_data(tmp_path, code_tarball=(io.BytesIO(b""), ""), schedule_frequency="daily",
+                                        day_of_month="40"))
+    assert response.status_code == 302
+    job = scheduler_of(app).get_job("daily_report")
+    assert (job["schedule_frequency"], job["day_of_month"], job["day_of_week"]) == ("daily", None, None)
+
+
 # --- the queue, a job's page, run now, delete ----------------------------------------------------
 def test_run_now_and_delete_with_a_confirmation(app, user, tmp_path):
     assert schedule(user, form_data(tmp_path)).status_code == 302
@@ -313,6 +361,24 @@ def test_results_from_an_s3_publish_url(tmp_path, s3_server):
     assert user.get("/results/weekly/data/../../other/data/x").status_code == 404
 
 
+def test_a_broken_published_folder_or_store_is_named_and_the_pages_still_work(app, user, tmp_path, dash_config):
+    assert schedule(user, form_data(tmp_path)).status_code == 302
+    scheduler_of(app).force_run("daily_report")
+    Runner(dash_config, local=True, echo=lambda m: None).serve(once=True)
+    data = Path(dash_config.publish_url) / "daily_report" / "data"
+    (data / "latest.csv").symlink_to("/nonexistent/file.csv")  # dangling
+    (data / "passwd").symlink_to("/etc/passwd")  # out of the published folder
+    page = user.get("/results").text
+    assert ">report.csv</a>" in page and "latest.csv" not in page and "passwd" not in page
+    assert user.get("/results/daily_report/data/passwd").status_code == 404
+    s3 = dash_config.with_overrides(publish_url="s3://team-results/pub", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    down = LoggedIn(create_app(s3, PASSWORD, cluster_status=lambda: NO_CLUSTER))
+    job_page = down.get("/jobs/daily_report")
+    assert job_page.status_code == 200 and "cannot list the published files of job daily_report" in job_page.text
+    results = down.get("/results")
+    assert results.status_code == 503 and "check s3_endpoint_url and the credentials" in results.text
+
+
 # --- cluster -----------------------------------------------------------------------------------
 def test_the_cluster_page_shows_servers_locations_and_progress_never_full_before_done(dash_config):
     status = {"servers": [
@@ -341,6 +407,16 @@ def test_the_cluster_page_shows_servers_locations_and_progress_never_full_before
     assert 'data-refresh="/cluster/fragment"' in page
     fragment = user.get("/cluster/fragment").text
     assert "<html" not in fragment and 'data-server="S_0"' in fragment
+
+
+def test_a_run_whose_runner_died_is_not_shown_as_running(app, user):
+    job = get_script_template()
+    job.update(job_name="orphan", script_location="/srv/x.py")
+    run_id = scheduler_of(app).record_start(job, runner_pid=2 ** 22 + 1)  # no such process holds the lock
+    page = user.get("/").text
+    assert f"its Runner (pid {2 ** 22 + 1}) is gone" in page
+    job_page = user.get("/jobs/orphan").text
+    assert f"Run {run_id} stopped when its Runner" in job_page and "data-refresh=" not in job_page
 
 
 def test_a_running_mapreduce_run_shows_each_workers_progress(app, user):

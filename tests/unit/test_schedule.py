@@ -67,3 +67,32 @@ def test_times_in_other_zones_are_read_as_utc():
     paris = dt.timezone(dt.timedelta(hours=1))
     # 12:30 in Paris is 11:30 UTC: today's 12:00 UTC is still ahead
     assert next_time_after(daily, dt.datetime(2026, 1, 5, 12, 30, tzinfo=paris)) == t("2026-01-05T12:00")
+
+
+def test_schedules_in_words_and_the_next_run():
+    from cluster.schedule import describe, next_run
+
+    job = get_script_template()
+    assert describe(job) == "every round"
+    job.update(schedule_frequency="weekly", day_of_week=4, time_of_day="07:45")
+    assert describe(job) == "weekly on friday at 07:45 UTC"
+    job.update(schedule_frequency="monthly", day_of_month=31, day_of_week=None)
+    assert describe(job) == "monthly on day 31 at 07:45 UTC"
+    ref = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    at, text = next_run(job, ref, ref)
+    assert at == dt.datetime(2026, 2, 28, 7, 45, tzinfo=dt.UTC) and text == "2026-02-28 07:45 UTC"
+    assert next_run(job, ref, at + dt.timedelta(minutes=1))[1].startswith("due since 2026-02-28 07:45 UTC")
+    assert next_run({**job, "force_run": True}, ref, ref)[1].startswith("now (forced)")
+
+
+def test_phase_progress_is_never_full_before_the_server_says_done():
+    from cluster.progress import server_progress
+
+    reading = {"files": 1, "files_done": 0, "input_bytes_total": 100, "input_bytes_done": 100}
+    m, s, r = server_progress("map", reading)
+    assert (m.state, m.percent, s.state, r.state) == ("running", 99, "pending", "pending")
+    m, s, r = server_progress("map", {**reading, "files_done": 1, "seconds": 2.0})
+    assert (m.state, m.percent) == ("done", 100)
+    m, s, r = server_progress("reduce", {"groups": 5, "records_out": 5})
+    assert (m.state, s.state, r.state, r.fraction) == ("done", "done", "running", None)
+    assert [p.state for p in server_progress("start", None)] == ["pending"] * 3

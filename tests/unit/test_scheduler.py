@@ -126,3 +126,41 @@ def test_a_resubmitted_job_gets_a_new_submission_number_even_when_it_held_the_la
     assert scheduler.clear_force_run("x", first.seq) is False
     assert scheduler.get_job("x")["script_arguments"] == ["new"]
     assert scheduler.delete_if_unchanged("x", second.seq) is True and scheduler.get_job("x") is None
+
+
+def test_force_run_takes_a_new_submission_number_so_a_force_during_a_run_is_kept(scheduler):
+    scheduler.submit_job(script("nightly"))
+    before = scheduler.queued()[0].seq
+    assert scheduler.force_run("nightly") and not scheduler.force_run("missing")
+    entry = scheduler.queued()[0]
+    assert entry.job["force_run"] is True and entry.seq > before
+    assert scheduler.force_run("nightly")  # pressed again while the forced run runs
+    assert not scheduler.clear_force_run("nightly", entry.seq)  # the end of that run leaves the new force
+    assert scheduler.get_job("nightly")["force_run"] is True
+
+
+def test_progress_latest_runs_and_one_run(scheduler):
+    a = scheduler.record_start(script("a"))
+    scheduler.record_end(a, RunStatus.FAILED, exception="boom")
+    a2 = scheduler.record_start(script("a"))
+    b = scheduler.record_start(script("b"))
+    scheduler.record_progress(a2, "map", {"S_0": {"files": 2, "files_done": 1}})
+    latest = scheduler.latest_runs()
+    assert (latest["a"]["id"], latest["b"]["id"]) == (a2, b)
+    assert latest["a"]["progress"] == {"phase": "map", "servers": {"S_0": {"files": 2, "files_done": 1}}}
+    scheduler.record_end(a2, RunStatus.SUCCEEDED)
+    scheduler.record_progress(a2, "reduce", {})  # a late report after the end changes nothing
+    assert scheduler.get_run(a2)["progress"]["phase"] == "map" and scheduler.get_run(999) is None
+    assert [r["id"] for r in scheduler.unfinished_runs()] == [b]
+
+
+def test_the_runner_lock_holder_is_seen_without_taking_the_lock(scheduler):
+    from cluster.layout import flock_holder, take_flock
+
+    assert flock_holder(scheduler.runner_lock_path) is None
+    fh, _ = take_flock(scheduler.runner_lock_path, " for the test")
+    try:
+        assert flock_holder(scheduler.runner_lock_path) == __import__("os").getpid()
+    finally:
+        fh.close()
+    assert flock_holder(scheduler.runner_lock_path) is None
