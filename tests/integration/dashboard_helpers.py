@@ -62,6 +62,18 @@ def field_errors(page: str, field: str) -> list[str]:
     return [html.unescape(e) for e in re.findall(r'class="field-error"[^>]*>([^<]+)<', block.group(1))]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM a process a test started (by its pid), SIGKILL it if it is still there after 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LoggedIn:
     """A Flask test client that logged in, and posts forms with the token of the page they are on."""
 
@@ -97,13 +109,8 @@ class Dashboard:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def mapreduce(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a `mapreduce` command on the same config, as the user would in a terminal."""

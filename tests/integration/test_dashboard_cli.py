@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.cookiejar
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -14,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dashboard_helpers import csrf_token
+from dashboard_helpers import csrf_token, stop_process
 from integration_helpers import MAPREDUCE, free_port, wait_for_port
 
 from cluster import defaults
@@ -56,12 +55,7 @@ class Served:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def test_without_a_password_it_refuses_any_address_but_loopback(tmp_path):
