@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def human_size(n: float | None) -> str:
@@ -90,6 +91,8 @@ class PhaseBars:
         if phase != self.phase:
             self.close()
             self.phase = phase
+            from tqdm import tqdm  # only a terminal that shows bars pays for the import
+
             unit = {"map": "B", "sort": "run", "reduce": "item"}[phase]
             self.bar = tqdm(desc=f"{phase:>6}", unit=unit, unit_scale=True, leave=True, file=sys.stderr,
                             dynamic_ncols=True)

@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 MANIFEST = "_PUBLISHED.json"
 
 
+def s3_root(config: ClusterConfig) -> tuple[str, str]:
+    """(bucket, key prefix: '' or ending in '/') of an s3:// publish_url: every job's folder is in it."""
+    bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
+    return bucket, f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+
 def s3_location(config: ClusterConfig, job_name: str) -> tuple[str, str]:
     """(bucket, key prefix ending in '/') of a job's published data on an s3:// publish_url."""
-    bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
-    return bucket, "/".join(p for p in (prefix.strip("/"), job_name, "data") if p) + "/"
+    bucket, root = s3_root(config)
+    return bucket, f"{root}{job_name}/data/"
 
 
 def local_location(config: ClusterConfig, job_name: str) -> str:

@@ -153,7 +153,7 @@ class Runner:
             forced = bool(entry.job.get("force_run"))
             if entry.name in ran and not (forced and entry.seq != ran[entry.name]):
                 continue
-            if forced or is_due(entry.job, entry.last_start or entry.submitted_at, now):
+            if forced or is_due(entry.job, entry.reference, now):
                 return entry
         return None
 

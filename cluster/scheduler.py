@@ -73,6 +73,11 @@ class QueuedJob:
     def name(self) -> str:
         return self.job["job_name"]
 
+    @property
+    def reference(self) -> dt.datetime:
+        """What its schedule counts from: its last run's start, else its submission."""
+        return self.last_start or self.submitted_at
+
 
 class RunStatus(StrEnum):
     RUNNING = "running"
@@ -258,7 +263,6 @@ class Scheduler:
                        "WHERE id = ?", (_iso(ended or utc_now()), status.value, phase, exception,
                                         json.dumps(counters, default=str) if counters is not None else None,
                                         note, run_id))
-
 
     def record_progress(self, run_id: int, phase: str, per_server: dict[str, dict]) -> None:
         """The latest counters of a running run's current phase, per server (for the dashboard)."""

@@ -25,6 +25,7 @@ from typing import Any
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobSpecError, JobTimedOut, ScriptFailed
+from cluster.jobs import is_inside
 from cluster.publish import publish
 
 log = logging.getLogger(__name__)
@@ -40,33 +41,37 @@ def run_mark(queue_path: str, run_id: int) -> str:
 TARBALL_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
 
 
-def tarball_problems(tarball: str) -> list[str]:
-    """What makes a .tar.gz unsafe to unpack: absolute paths, `..`, links out of it, devices
-    (an empty list: it is safe). Raises one of TARBALL_ERRORS when it cannot be read."""
+def _member_problems(members: list[tarfile.TarInfo]) -> list[str]:
+    """What makes these tar members unsafe to unpack: absolute paths, `..`, links out, devices."""
     problems = []
-    with tarfile.open(tarball, "r:*") as tar:
-        for m in tar.getmembers():
-            parts = m.name.replace("\\", "/").split("/")
-            if m.name.startswith("/") or ".." in parts:
-                problems.append(f"{m.name!r} would land outside the run's folder")
-            elif m.issym() or m.islnk():
-                target = m.linkname.replace("\\", "/")
-                if target.startswith("/") or ".." in target.split("/"):
-                    problems.append(f"{m.name!r} links to {m.linkname!r}, outside the run's folder")
-            elif not (m.isfile() or m.isdir()):
-                problems.append(f"{m.name!r} is a device or fifo")
+    for m in members:
+        if not is_inside(m.name):
+            problems.append(f"{m.name!r} would land outside the run's folder")
+        elif m.issym() or m.islnk():
+            if not is_inside(m.linkname):
+                problems.append(f"{m.name!r} links to {m.linkname!r}, outside the run's folder")
+        elif not (m.isfile() or m.isdir()):
+            problems.append(f"{m.name!r} is a device or fifo")
     return problems
+
+
+def tarball_problems(tarball: str) -> list[str]:
+    """What makes a .tar.gz unsafe to unpack (an empty list: it is safe). Raises one of
+    TARBALL_ERRORS when it cannot be read."""
+    with tarfile.open(tarball, "r:*") as tar:
+        return _member_problems(tar.getmembers())
 
 
 def safe_extract(tarball: str, dest: str, job_name: str) -> None:
     """Unpack a .tar.gz into dest, refusing absolute paths, `..`, links out of it and devices."""
     try:
-        problems = tarball_problems(tarball)
-        if problems:
-            raise JobSpecError([f"code_tarball {tarball} is refused: {p}" for p in problems], job_name)
-        os.makedirs(dest, exist_ok=True)
-        with tarfile.open(tarball, "r:*") as tar:
-            tar.extractall(dest, filter="data")
+        with tarfile.open(tarball, "r:*") as tar:  # read once: checked, then unpacked
+            members = tar.getmembers()
+            problems = _member_problems(members)
+            if problems:
+                raise JobSpecError([f"code_tarball {tarball} is refused: {p}" for p in problems], job_name)
+            os.makedirs(dest, exist_ok=True)
+            tar.extractall(dest, members=members, filter="data")
     except TARBALL_ERRORS as exc:
         raise JobSpecError([f"code_tarball {tarball} cannot be unpacked: {exc}"], job_name) from None
 

@@ -13,12 +13,11 @@ from cluster.scheduler import parse_time
 bp = Blueprint("cluster", __name__)
 
 
-def running_runs() -> list[dict[str, Any]]:
-    """The runs in progress (or left open by a Runner that died), with elapsed time, estimate and
-    each server's progress per phase."""
+def running_runs(runner_pid: int | None) -> list[dict[str, Any]]:
+    """The runs in progress (or left open by a Runner that died: not `runner_pid`, the one that holds
+    the queue now), with elapsed time, estimate and each server's progress per phase."""
     scheduler = state().scheduler
     now = utc_now()
-    runner_pid = state().runner().get("pid")
     out = []
     for run in scheduler.unfinished_runs():
         progress = run.get("progress") or {}
@@ -37,7 +36,8 @@ def cluster_context() -> dict[str, Any]:
     for row in found.get("servers", []):
         p = row.get("progress") or {}
         servers.append({**row, "phases": server_progress(p.get("phase"), p.get("counters")) if p else None})
-    return {"status": found, "servers": servers, "runs": running_runs(), "runner": state().runner(),
+    runner = state().runner()
+    return {"status": found, "servers": servers, "runs": running_runs(runner.get("pid")), "runner": runner,
             "config": state().config}
 
 

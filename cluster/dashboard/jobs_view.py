@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 
 from cluster import defaults
 from cluster.dashboard.cluster_view import running_runs
-from cluster.dashboard.results import published_files
+from cluster.dashboard.results import is_within, published_files
 from cluster.dashboard.state import state
 from cluster.jobs import is_valid_name
 from cluster.schedule import describe, next_run, utc_now
@@ -36,7 +36,7 @@ def queue():
     now = utc_now()
     rows = []
     for entry in scheduler.queued():
-        at, text = next_run(entry.job, entry.last_start or entry.submitted_at, now)
+        at, text = next_run(entry.job, entry.reference, now)
         rows.append({"job": entry.job, "schedule": describe(entry.job), "next_at": at, "next": text,
                      "last": latest.get(entry.name), "estimate": scheduler.estimate_next_runtime(entry.name)})
     return render_template("jobs.html", rows=rows, runner=state().runner())
@@ -57,40 +57,39 @@ def _chart(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"bars": bars, "width": len(bars) * (width + gap), "height": height, "top": top}
 
 
-def job_runs_context(name: str) -> dict[str, Any]:
+def job_runs_context(name: str, runner: dict[str, Any]) -> dict[str, Any]:
     runs = state().scheduler.history(name, limit=50)
     for r in runs:
         r["seconds"] = _seconds(r)
-    return {"name": name, "runs": runs, "running": [r for r in running_runs() if r["job_name"] == name]}
+    running = [r for r in running_runs(runner.get("pid")) if r["job_name"] == name]
+    return {"name": name, "runs": runs, "running": running}
 
 
 @bp.route("/jobs/<name>")
 def job(name: str):
     scheduler = state().scheduler
-    job_dict = scheduler.get_job(name)
-    context = job_runs_context(name)
+    runner = state().runner()
+    entry = next((q for q in scheduler.queued() if q.name == name), None)
+    job_dict = entry.job if entry else None
+    context = job_runs_context(name, runner)
     if job_dict is None and not context["runs"]:
         abort(404, f"There is no job {name!r} in the queue and no run of it in the history.")
-    entry = next((q for q in scheduler.queued() if q.name == name), None)
-    nxt = None
-    if entry is not None:
-        nxt = next_run(entry.job, entry.last_start or entry.submitted_at, utc_now())[1]
     return render_template("job.html", job=job_dict, job_json=json.dumps(job_dict, indent=2) if job_dict else None,
-                           schedule=describe(job_dict) if job_dict else None, next=nxt,
+                           schedule=describe(job_dict) if job_dict else None,
+                           next=next_run(job_dict, entry.reference, utc_now())[1] if entry else None,
                            estimate=scheduler.estimate_next_runtime(name), runtimes=scheduler.runtimes(name),
-                           chart=_chart(context["runs"]), form=ActionForm(), runner=state().runner(),
+                           chart=_chart(context["runs"]), form=ActionForm(), runner=runner,
                            published=published_files(state().config, name) if is_valid_name(name) else None,
                            **context)
 
 
 @bp.route("/jobs/<name>/runs")
 def runs_fragment(name: str):
-    return render_template("_runs.html", **job_runs_context(name))
+    return render_template("_runs.html", **job_runs_context(name, state().runner()))
 
 
 @bp.route("/jobs/<name>/run", methods=["POST"])
-def run_now(name: str):
-    ActionForm()  # CSRFProtect has checked the token already
+def run_now(name: str):  # (CSRFProtect checked the form's token before this view runs)
     if not state().scheduler.force_run(name):
         abort(404, f"There is no job {name!r} in the queue (it may have been deleted, or left it after a run).")
     runner = state().runner()
@@ -122,9 +121,8 @@ def run_log(run_id: int):
     run = state().scheduler.get_run(run_id)
     if run is None or not run.get("log_path"):
         abort(404, f"Run {run_id} has no log (only script runs keep one).")
-    runs_dir = os.path.realpath(os.path.join(state().config.local_working_dir, "runs"))
-    path = os.path.realpath(run["log_path"])
-    if not path.startswith(runs_dir + os.sep):
+    path = run["log_path"]
+    if not is_within(path, os.path.realpath(os.path.join(state().config.local_working_dir, "runs"))):
         abort(404, f"Run {run_id}'s log is not in this master's runs folder.")
     if not os.path.isfile(path):
         abort(404, f"Run {run_id}'s log {path} is gone (the {defaults.RUN_DIRS_KEPT} latest runs of a job keep "

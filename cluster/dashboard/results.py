@@ -13,11 +13,16 @@ from cluster.config import ClusterConfig
 from cluster.dashboard.state import state
 from cluster.exceptions import PublishError
 from cluster.jobs import is_valid_name
-from cluster.publish import MANIFEST, local_location, s3_errors, s3_location
+from cluster.publish import MANIFEST, local_location, s3_errors, s3_location, s3_root
 from cluster.s3 import s3_client
 
 bp = Blueprint("results", __name__)
 FILES_LISTED = 500  # per job; the manifest and a download of each still cover the rest
+
+
+def is_within(path: str, real_folder: str) -> bool:
+    """Whether `path`, links resolved, is inside `real_folder` (a path already resolved: realpath)."""
+    return os.path.realpath(path).startswith(real_folder + os.sep)
 
 
 def _is_s3(config: ClusterConfig) -> bool:
@@ -27,8 +32,7 @@ def _is_s3(config: ClusterConfig) -> bool:
 def published_jobs(config: ClusterConfig) -> list[str]:
     """Names of the jobs that have published something."""
     if _is_s3(config):
-        bucket, _, prefix = config.publish_url.removeprefix("s3://").partition("/")
-        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        bucket, base = s3_root(config)
         names = []
         try:
             pages = s3_client(config).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base,
@@ -66,7 +70,7 @@ def _local_files(config: ClusterConfig, job_name: str) -> tuple[list[dict[str, A
         dirs.sort()
         for n in sorted(names):
             path = os.path.join(root, n)
-            if not os.path.realpath(path).startswith(real + os.sep):
+            if not is_within(path, real):
                 continue  # a link out of the published folder (or a dangling one): not a published file
             try:
                 st = os.stat(path)
@@ -131,6 +135,6 @@ def download(name: str, rel: str):
         return send_file(obj["Body"], as_attachment=True, download_name=os.path.basename(rel), max_age=0)
     data = os.path.realpath(local_location(config, name))
     path = safe_join(data, rel)
-    if path is None or not os.path.realpath(path).startswith(data + os.sep) or not os.path.isfile(path):
+    if path is None or not is_within(path, data) or not os.path.isfile(path):
         abort(404, f"No published file {rel!r} of job {name!r}.")
     return send_file(path, as_attachment=True, download_name=os.path.basename(rel), max_age=0)

@@ -230,6 +230,6 @@ def _submit(form: ScheduleForm, valid: bool, uploaded: str | None):
         _prune_tarballs(os.path.dirname(tarball), keep=tarball)
     log.info("job %s %s from the dashboard (tarball %s)", name, "replaced" if replaced else "scheduled", tarball)
     entry = next((q for q in scheduler.queued() if q.name == name), None)
-    when = f": next run {next_run(entry.job, entry.last_start or entry.submitted_at, utc_now())[1]}" if entry else ""
+    when = f": next run {next_run(entry.job, entry.reference, utc_now())[1]}" if entry else ""
     flash(f"Job {name} {'replaced the queued job of that name' if replaced else 'is scheduled'}{when}.", "ok")
     return redirect(url_for("jobs.job", name=name))
