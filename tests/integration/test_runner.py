@@ -204,6 +204,16 @@ def test_a_mapreduce_job_past_its_timeout_is_stopped_and_publishes_nothing(runne
     assert not (Path(cfg.base_dir) / "slowmr" / "reduce").exists()
 
 
+def test_a_mapreduce_run_keeps_each_workers_latest_counters_in_the_history(runner, tmp_path):
+    for name in ("a", "b", "c"):
+        write_lines(tmp_path / "in" / f"{name}.txt", [f"{name} x y", "x z"])
+    runner.scheduler.submit_job(make_job("counted", "testjobs", [str(tmp_path / "in")], "words", "sum_values"))
+    [outcome] = runner.run_round()
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.error
+    progress = runner.scheduler.history("counted")[0]["progress"]  # the last phase recorded while it ran
+    assert progress["phase"] in ("map", "sort", "reduce") and set(progress["servers"]) == {"S_0", "S_1"}
+
+
 # --- the scheduled-analysis form ----------------------------------------------------------
 def test_tarballs_with_members_outside_their_folder_are_refused(tmp_path):
     for bad in ("../escape.txt", "/etc/evil", "ok/../../x"):
