@@ -12,8 +12,8 @@ from cluster import defaults, jobs
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
 from cluster.layout import JobLayout
-from cluster.mapper import iter_lines
 from cluster.progress import human_size
+from cluster.reading import iter_lines
 
 log = logging.getLogger("cluster.cli")
 

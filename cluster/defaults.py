@@ -46,6 +46,8 @@ CONFIG_SECTION = "CLUSTER"
 MAX_NUMBER_DUMPED_ITEMS_SHUFFLER = 500_000
 SIMULTANEOUS_FILES_IN_REDIS = 10
 MAX_NUMBER_DUMPED_ITEMS_REDUCER = 500_000
+MAX_BAD_FRACTION = 0.01  # more bad records than this share of the input fails a job
+MAX_BAD_FILES_NAMED = 200  # files whose bad records a server counts one by one (the rest: one sum)
 
 # --- engine tunables ------------------------------------------------------------------
 BATCH_ITEMS = 2048             # items per codec batch in spill and run files, at most...

@@ -5,13 +5,16 @@ directories are the leading dimensions, the first two dot-separated parts of the
 name the last two. A filter file names the N dimensions and what each may be:
 
     {"version": 1, "dimensions": [
-        {"field_name": "reason", "allowed_values": "saved-session"},          exactly this
+        {"field_name": "reason", "allowed_values": ["saved-session"]},        any of these (safe names)
         {"field_name": "appName", "allowed_values": "*"},                     anything
-        {"field_name": "appUpdateChannel", "allowed_values": ["release", "beta"]},   any of these
+        {"field_name": "appUpdateChannel", "allowed_values": "release"},      exactly this
         {"field_name": "submission_date", "allowed_values": {"min": "20140301", "max": "20140302"}}]}
 
-Ranges are inclusive, either bound optional, compared as strings. The walk descends only
-into directories that can match (named values are visited directly, without listing
+As in Telemetry's TelemetrySchema, the values of a list are the folder names the pipeline wrote:
+each character outside [a-zA-Z0-9_/.] becomes '_' (`safe_filename`), so "saved-session" selects
+the folder saved_session (and "*" inside a list is the name "_"). A single string is compared as
+written, and so are range bounds. Ranges are inclusive, either bound optional, compared as strings.
+The walk descends only into directories that can match (named values are visited directly, without listing
 their parent), so a narrow filter over a big tree costs a few directory reads. The same
 walk serves a local folder and an S3 bucket (`remote_data.py`): only the listing differs.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +33,12 @@ from cluster.exceptions import FilterError
 log = logging.getLogger(__name__)
 FILTER_VERSION = 1
 ANY = "*"
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_/.]")
+
+
+def safe_filename(value: str) -> str:
+    """A dimension value as the pipeline named its folder: each character outside [a-zA-Z0-9_/.] -> '_'."""
+    return _UNSAFE.sub("_", value)
 # (subdirectory names, [(file name, size)]) of one folder of the layout; a missing folder lists as empty
 Lister = Callable[[str], tuple[list[str], list[tuple[str, int]]]]
 
@@ -222,13 +232,18 @@ def _rule(name: str, allowed: Any, label: str, problems: list[str]) -> Rule | No
     if allowed == ANY:
         return Rule(name)
     if isinstance(allowed, (str, int)) and not isinstance(allowed, bool):
-        return Rule(name, values=frozenset([_text(allowed)]))
+        value = _text(allowed)
+        if _UNSAFE.search(value):
+            log.warning("%s: allowed_values %r is compared as written (a single string is, as in the original); "
+                        "folders are written with safe names such as %r: write [%r] to select that folder",
+                        label, value, safe_filename(value), value)
+        return Rule(name, values=frozenset([value]))
     if isinstance(allowed, list):
         values = [_text(v) for v in allowed]
         if not allowed or None in values:
             problems.append(f"{label}: a list of allowed_values must hold one or more strings, got {allowed!r:.100}")
             return None
-        return Rule(name, values=frozenset(values))
+        return Rule(name, values=frozenset(safe_filename(v) for v in values))
     if isinstance(allowed, dict):
         extra = sorted(set(allowed) - {"min", "max"})
         low, high = allowed.get("min"), allowed.get("max")

@@ -4,6 +4,10 @@ Items stay in memory until `max_items_in_memory` is reached, then go to a file i
 batches; iterating yields the file's items, then the in-memory tail. The file is
 deleted when the list is closed (also by `with`, and after a full iteration when
 `delete_after_iteration` is set).
+
+A reduce function uses it like the list it expects: iterate it (as often as it likes), take
+its `len`, index it (negative too) and slice it. Indexing into the part on disk reads up to
+that item, so `group[0]` and `group[-1]` are cheap and random access is not.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from cluster import codec, defaults
@@ -33,10 +38,13 @@ class DiskList:
     def __len__(self) -> int:
         return self._on_disk + len(self._buffer)
 
-    def __getitem__(self, index: int) -> Any:
-        """Item by position (read by a scan: cheap for the first items, which is what `group[0]` needs)."""
+    def __getitem__(self, index: int | slice) -> Any:
+        """Item by position, or a list for a slice (read by a scan: cheap for the first items, which is
+        what `group[0]` needs, and for the in-memory tail, which `group[-1]` reads)."""
+        if isinstance(index, slice):
+            return _slice(self, index)
         if not isinstance(index, int):
-            raise TypeError("a DiskList takes integer indexes only; iterate it to read every item")
+            raise TypeError(f"DiskList indices must be integers or slices, not {type(index).__name__}")
         n = len(self)
         if index < 0:
             index += n
@@ -87,7 +95,7 @@ class DiskList:
 
     def __iter__(self) -> Iterator:
         if self._closed:
-            raise ValueError("DiskList is closed")
+            raise ValueError("DiskList is closed (a group is valid until the reduce function returns)")
         yield from self._iter_file()
         yield from self._buffer
         if self.delete_after_iteration:
@@ -117,3 +125,41 @@ class DiskList:
     def __del__(self) -> None:
         if getattr(self, "_path", None):
             self.close()
+
+
+def _slice(seq: Any, index: slice) -> list:
+    """seq[index] as a list, read in one pass over the span it covers."""
+    wanted = range(len(seq))[index]
+    if not wanted:
+        return []
+    low, high = min(wanted), max(wanted)
+    span = list(islice(iter(seq), low, high + 1))
+    if wanted.step == 1:
+        return span
+    return [span[i - low] for i in wanted]
+
+
+class DiskValues:
+    """The values of a disk-backed group, as a read-only sequence (a job script's `values`)."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: DiskList) -> None:
+        self._group = group
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def __iter__(self) -> Iterator:
+        return map(_value, iter(self._group))
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return _slice(self, index)
+        return self._group[index][1]
+
+    def __repr__(self) -> str:
+        return f"<DiskValues: {len(self):,} values of a group read from disk>"
+
+
+_value = itemgetter(1)

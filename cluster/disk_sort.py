@@ -26,10 +26,11 @@ from typing import Any
 
 from cluster import codec, defaults
 from cluster.disk_list import DiskList
-from cluster.exceptions import GroupTooLarge, OrderConflict
+from cluster.exceptions import OrderConflict
 from cluster.sizing import batch_items_for, estimate_item_bytes
 
 _key0 = itemgetter(0)
+_END = object()
 NATURAL_TYPES = frozenset({str, int, float, bool, bytes, tuple})
 
 
@@ -114,7 +115,6 @@ class DiskSort:
         self._check_every = defaults.SIZE_SAMPLE_ITEMS
         self._families: set = set()
         self._own_runs: list[str] = []
-        self._groups: Iterator | None = None
         self._current: DiskList | None = None
         self.counters = {"runs_spilled": 0, "merge_passes": 0, "items_sorted": 0}
 
@@ -282,43 +282,40 @@ class DiskSort:
 
     def groups(self, disk_based: bool = False, max_items_in_memory: int | None = None
                ) -> Iterator[tuple[Any, list | DiskList]]:
-        """Yield (key, group) per key in order; a group is a list, or a DiskList when disk_based.
-
-        A DiskList group is valid until the next group is requested.
-        """
+        """Yield (key, group) per key in order. A group is a list; one that outgrows a quarter of the
+        memory budget (every group, when `disk_based`) is a DiskList instead, valid until the next
+        group is requested. `counters["groups_on_disk"]` counts the DiskList groups."""
         per_item = self._item_bytes or 128.0
         if max_items_in_memory is None:
             max_items_in_memory = max(1000, int(self.memory_budget / 4 / per_item))
-        max_list_items = max(1000, int(self.memory_budget / per_item))
+        self.counters.setdefault("groups_on_disk", 0)
         for key, it in groupby(self.items(), key=_key0):
             if disk_based:
-                group = DiskList(self.directory, max_items_in_memory)
-                self._current = group
-                try:
-                    group.extend(it)
-                    yield key, group
-                finally:
-                    group.close()
-                    self._current = None
+                head: list = []
             else:
-                group = list(islice(it, max_list_items))
-                if len(group) == max_list_items and next(it, None) is not None:  # noqa: B031 - a peek
-                    raise GroupTooLarge(
-                        f"the group of key {key!r:.100} holds more than {max_list_items:,} items, more than "
-                        f"this server's memory budget ({self.memory_budget / 2**20:,.1f} MB) holds as a list; set "
-                        "disk_based_input to reduce big groups from disk, or raise max_number_of_bytes_in_memory")
+                head = list(islice(it, max_items_in_memory))
+                if len(head) < max_items_in_memory:
+                    yield key, head
+                    continue
+                nxt = next(it, _END)  # noqa: B031 - a peek: is there more than fits?
+                if nxt is _END:
+                    yield key, head
+                    continue
+                head.append(nxt)
+            group = DiskList(self.directory, max_items_in_memory)
+            self._current = group
+            self.counters["groups_on_disk"] += 1
+            try:
+                group.extend(head)
+                del head
+                group.extend(it)  # noqa: B031 - the rest of this one group
                 yield key, group
-
-    def next_group(self, disk_based: bool = False) -> list | DiskList:
-        """The next key's items (the original interface); raises StopIteration at the end."""
-        if self._groups is None:
-            self._groups = self.groups(disk_based)
-        return next(self._groups)[1]
+            finally:
+                group.close()
+                self._current = None
 
     def close(self) -> None:
         """Delete the runs this sort wrote (added runs belong to their owner)."""
-        if self._groups is not None:
-            self._groups.close()
         if self._current is not None:
             self._current.close()
         self._drop_own(list(self._own_runs))

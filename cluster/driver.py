@@ -22,7 +22,7 @@ from cluster import control, defaults, deploy, functions
 from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
-from cluster.local import JobResult, failure_from_report, merge_counters
+from cluster.local import JobResult, check_map_phase, failure_from_report, merge_counters
 from cluster.mapper import new_run_id
 from cluster.process import Phase
 from cluster.schedule import Deadline
@@ -121,6 +121,8 @@ class ClusterJobDriver:
                     self._send(name, s, control.Command.PHASE, run_id=run_id, phase=phase.value)
                 self._wait(name, run_id, phase.value, per_server)
                 seconds[phase.value] = round(time.monotonic() - started, 3)
+                if phase is Phase.MAP:
+                    check_map_phase(job, per_server)
             replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
             self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
             for s in self.config.server_ids():
@@ -205,8 +207,7 @@ class ClusterJobDriver:
         mapped: dict[str, list[str]] = {}
         if job.get("hold_state"):
             for s in self.by_location[host]:
-                corrupt = {c["path"] for c in per_server[s].get("map", {}).get("corrupt_files_detail", [])}
-                mapped[s] = [f for f in plan[s]["files"] if f not in corrupt]
+                mapped[s] = plan[s]["files"]
         return self.manager.call(host, "commit_job", job["job_name"], run_id, replace, ujson.dumps(mapped))
 
     def _abort(self, name: str, run_id: str) -> None:

@@ -48,10 +48,6 @@ class OutputError(ClusterError):
 _NO_KEY = object()
 
 
-class GroupTooLarge(ClusterError):
-    """One key's items do not fit in memory as a list (the job should set disk_based_input)."""
-
-
 class ShuffleError(ClusterError):
     """A spill file could not be written or handed over (disk full, permissions...)."""
 
@@ -162,9 +158,24 @@ class JobScriptError(ClusterError):
     """A Telemetry-style job script cannot be loaded, or broke its contract (map/combine/reduce)."""
 
 
-class NotSerializable(ClusterError, TypeError):
-    """A job script wrote a key or value that marshal cannot carry between phases (or an unhashable key)."""
+class NotSerializable(ClusterError, ValueError):
+    """A job script wrote a key or value that marshal cannot carry between phases (a ValueError, as
+    marshal's own: in map it makes the line a bad line, as in the original job.py)."""
+
+
+class UnhashableKey(ClusterError, TypeError):
+    """A job script wrote a key that cannot be a key (a list, a dict): fails the job, as in the original."""
 
 
 class RemoteDataError(ClusterError):
     """Input data could not be listed in, or fetched from, an S3-compatible store."""
+
+
+class FailedFile(InputError):
+    """An input file that cannot be decoded (binary, truncated, a codec that fails): named, with the reason."""
+
+    def __init__(self, path: str, reason: str, after_line: int = 0):
+        self.path = path
+        self.reason = reason
+        self.after_line = after_line
+        super().__init__(f"{path}: {reason}")

@@ -36,6 +36,7 @@ from cluster.s3 import s3_client
 log = logging.getLogger("cluster.job")  # the same name under `python -m`
 PROJECTS = "projects"
 CACHE = "cache"
+DEFAULT_WORK_DIR = "/tmp/telemetry_mr"  # the original job.py's default
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ScriptRun:
     profile: bool = False
     cluster: bool = False
     combine_threshold: int = defaults.COMBINE_THRESHOLD
+    max_bad_fraction: float = defaults.MAX_BAD_FRACTION
+    aws_credentials: tuple[str, str] | None = None
     job_name: str | None = None
     config_path: str | None = None
     progress: bool | None = None
@@ -113,7 +116,7 @@ class JobScriptRunner:
             log.warning("no file matched: nothing under %s has the layout and values %s asks for; the output "
                         "is empty", data_dir if not r.cluster else f"{r.data_dir} on any location", r.input_filter)
         failed = self._report(result, time.monotonic() - started)
-        if r.delete_data and not r.cluster:
+        if r.delete_data and not r.cluster and not failed:
             self._delete_cached(data_dir)
         return 1 if failed else 0
 
@@ -131,7 +134,8 @@ class JobScriptRunner:
             log.info("--local-only: using the files already in the cache %s (s3://%s is not contacted)",
                      cache, r.bucket)
             return cache
-        remote = RemoteData(s3_client(self.config, retries=1), r.bucket, cache, list_client=s3_client(self.config))
+        remote = RemoteData(s3_client(self.config, retries=1, credentials=r.aws_credentials), r.bucket, cache,
+                            list_client=s3_client(self.config, credentials=r.aws_credentials))
         objects = remote.list(self.filter)
         report = remote.fetch(objects)
         log.info("fetched %d files (%.1f MB), %d from the cache, %d retries, %d failed", report.fetched,
@@ -172,7 +176,7 @@ class JobScriptRunner:
                    map_function_name="map", reduce_function_name="reduce",
                    combine_function_name="combine" if combine else None, job_script=self.module + ".py",
                    input_filter=self.filter.spec, combine_threshold=r.combine_threshold or None,
-                   delete_job_data=True)
+                   delete_job_data=True, max_bad_fraction=r.max_bad_fraction)
         return job
 
     def _engine(self, job: dict) -> JobResult:
@@ -223,12 +227,12 @@ class JobScriptRunner:
             m = phases.get("map", {})
             if not m.get("files"):
                 continue
-            for detail, text in zip(m.get("corrupt_files_detail", []), m.get("corrupt_file_names", []), strict=True):
-                failed[detail["path"]] = text.removeprefix(detail["path"] + ": ")
             log.info("mapper %s: %d files (%d decompressed, %d failed), %s rows mapped, %s bad lines, %.1f MB, "
-                     "%.1fs", server, m.get("files", 0), m.get("files_decompressed", 0), m.get("corrupt_files", 0),
+                     "%.1fs", server, m.get("files", 0), m.get("files_decompressed", 0), m.get("files_failed", 0),
                      f"{m.get('records_in', 0) - m.get('bad_lines', 0):,}", f"{m.get('bad_lines', 0):,}",
                      m.get("bytes_in", 0) / 1e6, m.get("seconds", 0.0))
+        for path, n in sorted(c.get("bad_lines_by_file", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+            log.info("bad lines: %s in %s", f"{n:,}", path)
         for example in c.get("bad_line_examples", [])[:10]:
             log.info("bad line: %s", example)
         log.info("job %s: %d files, %s rows read, %s bad lines, %s combine calls, %s records written to %s in %.1fs "
@@ -239,8 +243,8 @@ class JobScriptRunner:
         for name, error in sorted(failed.items()):
             log.error("FAILED file %s: %s", name, error)
         if failed:
-            log.error("%d file(s) failed; the output holds the other files' results (and what was read of a "
-                      "corrupt file before the corruption; exit status 1)", len(failed))
+            log.error("%d file(s) could not be fetched; the output holds the other files' results (exit status 1)",
+                      len(failed))
         return bool(failed)
 
 
@@ -253,6 +257,14 @@ def _check_writable(folder: str) -> None:
     except OSError as exc:
         raise JobScriptError(f"cannot write the output in {folder}: {exc.strerror or exc} (choose another "
                              "--output)") from None
+
+
+def _inside(path: str | None, folder: str) -> bool:
+    """True when `path` is `folder` or below it (links resolved)."""
+    if not path:
+        return False
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top + os.sep)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -270,7 +282,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--data-dir", "-d", type=click.Path(file_okay=False),
               help="The data, laid out as <dim1>/.../<dimN-2>/<dimN-1>.<dimN>.<anything> (required without "
                    "--bucket; with --cluster: the folder on every location).")
-@click.option("--work-dir", "-w", required=True, type=click.Path(file_okay=False),
+@click.option("--work-dir", "-w", default=DEFAULT_WORK_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Working folder: the job's files, the S3 cache (WORK/cache), profiles.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The output file: one record per reduce write (map writes for a map-only script).")
@@ -278,25 +290,32 @@ def _setup_logging(verbose: bool) -> None:
               help="Map processes (default: this machine's CPU count). Files are split among them by size.")
 @click.option("--num-reducers", "-r", type=click.IntRange(1, 512), default=1, show_default=True,
               help="Reduce processes; each writes its keys in ascending order.")
-@click.option("--local-only", is_flag=True,
+@click.option("--local-only", "-l", is_flag=True,
               help="Use only the files on disk: with --bucket, what is already in WORK/cache.")
 @click.option("--bucket", "-b", default=None,
               help="Fetch the selected files from this S3 bucket (endpoint: s3_endpoint_url or AWS_ENDPOINT_URL; "
                    "credentials: the usual AWS variables) into WORK/cache, keeping the layout.")
-@click.option("--delete-data", is_flag=True, help="With --bucket: remove the selected files from the cache when done.")
+@click.option("--aws-key", "-k", default=None, help="AWS access key id for --bucket (default: the usual AWS chain).")
+@click.option("--aws-secret-key", "-s", default=None, help="AWS secret access key, with --aws-key.")
+@click.option("--delete-data", "-X", is_flag=True,
+              help="When the job succeeded, remove the selected files from the cache: WORK/cache with --bucket, or a "
+                   "--data-dir inside WORK/cache (a --data-dir elsewhere is never deleted).")
+@click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=defaults.MAX_BAD_FRACTION, show_default=True,
+              help="Fail the job when more than this share of the records is bad (0: any bad record fails, "
+                   "1: never). Bad: a line without a tab, not UTF-8, or whose map raises ValueError.")
 @click.option("--combine-threshold", type=click.IntRange(0), default=defaults.COMBINE_THRESHOLD, show_default=True,
               help="Combine a key's values once a mapper holds more than this many (0: never combine).")
 @click.option("--job-name", default=None, help="Name of the job (default: the script's file name).")
-@click.option("--profile", is_flag=True, help="Write a cProfile file per mapper and reducer phase into WORK.")
+@click.option("--profile", "-p", is_flag=True, help="Write a cProfile file per mapper and reducer phase into WORK.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every file mapped and the engine's own steps.")
 @click.option("--cluster", is_flag=True, help="Run on the running cluster; each location filters its own --data-dir.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Cluster config (default: $CLUSTER_CONFIG, ~/.config/cluster/cluster.cfg, built-in defaults).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, output: str, num_mappers: int | None,
-         num_reducers: int, local_only: bool, bucket: str | None, delete_data: bool, combine_threshold: int,
-         job_name: str | None, profile: bool, verbose: bool, cluster: bool, config_path: str | None,
-         progress: bool | None) -> None:
+         num_reducers: int, local_only: bool, bucket: str | None, aws_key: str | None, aws_secret_key: str | None,
+         delete_data: bool, max_bad_fraction: float, combine_threshold: int, job_name: str | None, profile: bool,
+         verbose: bool, cluster: bool, config_path: str | None, progress: bool | None) -> None:
     """Run the Telemetry-style job SCRIPT over the files of --data-dir that --input-filter selects.
 
     \b
@@ -306,19 +325,25 @@ def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, ou
       def reduce(key, values, reduce_context)        # none: every map write is output
       def combine(key, values, context)              # partial reduce: one value for key
       def setup_reduce(reduce_context)               # e.g. reduce_context.field_separator = ","
-    A line without a tab, or whose map raises ValueError (bad JSON), is counted as a bad line.
+    A line without a tab, not UTF-8, or whose map raises ValueError (bad JSON) is a bad
+    line: counted per file and named; more than --max-bad-fraction of them fails the job.
+    Files are opened by their content (gzip, bzip2, xz, .lzma, lz4, zstd or plain); one that
+    cannot be decoded (binary, truncated, corrupt) fails the job, named with the reason.
 
     \b
-    Exit status: 0 when every selected file was mapped; 1 when the job failed or some file
-    could not be fetched or read (the output then holds the other files' results).
+    Exit status: 0 when every selected file was mapped; 1 when the job failed (the output file
+    is then not written), or when some file could not be fetched from S3 (the output then holds
+    the other files' results).
     """
     _setup_logging(verbose)
     ctx = click.get_current_context()
     if bucket is None and not data_dir:
         raise click.UsageError("--data-dir is required (or --bucket to fetch the data from S3)")
-    if delete_data and bucket is None:
-        raise click.UsageError("--delete-data removes the files fetched into WORK/cache; it needs --bucket "
-                               "(it never deletes a --data-dir)")
+    if delete_data and bucket is None and not _inside(data_dir, os.path.join(work_dir, CACHE)):
+        raise click.UsageError("--delete-data removes the selected files from the cache WORK/cache: it needs --bucket, "
+                               "or a --data-dir inside WORK/cache (it never deletes other data)")
+    if (aws_key is None) != (aws_secret_key is None):
+        raise click.UsageError("--aws-key and --aws-secret-key go together")
     if cluster:
         for flag, given in (("--bucket", bucket), ("--profile", profile), ("--num-mappers", num_mappers),
                             ("--num-reducers", num_reducers != 1)):
@@ -329,6 +354,8 @@ def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, ou
                     num_mappers=num_mappers or os.cpu_count() or 1, num_reducers=num_reducers,
                     local_only=local_only, bucket=bucket, delete_data=delete_data, profile=profile, cluster=cluster,
                     combine_threshold=combine_threshold, job_name=job_name, config_path=config_path,
+                    max_bad_fraction=max_bad_fraction,
+                    aws_credentials=(aws_key, aws_secret_key) if aws_key and aws_secret_key else None,
                     progress=progress, worker_log_level=logging.INFO if verbose else logging.WARNING)
     try:
         status = JobScriptRunner(run).execute()

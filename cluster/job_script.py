@@ -30,7 +30,8 @@ from typing import Any
 
 from cluster import defaults
 from cluster.dimensions import DimensionsFilter, dimensions_from_path
-from cluster.exceptions import BadRecord, JobScriptError, NotSerializable
+from cluster.disk_list import DiskList, DiskValues
+from cluster.exceptions import BadRecord, JobScriptError, NotSerializable, UnhashableKey
 from cluster.mapper import FileMapFunction
 
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
@@ -41,7 +42,7 @@ _SIGNATURES = {"map": ("key", "dimensions", "value", "map_context"), "reduce": (
 def carried(obj: Any, role: str, where: str) -> Any:
     """`obj` as the shuffle will carry it: plain values and tuples of them as they are, anything else
     as a copy made by marshal (a list the script changes after writing it must not change what was
-    written); NotSerializable when marshal cannot carry it, or when a key is unhashable."""
+    written); NotSerializable when marshal cannot carry it, UnhashableKey for a key that cannot be one."""
     if not (type(obj) in _PLAIN or (type(obj) is tuple and set(map(type, obj)) <= _PLAIN)):
         try:
             obj = marshal.loads(marshal.dumps(obj))
@@ -53,7 +54,7 @@ def carried(obj: Any, role: str, where: str) -> Any:
         try:
             hash(obj)
         except TypeError:
-            raise NotSerializable(f"{where}: the key {obj!r:.120} is a {type(obj).__name__}, which cannot be a "
+            raise UnhashableKey(f"{where}: the key {obj!r:.120} is a {type(obj).__name__}, which cannot be a "
                                   "key (unhashable); use a tuple instead of a list") from None
     return obj
 
@@ -238,7 +239,7 @@ class ScriptMap(FileMapFunction):
                 raise BadRecord("no tab between the key and the value")
             try:
                 user_map(key, dims, value.rstrip("\r\n"), ctx)
-            except ValueError as exc:  # JSON that does not parse, as the original counted it
+            except ValueError as exc:  # JSON that does not parse, a value marshal refuses: as the original counted it
                 raise BadRecord(f"{type(exc).__name__}: {exc}") from None
 
         return map_line
@@ -273,9 +274,10 @@ class ReduceContext:
         self.out.append(str(text) + self.record_separator)
 
     def writecsv(self, values: list) -> None:
-        sep = self.field_separator if len(self.field_separator) == 1 else ","
+        """One row through csv.writer's default dialect (comma, minimal quoting, \\r\\n), whatever the
+        separators, as the original did."""
         buf = io.StringIO()
-        csv.writer(buf, delimiter=sep, lineterminator=self.record_separator).writerow(values)
+        csv.writer(buf).writerow(values)
         self.out.append(buf.getvalue())
 
 
@@ -293,10 +295,13 @@ class ScriptReduce:
         if self.setup is not None:  # what it writes (a CSV header) comes first, once per reducer
             setup, self.setup = self.setup, None
             setup(ctx)
-        items = iter(group)
-        key, first = next(items)
-        values = [first]
-        values += (v for _, v in items)
+        if isinstance(group, DiskList):  # a group bigger than memory: its values, read from disk
+            key, values = group[0][0], DiskValues(group)
+        else:
+            items = iter(group)
+            key, first = next(items)
+            values = [first]
+            values += (v for _, v in items)
         if self.reduce is None:
             for v in values:
                 ctx.write(key, v)

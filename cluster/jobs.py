@@ -10,6 +10,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
+from cluster import defaults
 from cluster.dimensions import DimensionsFilter
 from cluster.exceptions import FilterError, JobSpecError
 
@@ -78,6 +79,7 @@ def get_mapreduce_job_template() -> dict[str, Any]:
         "auxiliary_data_name_mapper": None,
         "hold_state": False,
         "downsample": 1.0,
+        "max_bad_fraction": defaults.MAX_BAD_FRACTION,
         # shuffler
         "max_number_dumped_items_shuffler": None,
         "simultaneous_files_in_redis": None,
@@ -152,6 +154,7 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, bool]] = {
     "auxiliary_data_name_mapper": (_STR, True, False),
     "hold_state": (_BOOL, False, False),
     "downsample": (_NUM, False, False),
+    "max_bad_fraction": (_NUM, False, False),
     "max_number_dumped_items_shuffler": (_INT, True, False),
     "simultaneous_files_in_redis": (_INT, True, False),
     "combine_function_name": (_STR, True, False),
@@ -260,6 +263,10 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         ds = job.get("downsample")
         if isinstance(ds, (int, float)) and not isinstance(ds, bool) and not 0 < ds <= 1:
             problems.append(f"downsample must be in (0, 1], got {ds}")
+        mbf = job.get("max_bad_fraction")
+        if isinstance(mbf, (int, float)) and not isinstance(mbf, bool) and not 0 <= mbf <= 1:
+            problems.append(f"max_bad_fraction must be in [0, 1] (0: any bad record fails the job, 1: never), "
+                            f"got {mbf}")
         problems += _check_job_script(job)
         for key in ("max_number_dumped_items_shuffler", "simultaneous_files_in_redis",
                     "max_number_dumped_items_reducer", "combine_threshold"):

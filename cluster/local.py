@@ -27,15 +27,17 @@ from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.mapper import HoldState, assign_files, is_locked, list_input_files, load_auxiliary_data, new_run_id
 from cluster.process import Channel, Phase, Report
+from cluster.reading import input_problems
 from cluster.reducer import commit_output, discard_run
 from cluster.schedule import Deadline
 
 log = logging.getLogger(__name__)
 
 SUM_KEYS = ("files", "files_decompressed", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
-            "corrupt_files", "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
+            "files_failed", "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
             "spilled_items", "spilled_bytes", "moved_bytes", "runs_in", "groups", "records_out",
-            "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced")
+            "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced",
+            "groups_on_disk")
 
 
 @dataclass
@@ -81,7 +83,8 @@ def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
     """Sum the servers' counters into one dict for the job."""
     total: dict[str, Any] = {k: 0 for k in SUM_KEYS}
     total["bad_line_examples"] = []
-    total["corrupt_file_names"] = []
+    total["failed_files"] = []
+    total["bad_lines_by_file"] = {}
     total["seconds"] = {}
     total["peak_rss_bytes"] = {}
     for server, phases in per_server.items():
@@ -90,7 +93,9 @@ def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
                 if k in c:
                     total[k] += c[k]
             total["bad_line_examples"] += c.get("bad_line_examples", [])
-            total["corrupt_file_names"] += c.get("corrupt_file_names", [])
+            total["failed_files"] += c.get("failed_files", [])
+            for path, n in c.get("bad_lines_by_file", {}).items():
+                total["bad_lines_by_file"][path] = total["bad_lines_by_file"].get(path, 0) + n
             if "peak_rss_bytes" in c:
                 total["peak_rss_bytes"][server] = max(total["peak_rss_bytes"].get(server, 0), c["peak_rss_bytes"])
     return total
@@ -146,10 +151,8 @@ class LocalExecutor:
         try:
             per_server = self._drive(config, job, run_id, plan)
             if job.get("hold_state"):
-                corrupt = {c["path"] for phases in per_server.values()
-                           for c in phases.get("map", {}).get("corrupt_files_detail", [])}
-                for s in self.servers:  # a file that ended corrupt is read again next time
-                    hold.record(run_id, s, [f for f in plan[s]["files"] if f not in corrupt])
+                for s in self.servers:
+                    hold.record(run_id, s, plan[s]["files"])
         except BaseException:
             discard_run(layout, run_id)
             hold.discard(run_id)
@@ -201,6 +204,8 @@ class LocalExecutor:
                     _send(commands[s], phase.value)
                 self._wait_phase(name, phase, procs, reports, per_server)
                 self._phase_seconds[phase.value] = round(time.monotonic() - started, 3)
+                if phase is Phase.MAP:
+                    check_map_phase(job, per_server)
             for s in self.servers:
                 _send(commands[s], None)
             deadline = time.monotonic() + 30
@@ -261,6 +266,15 @@ class LocalExecutor:
                 if now - last_seen[s] > defaults.HEARTBEAT_TIMEOUT_SECONDS:
                     raise JobFailed(name, f"server {s} sent no heartbeat for "
                                     f"{defaults.HEARTBEAT_TIMEOUT_SECONDS:.0f}s", server=s, phase=phase.value)
+
+
+def check_map_phase(job: dict, per_server: dict[str, dict[str, dict]]) -> None:
+    """After the map phase: a failed file, or more bad records than the job's max_bad_fraction, fails
+    the job before anything is reduced or published."""
+    problem = input_problems(merge_counters({s: {"map": p.get("map", {})} for s, p in per_server.items()}),
+                             job.get("max_bad_fraction"))
+    if problem:
+        raise JobFailed(job["job_name"], problem, phase=Phase.MAP.value)
 
 
 def _pump(channel: Channel, reports: queue.Queue) -> None:

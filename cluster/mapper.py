@@ -1,4 +1,4 @@
-"""Map phase: choose a server's input files, read them (plain, .gz, .bz2, .xz, .lz4), call map.
+"""Map phase: choose a server's input files, read them (compression by content: reading.py), call map.
 
 The master (or the location's coordinator) plans the inputs once per location,
 so servers never disagree about who maps a file; each server then runs `Mapper`
@@ -6,33 +6,27 @@ over its share and feeds every map call's output to its `Shuffler`.
 """
 from __future__ import annotations
 
-import bz2
 import fcntl
-import gzip
 import logging
-import lzma
 import os
 import random
 import time
 import traceback
 import uuid
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import IO, Any
+from typing import Any
 
-import lz4.frame
 import ujson
 
 from cluster import codec, defaults
-from cluster.exceptions import BadMapOutput, BadRecord, InputError, UserFunctionError
+from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, UserFunctionError
 from cluster.layout import JobLayout
+from cluster.reading import Compression, InputFile, count_bad_line, decode_error_types
 from cluster.shuffler import Shuffler, describe_bad_output
 
 log = logging.getLogger(__name__)
 
-_DECOMPRESSORS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile, ".lz4": lz4.frame.LZ4FrameFile}
-CORRUPT_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, RuntimeError)  # lz4: RuntimeError
 MAX_BAD_LINE_EXAMPLES = 20
 
 
@@ -179,18 +173,6 @@ class FileMapFunction:
 
 
 # --- reading -----------------------------------------------------------------------------
-def open_input(path: str) -> tuple[IO[bytes], IO[bytes]]:
-    """(line reader, raw file) for a plain or compressed file; raw.tell() is the progress."""
-    raw = open(path, "rb")
-    ext = os.path.splitext(path)[1].lower()
-    opener = _DECOMPRESSORS.get(ext)
-    if opener is None:
-        return raw, raw
-    if opener is gzip.GzipFile:
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
-    return opener(raw, mode="rb"), raw
-
-
 def read_previous_output(line: str, auxiliary_data: Any) -> list[tuple]:
     """The 'map function' of merge_previous_output: an output line back into a (key, value) item."""
     try:
@@ -221,11 +203,11 @@ class Mapper:
         self.counters = counters
         self.progress = progress
         for name in ("files", "files_done", "files_decompressed", "records_in", "records_sampled_out", "bytes_in",
-                     "bad_lines", "corrupt_files", "input_bytes_total", "input_bytes_done"):
+                     "bad_lines", "files_failed", "input_bytes_total", "input_bytes_done"):
             counters.setdefault(name, 0)
         counters.setdefault("bad_line_examples", [])
-        counters.setdefault("corrupt_file_names", [])
-        counters.setdefault("corrupt_files_detail", [])
+        counters.setdefault("bad_lines_by_file", {})
+        counters.setdefault("failed_files", [])
 
     def run(self, files: list[str], map_function: Callable | None = None, sample: bool = True) -> None:
         """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
@@ -236,7 +218,10 @@ class Mapper:
         if isinstance(fn, FileMapFunction):
             fn.start(self.counters)
         for path in files:
-            self._map_file(path, fn)
+            if self.counters["files_failed"]:  # the job fails: only name the other files that cannot be read
+                self._check_file(path)
+            else:
+                self._map_file(path, fn)
             self.counters["files_done"] += 1
         if isinstance(fn, FileMapFunction):
             self.shuffler.add(fn.take(final=True))
@@ -263,13 +248,14 @@ class Mapper:
         bytes_before = counters["bytes_in"]
         started = time.monotonic()
         try:
-            reader, raw = open_input(path)
-        except OSError as exc:
-            raise InputError(f"cannot open input file {path}: {exc}") from exc
-        if reader is not raw:
+            reader = InputFile(path)
+        except FailedFile as failed:
+            self._failed_file(failed)
+            return
+        if reader.compression is not Compression.PLAIN:
             counters["files_decompressed"] += 1
         try:
-            with reader, raw:
+            with reader:
                 try:
                     for lineno, data in enumerate(reader, 1):
                         if not lineno & check_every:  # before any `continue`: every 1024th line checks
@@ -280,7 +266,7 @@ class Mapper:
                                 add(held.take())
                             self._flush(path, fn, records + 1, lineno - 1)
                             records, skipped = lineno - 1, 0
-                            counters["input_bytes_done"] = done_before + raw.tell()
+                            counters["input_bytes_done"] = done_before + reader.raw_tell()
                             if self.progress:
                                 self.progress()
                         if sample is not None and sample() >= fraction:
@@ -300,16 +286,14 @@ class Mapper:
                             self._bad_line(path, lineno, str(exc))
                         except Exception as exc:
                             raise self._user_error(exc, path, lineno, line) from exc
-                except CORRUPT_ERRORS as exc:
-                    if isinstance(exc, (OSError, RuntimeError)) and not _is_decompress_error(exc, path):
-                        raise InputError(f"reading input file {path} failed at line {lineno}: {exc}") from exc
-                    counters["corrupt_files"] += 1
-                    counters["corrupt_file_names"].append(f"{path}: {type(exc).__name__}: {exc} "
-                                                          f"(after line {lineno})")
-                    counters["corrupt_files_detail"].append({"path": path, "after_line": lineno})
-                    log.warning("%s: corrupt compressed file %s after line %d: %s",
-                                self.server_id, path, lineno, exc)
-                counters["bytes_in"] = bytes_before + _tell(reader, counters["bytes_in"] - bytes_before)
+                except decode_error_types() as exc:
+                    error = reader.failure(exc, lineno)
+                    if error is None:
+                        raise
+                    if not isinstance(error, FailedFile):
+                        raise error from exc
+                    self._failed_file(error)
+                counters["bytes_in"] = bytes_before + (reader.tell() or counters["bytes_in"] - bytes_before)
         finally:
             counters["records_in"] += max(0, lineno - records - skipped)
             counters["records_sampled_out"] += skipped
@@ -320,6 +304,20 @@ class Mapper:
         self._flush(path, fn, records + 1, lineno)
         if self.progress:
             self.progress()
+
+    def _failed_file(self, failed: FailedFile) -> None:
+        """Name a file that cannot be decoded; the job fails when the map phase ends (what it yielded
+        is never published)."""
+        self.counters["files_failed"] += 1
+        self.counters["failed_files"].append({"path": failed.path, "reason": failed.reason})
+        log.error("%s: FAILED file %s: %s", self.server_id, failed.path, failed.reason)
+
+    def _check_file(self, path: str) -> None:
+        """After a failed file: open the next one only to name it too if it cannot be read."""
+        try:
+            InputFile(path).close()
+        except FailedFile as failed:
+            self._failed_file(failed)
 
     def _flush(self, path: str, fn: Callable, first_line: int, last_line: int) -> None:
         try:
@@ -336,8 +334,7 @@ class Mapper:
         """Failure path only: map the batch's lines again to name the line whose output is malformed."""
         sample = self._sampler(path)
         fraction = float(self.job.get("downsample") or 1.0)
-        reader, raw = open_input(path)
-        with reader, raw:
+        with InputFile(path) as reader:
             lines = list(islice(reader, last))
         for lineno, data in enumerate(lines, 1):
             if (sample is not None and sample() >= fraction) or lineno < first:
@@ -360,6 +357,7 @@ class Mapper:
 
     def _bad_line(self, path: str, lineno: int, reason: str) -> None:
         self.counters["bad_lines"] += 1
+        count_bad_line(self.counters["bad_lines_by_file"], path)
         examples = self.counters["bad_line_examples"]
         if len(examples) < MAX_BAD_LINE_EXAMPLES:
             examples.append(f"{path}:{lineno}: {reason}")
@@ -375,14 +373,6 @@ class Mapper:
                                  input_file=path, line_number=lineno, line=line)
 
 
-def _tell(reader: IO[bytes], default: int) -> int:
-    """Bytes read so far (uncompressed), or `default` when a broken stream cannot say."""
-    try:
-        return reader.tell()
-    except (OSError, ValueError, EOFError):
-        return default
-
-
 def _raised_in_shuffler(exc: BaseException) -> bool:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -390,23 +380,6 @@ def _raised_in_shuffler(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_filename.endswith("shuffler.py")
 
 
-def _is_decompress_error(exc: OSError | RuntimeError, path: str) -> bool:
-    """Corrupt compressed data (BadGzipFile, bz2's 'Invalid data stream') carries no errno; a disk error does.
-    lz4 says 'LZ4F_decompress failed' with a RuntimeError."""
-    ext = os.path.splitext(path)[1].lower()
-    if isinstance(exc, RuntimeError):
-        return ext == ".lz4" and str(exc).startswith("LZ4F_")
-    return ext in _DECOMPRESSORS and exc.errno is None
-
-
 def new_run_id() -> str:
     """A sortable, unique id for one run of a job."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-
-
-def iter_lines(path: str) -> Iterator[str]:
-    """Decoded lines of a plain or compressed file (for reading output back)."""
-    reader, raw = open_input(path)
-    with reader, raw:
-        for data in reader:
-            yield data.decode()

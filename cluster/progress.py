@@ -135,13 +135,17 @@ def format_counters(result: Any) -> str:
         f"  map output:    {c['map_items_out']:,} items"
         + (f", combined {c['combine_items_in']:,} -> {c['combine_items_out']:,}" if c["combine_calls"] else ""),
         f"  shuffled:      {c['spilled_items']:,} items, {_mb(c['spilled_bytes'])} in {c['spill_files']} files",
-        f"  reduce:        {c['groups']:,} groups -> {c['records_out']:,} records",
+        f"  reduce:        {c['groups']:,} groups -> {c['records_out']:,} records"
+        + (f" ({c['groups_on_disk']:,} groups read from disk)" if c.get("groups_on_disk") else ""),
         "  seconds:       " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()),
         "  peak memory:   " + ", ".join(f"{s} {_mb(v)}" for s, v in sorted(rss.items())),
     ]
-    if c.get("corrupt_files"):
-        lines.append(f"  CORRUPT FILES: {c['corrupt_files']}")
-        lines += [f"    {name}" for name in c["corrupt_file_names"]]
+    by_file = sorted((c.get("bad_lines_by_file") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    if by_file:
+        lines.append("  bad lines by file:")
+        lines += [f"    {n:>10,}  {path}" for path, n in by_file[:10]]
+        if len(by_file) > 10:
+            lines.append(f"    {sum(n for _, n in by_file[10:]):>10,}  in {len(by_file) - 10} more files")
     if c.get("locked_files_skipped"):
         lines.append(f"  skipped (locked, still being written): {len(c['locked_files_skipped'])} files")
     if c.get("files_already_mapped"):

@@ -189,7 +189,7 @@ class Reducer:
         disk_based_output = bool(job.get("disk_based_output"))
         c = self.counters
         c.update(groups=0, items_reduced=0, records_out=0)
-        for name in ("output_bytes", "output_files", "order_fallbacks", "largest_group"):
+        for name in ("output_bytes", "output_files", "order_fallbacks", "largest_group", "groups_on_disk"):
             c.setdefault(name, 0)
         sort_dir = self.layout.sort_dir(self.server_id)
         try:
@@ -215,12 +215,15 @@ class Reducer:
                                             error=f"{type(exc).__name__}: {exc}",
                                             traceback=traceback.format_exc(), key=key) from exc
                 c["groups"] = n
+                if isinstance(group, DiskList):
+                    c["groups_on_disk"] = self._sort.counters["groups_on_disk"]
                 if self.progress and not n & 1023:
                     self.progress()
         finally:
             writer.close()
         c["output_files"] = len(writer.files)
         c["output_bytes"] = writer.bytes
+        c["groups_on_disk"] = self._sort.counters.get("groups_on_disk", 0)
         self._sort.close()
         for path in self._input_runs():
             os.unlink(path)

@@ -7,9 +7,10 @@ from typing import Any
 from cluster.config import ClusterConfig
 
 
-def s3_client(config: ClusterConfig, retries: int | None = None) -> Any:
+def s3_client(config: ClusterConfig, retries: int | None = None, credentials: tuple[str, str] | None = None) -> Any:
     """A boto3 S3 client for `s3_endpoint_url` (AWS when unset; credentials from boto3's usual chain:
-    environment, ~/.aws, instance role). `retries`: botocore's own attempts (None: its default)."""
+    environment, ~/.aws, instance role, unless `credentials` (key, secret) are given).
+    `retries`: botocore's own attempts (None: its default)."""
     import boto3  # only a master that talks to S3 needs it loaded
     from botocore.config import Config
 
@@ -17,4 +18,5 @@ def s3_client(config: ClusterConfig, retries: int | None = None) -> Any:
     if retries is not None:
         options["retries"] = {"total_max_attempts": retries, "mode": "standard"}
     endpoint = config.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(**options))
+    keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
+    return boto3.client("s3", endpoint_url=endpoint, config=Config(**options), **keys)

@@ -20,6 +20,8 @@ import string
 import uuid
 from typing import Any
 
+from cluster.dimensions import safe_filename
+
 
 def _open(path: str, gz: bool):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -60,7 +62,8 @@ OSES = ["WINNT"] * 7 + ["Darwin"] * 2 + ["Linux"]
 
 def telemetry(out: str, size_mb: float = 1, files: int = 8, gzip_every: int = 0, seed: int = 1,
               bad_every: int = 2000) -> dict[str, Any]:
-    """Telemetry layout <reason>/<app>/<channel>/<version>/<build>.<date>.v1.log, '<id>\\t<json>' lines."""
+    """Telemetry layout <reason>/<app>/<channel>/<version>/<build>.<date>.v1.log, '<id>\\t<json>' lines
+    (folder names as the pipeline wrote them: safe names, saved_session for the reason saved-session)."""
     rng = random.Random(seed)
     target = int(size_mb * 1024 * 1024 / files)
     by_channel_os: collections.Counter = collections.Counter()
@@ -71,7 +74,7 @@ def telemetry(out: str, size_mb: float = 1, files: int = 8, gzip_every: int = 0,
         dims = [rng.choice(["saved-session", "idle-daily", "main"]), rng.choice(["Firefox", "Fennec"]),
                 channel, rng.choice(["28.0", "29.0", "30.0a2"]), f"2014030{rng.randint(1, 3)}{f:06d}"]
         date = rng.choice(["20140301", "20140302", "20140303"])
-        path = os.path.join(out, *dims[:4], f"{dims[4]}.{date}.v1.log")
+        path = os.path.join(out, *map(safe_filename, dims[:4]), f"{dims[4]}.{date}.v1.log")
         gz = gzip_every > 0 and f % gzip_every == gzip_every - 1
         with _open(path, gz) as fh:
             written = 0

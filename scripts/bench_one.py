@@ -139,7 +139,7 @@ def executor_case(spec: dict) -> dict:
     from cluster.config import ClusterConfig
     from cluster.jobs import get_mapreduce_job_template
     from cluster.local import LocalExecutor
-    from cluster.mapper import iter_lines
+    from cluster.reading import iter_lines
 
     servers = int(spec["case"].split("-")[1])
     config = ClusterConfig.from_dict({

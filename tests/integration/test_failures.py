@@ -26,6 +26,7 @@ from integration_helpers import (
 from cluster import defaults
 from cluster.exceptions import JobFailed
 from cluster.local import LocalExecutor
+from cluster.progress import format_counters
 
 
 def word_lines(n: int, seed: int = 0) -> list[str]:
@@ -88,12 +89,35 @@ def test_bad_records_are_counted_not_fatal(config, tmp_path):
     path = write_lines(tmp_path / "bad" / "a.txt", lines)
     write_lines(tmp_path / "bad" / "b.txt", word_lines(150, seed=3))
     result = run_job(config, make_job("bad_records", "testjobs", [tmp_path / "bad"], "bad_record_on_bad",
-                                      "sum_values"))
+                                      "sum_values", max_bad_fraction=0.02))
     assert result.counters["bad_lines"] == len(bad_at)
+    assert result.counters["bad_lines_by_file"] == {str(path): len(bad_at)}
+    assert f"{len(bad_at):>10,}  {path}" in format_counters(result)
     assert sorted(result.counters["bad_line_examples"]) == sorted(f"{path}:{i + 1}: line starts with BAD"
                                                                   for i in bad_at)
     good = [line for line in lines if not line.startswith("BAD")] + word_lines(150, seed=3)
     assert output_dict(result) == counts_of(good)
+
+
+@pytest.mark.parametrize("limit, fails", [(0, True), (None, True), (0.02, False), (1, False)])
+def test_the_bad_record_limit(config, tmp_path, limit, fails):
+    """5 bad records of 350 (1.4%): over the default 0.01 and over 0, within 0.02 and 1."""
+    lines = word_lines(200)
+    for i in (5, 50, 51, 120, 199):
+        lines[i] = "BAD " + lines[i]
+    path = write_lines(tmp_path / "bad" / "a.txt", lines)
+    write_lines(tmp_path / "bad" / "b.txt", word_lines(150, seed=3))
+    extra = {} if limit is None else {"max_bad_fraction": limit}
+    job = make_job("limit", "testjobs", [tmp_path / "bad"], "bad_record_on_bad", "sum_values", **extra)
+    if not fails:
+        assert run_job(config, job).counters["bad_lines"] == 5
+        return
+    with pytest.raises(JobFailed) as info:
+        run_job(config, job)
+    message = str(info.value)
+    assert info.value.phase == "map" and "5 of 350 records (1.43%) are bad" in message
+    assert f"{path}: 5 bad" in message and f"{path}:6: line starts with BAD" in message
+    assert not (Path(config.base_dir) / "limit" / "reduce").exists()
 
 
 def test_reduce_error_names_the_key(config, tmp_path):
@@ -111,31 +135,21 @@ def test_reduce_error_names_the_key(config, tmp_path):
     assert not (Path(config.base_dir) / "reduce_fails" / "reduce").exists()
 
 
-def test_corrupt_gz_input_is_counted_and_named(config, tmp_path):
+def test_a_truncated_gz_fails_the_job_and_names_it(config, tmp_path):
     folder = tmp_path / "gz"
-    intact = word_lines(400)
-    write_lines(folder / "plain.txt", intact)
-    write_lines(folder / "other.txt", word_lines(300, seed=5))
+    write_lines(folder / "plain.txt", word_lines(400))
     damaged = word_lines(5000, seed=7)
     gz = folder / "damaged.txt.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write("\n".join(damaged) + "\n")
     data = gz.read_bytes()
     gz.write_bytes(data[: len(data) // 2])  # truncated: no end of stream, no trailer
-    good_gz = folder / "good.txt.gz"
-    with gzip.open(good_gz, "wt") as fh:
-        fh.write("\n".join(word_lines(50, seed=2)) + "\n")
-
-    result = run_job(config, make_job("corrupt", "testjobs", [folder], "fail_on_boom", "sum_values"))
-    c = result.counters
-    assert c["corrupt_files"] == 1
-    assert len(c["corrupt_file_names"]) == 1 and c["corrupt_file_names"][0].startswith(str(gz))
-    got = collections.Counter(output_dict(result))
-    floor = collections.Counter(counts_of(intact + word_lines(300, seed=5) + word_lines(50, seed=2)))
-    ceiling = floor + collections.Counter(counts_of(damaged))
-    assert not floor - got, "every intact file must be counted in full"
-    assert not got - ceiling
-    assert got != ceiling, "the lost end of the damaged file cannot be counted"
+    with pytest.raises(JobFailed) as info:
+        run_job(config, make_job("corrupt", "testjobs", [folder], "fail_on_boom", "sum_values"))
+    message = str(info.value)
+    assert info.value.phase == "map" and f"{gz}: gzip data ends early (truncated)" in message
+    assert "nothing was published" in message
+    assert not (Path(config.base_dir) / "corrupt" / "reduce").exists()
 
 
 def _children_of_this_process() -> set[int]:
@@ -320,5 +334,5 @@ def test_combiner_oserror_while_mapping_gz_is_not_a_corrupt_file(tmp_path):
     except JobFailed as exc:
         assert "combiner could not write its scratch file" in str(exc)
         return
-    assert result.counters["corrupt_files"] == 0, result.counters["corrupt_file_names"]
+    assert result.counters["files_failed"] == 0, result.counters["failed_files"]
     assert output_dict(result) == counts_of(lines["a.txt.gz"] + lines["b.txt.gz"])

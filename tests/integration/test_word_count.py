@@ -49,7 +49,7 @@ def test_word_count_is_exact(request, wc_config, data, servers, combiner):
     assert c["files"] == 4
     assert c["map_items_out"] == expected["total_words"]
     assert c["records_out"] == len(expected["counts"])
-    assert c["corrupt_files"] == 0 and c["bad_lines"] == 0
+    assert c["files_failed"] == 0 and c["bad_lines"] == 0
     if combiner:
         assert c["combine_calls"] > 0
         assert c["spilled_items"] < c["map_items_out"], "the combiner must shrink what is shuffled"
@@ -123,7 +123,7 @@ import json
 from cluster.config import ClusterConfig
 from cluster.jobs import get_mapreduce_job_template
 from cluster.local import LocalExecutor
-from cluster.mapper import iter_lines
+from cluster.reading import iter_lines
 import os
 config = ClusterConfig.from_dict({{"compute_dir": {str(tmp_path / "compute")!r},
                                   "projects_dir": {os.path.join(REPO, "projects")!r}}})

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cluster.disk_list import DiskList
+from cluster.disk_list import DiskList, DiskValues
 
 
 def files_in(path) -> list[str]:
@@ -121,4 +121,17 @@ def test_index_reads_spilled_and_buffered_items(tmp_path):
         with pytest.raises(IndexError):
             dl[25]
         with pytest.raises(TypeError):
-            dl[1:3]
+            dl["1"]
+        expected = [(i, i * i) for i in range(25)]
+        for cut in (slice(1, 3), slice(-3, None), slice(None, None, 7), slice(20, 5, -4), slice(5, 5),
+                    slice(-100, 100), slice(None, None, -1)):
+            assert dl[cut] == expected[cut], cut
+        assert list(dl) == list(dl) == expected  # iterated more than once
+
+
+def test_disk_values_are_a_sequence_of_the_values(tmp_path):
+    with DiskList(str(tmp_path), max_items_in_memory=10) as dl:
+        dl.extend(("k", i) for i in range(25))
+        values = DiskValues(dl)
+        assert len(values) == 25 and list(values) == list(range(25)) and sum(values) == sum(range(25))
+        assert values[0] == 0 and values[-1] == 24 and values[3:6] == [3, 4, 5] and values[::-10] == [24, 14, 4]

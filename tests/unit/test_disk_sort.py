@@ -114,32 +114,49 @@ def test_natural_run_merged_with_universal(tmp_path):
 def test_disk_based_groups_are_disk_lists_closed_after_the_next_group(tmp_path):
     ds = DiskSort(str(tmp_path))
     ds.extend([("b", i) for i in range(5)] + [("a", i) for i in range(3)] + [("c", 0)])
-    first = ds.next_group(disk_based=True)
+    groups = ds.groups(disk_based=True)
+    first = next(groups)[1]
     assert isinstance(first, DiskList)
     assert sorted(first) == [("a", 0), ("a", 1), ("a", 2)]
-    second = ds.next_group()
+    second = next(groups)[1]
     assert isinstance(second, DiskList)
     with pytest.raises(ValueError, match="closed"):
         list(first)
     assert sorted(second) == [("b", i) for i in range(5)]
-    assert list(ds.next_group()) == [("c", 0)]
+    assert list(next(groups)[1]) == [("c", 0)]
     with pytest.raises(StopIteration):
-        ds.next_group()
+        next(groups)
     with pytest.raises(ValueError):
         list(second)
+    assert ds.counters["groups_on_disk"] == 3
     ds.close()
 
 
-def test_next_group_lists_and_stop_iteration(tmp_path):
+def test_groups_are_lists_in_key_order(tmp_path):
     ds = DiskSort(str(tmp_path))
     ds.extend([(2, "x"), (1, "y"), (2, "z")])
-    assert ds.next_group() == [(1, "y")]
-    assert sorted(ds.next_group()) == [(2, "x"), (2, "z")]
-    with pytest.raises(StopIteration):
-        ds.next_group()
-    empty = DiskSort(str(tmp_path))
-    with pytest.raises(StopIteration):
-        empty.next_group()
+    groups = list(ds.groups())
+    assert groups[0] == (1, [(1, "y")])
+    assert groups[1][0] == 2 and sorted(groups[1][1]) == [(2, "x"), (2, "z")]
+    assert all(type(g) is list for _, g in groups) and ds.counters["groups_on_disk"] == 0
+    assert list(DiskSort(str(tmp_path)).groups()) == []
+
+
+def test_a_group_past_a_quarter_of_the_budget_goes_to_disk_by_itself(tmp_path):
+    with DiskSort(str(tmp_path), memory_budget=TINY) as ds:
+        ds.extend([("hot", i) for i in range(300_000)] + [("a", 1), ("z", 2)])
+        seen = {}
+        for key, group in ds.groups():
+            seen[key] = type(group).__name__
+            if key == "hot":
+                assert len(group) == 300_000 and group.on_disk
+                assert group[0][0] == "hot" and group[-1][0] == "hot"
+                assert sorted(v for _, v in group) == list(range(300_000))
+                assert sum(1 for _ in group) == 300_000  # a second pass
+                assert len(group[10:20]) == 10 and len(group[-5:]) == 5 and group[::100_000][0][0] == "hot"
+        assert seen == {"a": "list", "hot": "DiskList", "z": "list"}
+        assert ds.counters["groups_on_disk"] == 1
+    assert os.listdir(tmp_path) == []
 
 
 def test_hot_key_goes_to_disk(tmp_path):
@@ -164,7 +181,8 @@ def test_close_removes_run_files_even_mid_iteration(tmp_path):
         ds.append((i % 1000, i))
     assert run_files(tmp_path)
     ds.premerge()
-    group = ds.next_group(disk_based=True)
+    groups = ds.groups(disk_based=True)
+    group = next(groups)[1]
     assert sorted(group) == [(0, i) for i in range(0, 100_000, 1000)]
     ds.close()
     assert os.listdir(tmp_path) == []

@@ -25,7 +25,8 @@ MAPREDUCE = COMMON | {
     "simultaneous_files_in_redis", "reduce_function_name", "auxiliary_data_name_reducer",
     "max_number_dumped_items_reducer", "disk_based_input", "disk_based_output", "compress",
     # added by later issues
-    "combine_function_name", "merge_previous_output", "job_script", "input_filter", "combine_threshold"}
+    "combine_function_name", "merge_previous_output", "job_script", "input_filter", "combine_threshold",
+    "max_bad_fraction"}
 SCRIPT = COMMON | {"script_location", "script_arguments", "code_tarball", "execution_commandline", "output_dir"}
 TRANSFER = COMMON | {"input_dir", "output_dir", "transfer_type", "reload_files", "delete_files", "compress",
                      "input_file_name", "auxiliary_data_name"}

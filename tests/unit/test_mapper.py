@@ -1,11 +1,8 @@
 """Map phase helpers: choosing files, locks, hold_state, reading compressed input."""
 from __future__ import annotations
 
-import bz2
 import fcntl
-import gzip
 import json
-import lzma
 import os
 import subprocess
 import sys
@@ -19,9 +16,7 @@ from cluster.mapper import (
     Mapper,
     assign_files,
     is_locked,
-    iter_lines,
     list_input_files,
-    open_input,
     read_previous_output,
 )
 
@@ -208,47 +203,6 @@ def test_hold_state_records_missing_files_as_none(tmp_path, layout):
     with open(os.path.join(layout.state_dir, "r-S_0.json")) as fh:
         assert json.load(fh) == {gone: None}
     assert hs.mapped() == {gone}
-
-
-# --- reading -----------------------------------------------------------------------------
-LINES = ["first line\n", "ünïcode ✓\n", "\n", "last without newline"]
-DATA = "".join(LINES).encode()
-
-
-@pytest.mark.parametrize("ext, compress", [
-    (".gz", gzip.compress), (".GZ", gzip.compress), (".txt", lambda b: b), ("", lambda b: b),
-    (".bz2", bz2.compress), (".xz", lzma.compress), (".XZ", lzma.compress)])
-def test_open_input_reads_plain_and_compressed(tmp_path, ext, compress):
-    path = tmp_path / f"input{ext}"
-    path.write_bytes(compress(DATA))
-    reader, raw = open_input(str(path))
-    with reader, raw:
-        got = [line.decode() for line in reader]
-        assert raw.tell() == os.path.getsize(path)
-    assert got == LINES
-    assert list(iter_lines(str(path))) == LINES
-    if ext in (".txt", ""):
-        assert reader is raw
-
-
-def test_open_input_multi_member_gzip(tmp_path):
-    path = tmp_path / "cat.gz"
-    path.write_bytes(gzip.compress(b"a\nb\n") + gzip.compress(b"c\n"))
-    assert list(iter_lines(str(path))) == ["a\n", "b\n", "c\n"]
-
-
-def test_open_input_corrupt_gzip_raises_on_read(tmp_path):
-    path = tmp_path / "bad.gz"
-    path.write_bytes(gzip.compress(b"x\n" * 1000)[:-30])
-    reader, raw = open_input(str(path))
-    with reader, raw, pytest.raises(EOFError):
-        for _ in reader:
-            pass
-
-
-def test_open_input_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        open_input(str(tmp_path / "nope.gz"))
 
 
 # --- previous output ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from cluster.exceptions import BadRecord, JobScriptError, NotSerializable
+from cluster.exceptions import BadRecord, JobScriptError, NotSerializable, UnhashableKey
 from cluster.job_script import (
     CombiningMapContext,
     JobScript,
@@ -86,7 +86,7 @@ def test_values_marshal_cannot_carry_are_refused_with_their_type(context):
         context.write("k", [1, decimal.Decimal("1.5")])
     with pytest.raises(NotSerializable, match="key .* is an object"):
         context.write(object(), 1)
-    with pytest.raises(NotSerializable, match="unhashable"):
+    with pytest.raises(UnhashableKey, match="unhashable"):
         context.write(["a", "list"], 1)
 
 
