@@ -79,9 +79,28 @@ def _read_job(path: str) -> dict:
 
 @mapreduce.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-def validate(job_file: str) -> None:
-    """Check a job file; list every problem."""
+@config_option
+@click.option("--cluster", is_flag=True, help="Check the input on every location of the running cluster "
+                                              "(default: on this machine, as `run --local` reads it).")
+@click.option("--servers", type=click.IntRange(1, 512), default=None,
+              help="Servers to plan for on this machine (default: number_of_servers_per_location).")
+def validate(job_file: str, config_path: str | None, cluster: bool, servers: int | None) -> None:
+    """Check a job file in depth and print its plan; list every problem.
+
+    \b
+    The keys (a job file needs only those without a default), then: the project's map, combine
+    and reduce functions load; input_dirs and auxiliary data exist (on every location with
+    --cluster); a script job's script exists or its tarball passes the Runner's rules; an
+    upload's files exist on the master. The plan: files and bytes per server."""
+    from cluster.preflight import check_job
+
     job = _read_job(job_file)
+    report = check_job(job, ClusterConfig.load(config_path), cluster=cluster, servers=servers)
+    for line in report.plan_lines():
+        click.echo(line)
+    if report.problems:
+        lines = "\n".join(f"  - {p}" for p in report.problems)
+        raise click.ClickException(f"job {job['job_name']!r} cannot run ({len(report.problems)} problem(s)):\n{lines}")
     click.echo(f"job {job['job_name']!r} ({job['job_type']}) is valid")
 
 
@@ -177,8 +196,18 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @config_option
 def submit(job_file: str, config_path: str | None) -> None:
-    """Put a job (any type) on the queue; a queued job of the same name is replaced."""
+    """Put a job (any type) on the queue; a queued job of the same name is replaced.
+
+    Refused when a check on the master fails (`mapreduce validate` says which): functions that do
+    not load, a script or tarball that is missing or breaks the Runner's rules."""
+    from cluster.preflight import check_master
+
     job = _read_job(job_file)
+    problems = check_master(job, ClusterConfig.load(config_path))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise click.ClickException(f"job {job['job_name']!r} was not queued: it cannot run ({len(problems)} "
+                                   f"problem(s)):\n{lines}")
     replaced = _scheduler(config_path).submit_job(job)
     click.echo(f"job {job['job_name']!r} {'replaced the queued job of that name' if replaced else 'queued'}")
 

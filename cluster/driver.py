@@ -48,7 +48,7 @@ class ClusterJobDriver:
         self.master_ttl = max(defaults.MASTER_TTL_SECONDS, int(3 * self.config.poll_every) + 1)
 
     def run(self, job: dict) -> JobResult:
-        validate_job(job)
+        job = validate_job(job)
         name = job["job_name"]
         if job["job_type"] != JobType.MAPREDUCE.value:
             raise JobFailed(name, f"the cluster runs mapreduce jobs directly, not {job['job_type']} jobs "

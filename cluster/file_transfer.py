@@ -76,7 +76,7 @@ class FileTransfer:
     # --- the job ------------------------------------------------------------------------------
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         """Do one file-transfer job; return its counters (files, bytes, skipped, deleted per location)."""
-        validate_job(job)
+        job = validate_job(job)
         self.job_name = job["job_name"]
         tt = job["transfer_type"]
         if tt in ("upload", "upload_bulk"):

@@ -13,8 +13,9 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import ModuleType
+from typing import Any
 
 from cluster import job_script
 from cluster.exceptions import ProjectError
@@ -95,6 +96,11 @@ def load_function(projects_root: str, project_name: str, module: str, name: str)
     return _find(load_module(projects_root, project_name, module), module, name, project_name)
 
 
+def every_item(group: Iterable, auxiliary_data: Any) -> Iterable:
+    """The reduce of a map-only job (no reduce_function_name): the group's items, as they are."""
+    return group
+
+
 def load_job_functions(projects_root: str, job: dict, isolate: bool = True
                        ) -> tuple[Callable, Callable | None, Callable]:
     """The (map, combine or None, reduce) functions a mapreduce job names (for a job script,
@@ -104,8 +110,10 @@ def load_job_functions(projects_root: str, job: dict, isolate: bool = True
         module = load_module(projects_root, name, job["job_script"].removesuffix(".py"), isolate)
         return job_script.engine_functions(module, job)
     map_mod = load_module(projects_root, name, MAP_MODULE, isolate)
-    reduce_mod = load_module(projects_root, name, REDUCE_MODULE, isolate)
     map_fn = _find(map_mod, MAP_MODULE, job["map_function_name"], name)
+    if not job.get("reduce_function_name"):  # a map-only job: every map item is output, grouped by key
+        return map_fn, None, every_item
+    reduce_mod = load_module(projects_root, name, REDUCE_MODULE, isolate)
     reduce_fn = _find(reduce_mod, REDUCE_MODULE, job["reduce_function_name"], name)
     combine_fn = None
     if job.get("combine_function_name"):

@@ -100,7 +100,7 @@ class JobScriptRunner:
         started = time.monotonic()
         data_dir = self._data_dir()
         job = self._job(data_dir)
-        jobs.validate_job(job)
+        job = jobs.validate_job(job)
         if not r.cluster:
             files = select_local_files(data_dir, self.filter)
             log.info("selected %d files (%.1f MB) under %s with %s", len(files), sum(s for _, s in files) / 1e6,

@@ -1,7 +1,9 @@
 """Job templates and validation for the three job types: mapreduce, script, file_transfer.
 
-A job is a plain JSON-serializable dict made from a template. `validate_job` checks
-every key at once and raises one `JobSpecError` listing every problem.
+A job is a plain JSON-serializable dict made from a template. A job file needs only the keys
+without a default (`job_type`, `job_name`, and what its type cannot run without): `validate_job`
+fills in the rest from the template, checks every key at once and raises one `JobSpecError`
+listing every problem.
 """
 from __future__ import annotations
 
@@ -158,7 +160,7 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, bool]] = {
     "max_number_dumped_items_shuffler": (_INT, True, False),
     "simultaneous_files_in_redis": (_INT, True, False),
     "combine_function_name": (_STR, True, False),
-    "reduce_function_name": (_STR, False, True),
+    "reduce_function_name": (_STR, True, False),
     "auxiliary_data_name_reducer": (_STR, True, False),
     "max_number_dumped_items_reducer": (_INT, True, False),
     "disk_based_input": (_BOOL, False, False),
@@ -196,7 +198,9 @@ def _type_name(types: tuple[type, ...]) -> str:
 def validate_job(job: Any) -> dict[str, Any]:
     """Check a job dict against its template; raise JobSpecError listing every problem.
 
-    Returns the job unchanged when it is valid, so `validate_job(json.load(f))` reads well.
+    Returns the complete job: the template's defaults for every key the dict leaves out, then
+    the dict's own keys (a new dict; the one given is not changed), so `job =
+    validate_job(json.load(f))` reads well.
     """
     if not isinstance(job, dict):
         raise JobSpecError([f"a job must be a dict (a JSON object), got {type(job).__name__}"])
@@ -211,11 +215,9 @@ def validate_job(job: Any) -> dict[str, Any]:
     for key in sorted(set(job) - set(template)):
         problems.append(f"unknown key {key!r} for a {job_type.value} job "
                         f"(start from `mapreduce template {job_type.value}`)")
+    job = {**template, **job}
     for key in template:
         types, nullable, required = _RULES[key]
-        if key not in job:
-            problems.append(f"missing key {key!r}")
-            continue
         value = job[key]
         if value is None:
             if required or not nullable:
@@ -277,6 +279,9 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
             v = job.get(key)
             if isinstance(v, str) and not is_valid_name(v):
                 problems.append(f"{key} {v!r} must be letters, digits, '_', '.', '-'")
+        if job.get("combine_function_name") and not job.get("reduce_function_name") and not job.get("job_script"):
+            problems.append("combine_function_name needs reduce_function_name: a map-only job (no reduce function) "
+                            "outputs every map item, which combining would merge")
         for key in ("map_function_name", "reduce_function_name", "combine_function_name"):
             v = job.get(key)
             if isinstance(v, str) and not v.isidentifier():
@@ -300,7 +305,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         if isinstance(tt, str) and tt not in TRANSFER_TYPES:
             problems.append(f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got {tt!r}")
         for key in TRANSFER_NEEDS.get(tt, ()):
-            if job.get(key) is None and key in job:
+            if job.get(key) is None:
                 problems.append(f"a {tt} transfer needs {key} ({TRANSFER_KEY_HELP[key]})")
         aux = job.get("auxiliary_data_name")
         if isinstance(aux, str) and not is_valid_name(aux):

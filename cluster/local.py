@@ -70,7 +70,8 @@ def plan_inputs(job: dict, servers: list[str], layout: JobLayout
             notes["locked_files_skipped"].append(f)
         else:
             unlocked.append((f, s))
-    plan = {s: {"files": fs} for s, fs in assign_files(unlocked, servers).items()}
+    sizes = dict(unlocked)
+    plan = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)} for s, fs in assign_files(unlocked, servers).items()}
     previous = []
     if job.get("merge_previous_output"):
         previous = [(p, os.path.getsize(p)) for p in layout.output_files()]
@@ -125,7 +126,7 @@ class LocalExecutor:
         """Run one mapreduce job to the end; raise JobFailed (or a ClusterError) if it fails, and
         JobTimedOut (its workers stopped, nothing published) past `timeout_minutes`."""
         self._deadline = Deadline(timeout_minutes)
-        validate_job(job)
+        job = validate_job(job)
         if job["job_type"] != JobType.MAPREDUCE.value:
             raise JobFailed(job.get("job_name", "?"), f"the local executor runs mapreduce jobs, not "
                             f"{job['job_type']} jobs (those run through the Runner)")

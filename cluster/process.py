@@ -48,7 +48,16 @@ class Report(StrEnum):
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory."""
+    """This process's peak resident memory since it started its program (Linux's VmHWM: getrusage's
+    ru_maxrss is inherited across fork and exec, so a worker started by a big process would report
+    its parent's peak)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -210,7 +210,7 @@ class Reducer:
                 except (OutputError, OrderConflict):
                     raise
                 except Exception as exc:
-                    raise UserFunctionError(function=f"reduce function {job['reduce_function_name']!r}",
+                    raise UserFunctionError(function=f"reduce function {job['reduce_function_name'] or 'every_item'!r}",
                                             phase="reduce", server=self.server_id,
                                             error=f"{type(exc).__name__}: {exc}",
                                             traceback=traceback.format_exc(), key=key) from exc

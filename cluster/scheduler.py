@@ -150,7 +150,7 @@ class Scheduler:
     # --- the queue ------------------------------------------------------------------------
     def submit_job(self, job: dict[str, Any]) -> bool:
         """Queue a validated job; return True when it replaced a queued job of the same name."""
-        validate_job(job)
+        job = validate_job(job)
         try:
             text = json.dumps(job)
         except (TypeError, ValueError) as exc:

@@ -51,7 +51,7 @@ def test_run_then_output_prints_every_item(tmp_path, cli_config, words_plain):
     job = write_job(tmp_path / "job.json", job_name="cli_wc", project_name="word_count",
                     input_dirs=[str(input_dir)], map_function_name="word_count",
                     reduce_function_name="sum_counts", combine_function_name="sum_counts")
-    r = mapreduce("validate", str(job), cwd=tmp_path)
+    r = mapreduce("validate", str(job), "--config", str(cli_config), cwd=tmp_path)
     assert r.returncode == 0 and "cli_wc" in r.stdout, r.stderr
     r = mapreduce("run", str(job), "--local", "--servers", "2", "--config", str(cli_config), "--json",
                   "--no-progress", cwd=tmp_path)
@@ -191,6 +191,10 @@ def test_the_queue_from_the_command_line(tmp_path, cli_config):
     job = write_job(tmp_path / "wc.json", job_name="wc", project_name="word_count", input_dirs=["in"],
                     map_function_name="word_count", reduce_function_name="sum_counts", job_priority=5)
     assert mapreduce("queue", *cfg, cwd=tmp_path).stdout.strip() == "the queue is empty"
+    r = mapreduce("submit", str(tmp_path / "post.json"), *cfg, cwd=tmp_path)
+    assert r.returncode != 0 and f"script_location {tmp_path / 'master' / 'post.py'} does not exist" in r.stderr
+    (tmp_path / "master").mkdir(exist_ok=True)
+    (tmp_path / "master" / "post.py").write_text("print('post')\n")
     r = mapreduce("submit", str(tmp_path / "post.json"), *cfg, cwd=tmp_path)
     assert r.returncode == 0 and "job 'post' queued" in r.stdout
     mapreduce("submit", str(job), *cfg, cwd=tmp_path)

@@ -158,3 +158,30 @@ def test_a_second_run_of_a_running_job_is_refused(config, tmp_path):
         with pytest.raises(JobFailed, match="another run of this job is in progress"):
             run_job(config, wc_job("locked_job", inc))
     assert output_dict(run_job(config, wc_job("locked_job", inc)))  # free again afterwards
+
+
+def test_a_truncated_gz_leaves_output_and_state_untouched_and_the_rerun_is_exact(config, tmp_path):
+    """The issue's case: a .gz cut halfway once gave 'succeeded' with its readable half counted, and the
+    rerun after the fix counted that half twice (3,172,403 words against the true 2,114,952)."""
+    inc = tmp_path / "incoming"
+    counts_a = add_words(tmp_path, inc, "a", seed=31)
+    job = wc_job("cut", inc, hold_state=True, merge_previous_output=True, delete_job_data=False)
+    first = run_job(config, job)
+    assert output_dict(first) == counts_a
+    state_dir = Path(config.base_dir) / "cut"
+    before = {p: p.read_bytes() for p in sorted(state_dir.rglob("*")) if p.is_file()}
+
+    counts_b = add_words(tmp_path, inc, "b", seed=32, gzip_every=1)
+    gz = sorted(inc.glob("b-*.gz"))[0]
+    whole = gz.read_bytes()
+    gz.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(JobFailed) as info:
+        run_job(config, job)
+    assert f"{gz}: gzip data ends early (truncated)" in str(info.value)
+    after = {p: p.read_bytes() for p in sorted(state_dir.rglob("*")) if p.is_file()}
+    assert after == before, "the previous output and the hold_state record are as they were"
+
+    gz.write_bytes(whole)  # fixed
+    third = run_job(config, job)
+    assert output_dict(third) == dict(collections.Counter(counts_a) + collections.Counter(counts_b))
+    assert sum(output_dict(third).values()) == sum(counts_a.values()) + sum(counts_b.values())

@@ -7,8 +7,10 @@ import pytest
 
 from cluster.exceptions import JobSpecError
 from cluster.jobs import (
+    TEMPLATES,
     TRANSFER_NEEDS,
     TRANSFER_TYPES,
+    JobType,
     get_file_transfer_template,
     get_mapreduce_job_template,
     get_script_template,
@@ -85,15 +87,15 @@ def test_templates_are_fresh_and_json_serializable():
 # --- validation --------------------------------------------------------------------------
 def test_a_filled_template_is_valid_and_returned_unchanged():
     job = mapreduce_job()
-    assert validate_job(job) is job
+    assert validate_job(job) == job
     script = get_script_template()
     script.update(job_name="post", script_location="/x/post.py", script_arguments=["--n", "3"])
-    assert validate_job(script) is script
+    assert validate_job(script) == script
     for tt in TRANSFER_TYPES:
         transfer = get_file_transfer_template()
         transfer.update(job_name="t", transfer_type=tt, input_dir="/m/in", output_dir="out",
                         input_file_name="/m/aux.json", auxiliary_data_name="lookup")
-        assert validate_job(transfer) is transfer
+        assert validate_job(transfer) == transfer
 
 
 def test_each_transfer_type_names_the_keys_it_needs():
@@ -107,7 +109,7 @@ def test_each_transfer_type_names_the_keys_it_needs():
 def test_an_empty_template_lists_every_required_key():
     problems = problems_of(get_mapreduce_job_template())
     assert sorted(problems) == sorted(f"{k} is required" for k in (
-        "job_name", "project_name", "input_dirs", "map_function_name", "reduce_function_name"))
+        "job_name", "project_name", "input_dirs", "map_function_name"))
 
 
 def test_every_problem_is_listed_at_once():
@@ -119,11 +121,10 @@ def test_every_problem_is_listed_at_once():
     err = info.value
     assert err.job_name == "a/b"
     problems = err.problems
-    assert len(problems) == 8, problems
+    assert len(problems) == 7, problems
     expected = [
         "unknown key 'another'",
         "unknown key 'extra_key'",
-        "missing key 'compress'",
         "map_function_name is required",
         "hold_state must be true/false, got str 'yes'",
         "max_number_dumped_items_shuffler must be a whole number, got True",
@@ -132,7 +133,41 @@ def test_every_problem_is_listed_at_once():
     ]
     for fragment in expected:
         assert sum(fragment in p for p in problems) == 1, fragment
-    assert "job 'a/b' is not valid (8 problem(s))" in str(err)
+    assert "job 'a/b' is not valid (7 problem(s))" in str(err)
+
+
+@pytest.mark.parametrize("job, required", [
+    ({"job_type": "mapreduce", "job_name": "wc", "project_name": "p", "input_dirs": ["/d"],
+      "map_function_name": "m"}, None),
+    ({"job_type": "mapreduce", "job_name": "wc"}, ["project_name", "input_dirs", "map_function_name"]),
+    ({"job_type": "script", "job_name": "s", "script_location": "/x.py"}, None),
+    ({"job_type": "script", "job_name": "s", "code_tarball": "/c.tar.gz", "execution_commandline": "run"}, None),
+    ({"job_type": "script", "job_name": "s"}, ["script_location"]),
+    ({"job_type": "file_transfer", "job_name": "t", "transfer_type": "download", "input_dir": "/a",
+      "output_dir": "/b"}, None),
+    ({"job_type": "file_transfer", "job_name": "t", "transfer_type": "download"}, ["input_dir", "output_dir"]),
+    ({"job_type": "file_transfer", "job_name": "t"}, ["transfer_type"]),
+])
+def test_a_minimal_job_file_is_completed_from_its_template(job, required):
+    template = TEMPLATES[JobType(job["job_type"])]()
+    if required is None:
+        full = validate_job(dict(job))
+        assert set(full) == set(template) and all(full[k] == v for k, v in job.items())
+        assert all(full[k] == template[k] for k in template if k not in job and k != "job_submitter")
+        return
+    with pytest.raises(JobSpecError) as info:
+        validate_job(job)
+    text = str(info.value)
+    for key in required:
+        assert key in text, (key, text)
+    assert "missing key" not in text
+
+
+def test_a_minimal_job_file_still_refuses_unknown_keys_all_at_once():
+    with pytest.raises(JobSpecError) as info:
+        validate_job({"job_type": "mapreduce", "job_name": "wc", "input_dir": "/d", "map_fn": "m"})
+    assert len(info.value.problems) == 5  # two unknown keys, three required keys
+
 
 
 @pytest.mark.parametrize("value, ok", [(0, False), (0.0, False), (-0.5, False), (1.5, False), (1.0, True),
@@ -140,7 +175,7 @@ def test_every_problem_is_listed_at_once():
 def test_downsample_range(value, ok):
     job = mapreduce_job(downsample=value)
     if ok:
-        assert validate_job(job) is job
+        assert validate_job(job) == job
     else:
         assert problems_of(job) == [f"downsample must be in (0, 1], got {value}"]
 
@@ -224,7 +259,7 @@ def test_exception_may_be_text_or_object():
 def test_a_scheduled_analysis_script_is_a_tarball_a_command_and_a_relative_output_dir():
     script = get_script_template()
     script.update(job_name="a", code_tarball="/srv/a.tar.gz", execution_commandline="bash run.sh", output_dir="out")
-    assert validate_job(script) is script
+    assert validate_job(script) == script
     script.update(output_dir="../out", execution_commandline=None)
     assert sorted(problems_of(script)) == [
         "code_tarball needs execution_commandline (the bash command run in its folder)",

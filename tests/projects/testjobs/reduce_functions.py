@@ -79,3 +79,14 @@ def combine_oserror_once(group, auxiliary_data):
     if _combine_calls == 1:
         raise OSError("combiner could not write its scratch file")
     return [(group[0][0], sum(value for _, value in group))]
+
+
+def group_shape(group, auxiliary_data):
+    """Uses a group as the list a reduce function expects: len, indexing (negative too), slices, two passes."""
+    key = group[0][0]
+    total = sum(v for _, v in group)
+    again = sum(1 for _ in group)
+    middle = group[len(group) // 2 - 1:len(group) // 2 + 2]
+    return [(key, {"len": len(group), "sum": total, "again": again, "last_key": group[-1][0],
+                   "middle": len(middle), "tail": [k == key for k, _ in group[-3:]],
+                   "type": type(group).__name__})]
