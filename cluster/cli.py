@@ -112,16 +112,28 @@ def validate(job_file: str, config_path: str | None, cluster: bool, servers: int
               help="Worker processes with --local (default: number_of_servers_per_location).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+@click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Fail the job when more than this share of the records is bad (0: any bad record fails, "
+                   "1: never; default: the job's max_bad_fraction, 0.01).")
 def run(job_file: str, config_path: str | None, local: bool, servers: int | None,
-        progress: bool | None, as_json: bool) -> None:
+        progress: bool | None, as_json: bool, max_bad_fraction: float | None) -> None:
     """Run a mapreduce job file now and print its counters.
 
-    Without --local the job runs on the running cluster (`manage_cluster start`)."""
+    Without --local the job runs on the running cluster (`manage_cluster start`).
+
+    \b
+    Input files are read by their content (gzip, bzip2, xz, LZMA-alone, lz4, zstd or plain text).
+    A bad record is a line that is not UTF-8 or whose map function raised BadRecord; past
+    max_bad_fraction of them the job fails, naming the worst files and the first bad lines. A
+    file that cannot be decoded (binary, truncated, corrupt) fails the job, named with the
+    reason. A failed job publishes nothing."""
     from cluster.local import LocalExecutor
     from cluster.manage_cluster import ManageCluster
     from cluster.progress import PhaseBars, format_counters
 
     job = _read_job(job_file)
+    if max_bad_fraction is not None:
+        job["max_bad_fraction"] = max_bad_fraction
     config = ClusterConfig.load(config_path)
     if servers is not None and not local:
         raise click.UsageError("--servers goes with --local; a cluster has number_of_servers_per_location servers "

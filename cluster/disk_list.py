@@ -161,5 +161,10 @@ class DiskValues:
     def __repr__(self) -> str:
         return f"<DiskValues: {len(self):,} values of a group read from disk>"
 
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"the values of a group too big for memory are read from disk: a read-only sequence "
+                             f"(iterate it, len(), index, slice); it has no .{name} (list(values) makes a list, "
+                             "if it fits in memory)")
+
 
 _value = itemgetter(1)

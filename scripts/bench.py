@@ -204,6 +204,7 @@ def start_cluster() -> dict:
         except OSError:
             base = free()
     data = os.path.join(ROOT, "bench-data")
+    os.makedirs(data, exist_ok=True)  # a fresh clone has no bench-data/ yet
     cfg = os.path.join(data, "bench-cluster.cfg")
     with open(cfg, "w") as fh:
         fh.write("[CLUSTER]\ncluster_name = bench\n"
@@ -231,7 +232,8 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
                        ("exec-2-c", "local executor, 2 workers, combiner"),
                        ("cluster-2-c", "cluster, 1 location x 2 servers, combiner"),
                        ("exec-2-c-t", "local executor, 2 workers, combiner, map emits tuples"),
-                       ("exec-2", "local executor, 2 workers, no combiner, disk_based_input")]),
+                       ("exec-2", "local executor, 2 workers, no combiner, disk_based_input"),
+                       ("exec-2-a", "local executor, 2 workers, no combiner (big groups to disk by themselves)")]),
         ("jobscript", 32, [("loop-orjson", "orjson loop, 1 process"),
                            ("script-orjson-2", "job script (orjson), 2 mappers"),
                            ("loop-orjson-2", "orjson loop, 2 processes (hand-written, for the ceiling)"),

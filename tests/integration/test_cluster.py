@@ -7,6 +7,7 @@ real signals. The finalizer kills whatever is left, by this cluster's names only
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -124,6 +125,31 @@ def test_word_count_on_the_cluster_is_exact(cluster, words, tmp_path):
     out = cluster.cli(MAPREDUCE, "output", "wc")
     got = items_to_dict(json.loads(line) for line in out.stdout.splitlines())
     assert got == words[1]["counts"]
+
+
+def test_validate_plans_on_every_location_and_a_failed_file_fails_the_run(cluster, words, tmp_path):
+    job_file = tmp_path / "v.json"
+    job_file.write_text(json.dumps(word_count_job("v", words[0])))
+    r = cluster.cli(MAPREDUCE, "validate", str(job_file), "--cluster")
+    assert r.stdout.startswith("plan: 5 input files, ") and "over 2 servers" in r.stdout, r.stdout
+    assert "  S_0: " in r.stdout and "  S_1: " in r.stdout
+    job_file.write_text(json.dumps(word_count_job("v", tmp_path / "nowhere")))
+    r = cluster.cli(MAPREDUCE, "validate", str(job_file), "--cluster", check=False)
+    assert r.returncode == 1 and "on localhost: " in r.stderr and str(tmp_path / "nowhere") in r.stderr, r.stderr
+
+    cut = tmp_path / "cut"
+    write_lines(cut / "a.txt", [f"w{i} w{i % 5}" for i in range(500)])
+    gz = cut / "b.txt.gz"
+    data = gzip.compress("".join(f"x{i} y{i}\n" for i in range(20000)).encode())
+    gz.write_bytes(data[: len(data) // 2])
+    job_file.write_text(json.dumps(word_count_job("cut", cut)))
+    r = cluster.cli(MAPREDUCE, "run", str(job_file), "--no-progress", check=False)
+    assert r.returncode == 1 and f"{gz}: gzip data ends early (truncated)" in r.stderr, r.stderr
+    assert "phase map" in r.stderr and "Traceback" not in r.stderr
+    assert not (Path(cluster.config.base_dir) / "cut" / "reduce").exists()
+    gz.write_bytes(gzip.compress(b"fixed now\n"))
+    run = cluster.cli(MAPREDUCE, "run", str(job_file), "--json", "--no-progress")  # the cluster is ready again
+    assert json.loads(run.stdout)["counters"]["files"] == 2
 
 
 def test_a_map_print_reaches_the_server_window_and_its_log(cluster, tmp_path):

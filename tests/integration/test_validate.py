@@ -127,3 +127,18 @@ def test_submit_refuses_a_job_whose_function_is_missing(tmp_path, cfg):
                                       "input_dirs": ["/on/the/locations"], "map_function_name": "nope"})
     r = mapreduce("submit", job, *cfg, cwd=tmp_path)
     assert r.returncode == 1 and "was not queued" in r.stderr and "no function 'nope'" in r.stderr
+
+
+def test_run_max_bad_fraction_overrides_the_job_key(tmp_path, cfg):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"good words here\ncaf\xe9 latin-1\nmore good words\n")
+    job = write(tmp_path / "j.json", {"job_type": "mapreduce", "job_name": "bad", "project_name": "word_count",
+                                      "input_dirs": [str(folder)], "map_function_name": "word_count",
+                                      "reduce_function_name": "sum_counts"})
+    r = mapreduce("run", job, "--local", *cfg, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 1 and "1 of 3 records (33.33%) are bad" in r.stderr, r.stderr
+    assert f"{folder / 'a.txt'}:2: not UTF-8" in r.stderr
+    r = mapreduce("run", job, "--local", *cfg, "--no-progress", "--max-bad-fraction", "0.5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bad lines by file:" in r.stdout and f"1  {folder / 'a.txt'}" in r.stdout

@@ -135,3 +135,5 @@ def test_disk_values_are_a_sequence_of_the_values(tmp_path):
         values = DiskValues(dl)
         assert len(values) == 25 and list(values) == list(range(25)) and sum(values) == sum(range(25))
         assert values[0] == 0 and values[-1] == 24 and values[3:6] == [3, 4, 5] and values[::-10] == [24, 14, 4]
+        with pytest.raises(AttributeError, match="read-only sequence .* no .sort"):
+            values.sort()
