@@ -94,6 +94,9 @@ def validate(job_file: str, config_path: str | None, cluster: bool, servers: int
     upload's files exist on the master. The plan: files and bytes per server."""
     from cluster.preflight import check_job
 
+    if cluster and servers is not None:
+        raise click.UsageError("--servers plans for this machine; with --cluster each location plans for its own "
+                               "number_of_servers_per_location")
     job = _read_job(job_file)
     report = check_job(job, ClusterConfig.load(config_path), cluster=cluster, servers=servers)
     for line in report.plan_lines():

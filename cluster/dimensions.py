@@ -12,8 +12,9 @@ name the last two. A filter file names the N dimensions and what each may be:
 
 As in Telemetry's TelemetrySchema, the values of a list are the folder names the pipeline wrote:
 each character outside [a-zA-Z0-9_/.] becomes '_' (`safe_filename`), so "saved-session" selects
-the folder saved_session (and "*" inside a list is the name "_"). A single string is compared as
-written, and so are range bounds. Ranges are inclusive, either bound optional, compared as strings.
+the folder saved_session (and "*" inside a list is the name "_"); a folder named as written (a
+layout made by hand) is selected too. A single string is compared as written, and so are range
+bounds. Ranges are inclusive, either bound optional, compared as strings.
 The walk descends only into directories that can match (named values are visited directly, without listing
 their parent), so a narrow filter over a big tree costs a few directory reads. The same
 walk serves a local folder and an S3 bucket (`remote_data.py`): only the listing differs.
@@ -243,7 +244,8 @@ def _rule(name: str, allowed: Any, label: str, problems: list[str]) -> Rule | No
         if not allowed or None in values:
             problems.append(f"{label}: a list of allowed_values must hold one or more strings, got {allowed!r:.100}")
             return None
-        return Rule(name, values=frozenset(safe_filename(v) for v in values))
+        # the safe name (the pipeline's folders); the value as written too, for a layout made by hand
+        return Rule(name, values=frozenset(values) | {safe_filename(v) for v in values})
     if isinstance(allowed, dict):
         extra = sorted(set(allowed) - {"min", "max"})
         low, high = allowed.get("min"), allowed.get("max")

@@ -36,12 +36,20 @@ class DiskList:
         self._closed = False
 
     def __len__(self) -> int:
+        self._check_open()
         return self._on_disk + len(self._buffer)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("DiskList is closed (a group is valid until the reduce function returns)")
 
     def __getitem__(self, index: int | slice) -> Any:
         """Item by position, or a list for a slice (read by a scan: cheap for the first items, which is
         what `group[0]` needs, and for the in-memory tail, which `group[-1]` reads)."""
         if isinstance(index, slice):
+            wanted = range(len(self))[index]
+            if wanted and min(wanted) >= self._on_disk:  # all in the in-memory tail (group[-5:])
+                return [self._buffer[i - self._on_disk] for i in wanted]
             return _slice(self, index)
         if not isinstance(index, int):
             raise TypeError(f"DiskList indices must be integers or slices, not {type(index).__name__}")
@@ -94,8 +102,7 @@ class DiskList:
                     yield from batch
 
     def __iter__(self) -> Iterator:
-        if self._closed:
-            raise ValueError("DiskList is closed (a group is valid until the reduce function returns)")
+        self._check_open()
         yield from self._iter_file()
         yield from self._buffer
         if self.delete_after_iteration:
@@ -128,15 +135,15 @@ class DiskList:
 
 
 def _slice(seq: Any, index: slice) -> list:
-    """seq[index] as a list, read in one pass over the span it covers."""
+    """seq[index] as a list, read in one pass that keeps only the items it picks."""
     wanted = range(len(seq))[index]
     if not wanted:
         return []
-    low, high = min(wanted), max(wanted)
-    span = list(islice(iter(seq), low, high + 1))
-    if wanted.step == 1:
-        return span
-    return [span[i - low] for i in wanted]
+    if wanted.step > 0:
+        return list(islice(iter(seq), wanted.start, wanted.stop, wanted.step))
+    picked = list(islice(iter(seq), wanted[-1], wanted[0] + 1, -wanted.step))
+    picked.reverse()
+    return picked
 
 
 class DiskValues:
@@ -159,7 +166,15 @@ class DiskValues:
         return self._group[index][1]
 
     def __repr__(self) -> str:
-        return f"<DiskValues: {len(self):,} values of a group read from disk>"
+        """As the list of values would print (what `str(values)` writes in an output record)."""
+        return "[" + ", ".join(map(repr, self)) + "]"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, DiskValues)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] - unhashable, as a list
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"the values of a group too big for memory are read from disk: a read-only sequence "

@@ -19,7 +19,7 @@ import redis
 import ujson
 
 from cluster import control, defaults, deploy, functions
-from cluster.exceptions import ClusterError, ClusterNotRunning, JobFailed
+from cluster.exceptions import ClusterError, ClusterNotRunning, InputError, JobFailed
 from cluster.jobs import JobType, validate_job
 from cluster.layout import JobLayout
 from cluster.local import JobResult, check_map_phase, failure_from_report, merge_counters
@@ -101,6 +101,11 @@ class ClusterJobDriver:
         plans = self.manager.for_each_location(prepare)
         notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
         plan: dict[str, dict] = {}
+        missing = {h: p["notes"]["auxiliary_missing"] for h, p in plans.items() if p["notes"].get("auxiliary_missing")}
+        if missing:  # before any server starts
+            raise InputError("auxiliary data not found: "
+                             + "; ".join(f"on {h}: {', '.join(m)}" for h, m in sorted(missing.items()))
+                             + " (upload it with an upload_auxiliary transfer, or fix the job's name)")
         for host in self.config.locations:
             plan.update(plans[host]["plan"])
             notes["locked_files_skipped"] += plans[host]["notes"]["locked_files_skipped"]

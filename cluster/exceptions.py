@@ -57,6 +57,15 @@ class BadMapOutput(ClusterError):
     the mapper turns it into a UserFunctionError naming the file and line."""
 
 
+class NotTheInput(ClusterError):
+    """Internal: carries an OSError or RuntimeError raised while the mapper flushed or reported past
+    the handler that takes codec errors for a broken input file; the mapper raises the error itself."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class OrderConflict(ClusterError):
     """Internal: runs sorted in their natural order turned out not to be comparable with each other;
     the reducer merges again in the universal order."""

@@ -59,7 +59,8 @@ def plan_inputs(job: dict, servers: list[str], layout: JobLayout
         files = sorted(f for d in job["input_dirs"] for f in select_local_files(d, dims_filter))
     else:
         files = list_input_files(job["input_dirs"])
-    notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
+    notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0,
+                             "auxiliary_missing": missing_auxiliary_data(job, layout)}
     if job.get("hold_state"):
         seen = HoldState(layout).mapped()
         notes["files_already_mapped"] = sum(1 for f, _ in files if f in seen)
@@ -78,6 +79,12 @@ def plan_inputs(job: dict, servers: list[str], layout: JobLayout
     for s, fs in assign_files(previous, servers).items():
         plan[s]["previous_output"] = fs
     return plan, notes
+
+
+def missing_auxiliary_data(job: dict, layout: JobLayout) -> list[str]:
+    """The auxiliary data files the job names that are not on this machine."""
+    names = {job.get(k) for k in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer")} - {None, ""}
+    return sorted(p for p in map(layout.auxiliary_path, names) if not os.path.isfile(p))
 
 
 def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:

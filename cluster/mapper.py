@@ -20,7 +20,7 @@ from typing import Any
 import ujson
 
 from cluster import codec, defaults
-from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, UserFunctionError
+from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, NotTheInput, UserFunctionError
 from cluster.layout import JobLayout
 from cluster.reading import Compression, InputFile, count_bad_line, decode_error_types
 from cluster.shuffler import Shuffler, describe_bad_output
@@ -251,6 +251,7 @@ class Mapper:
             reader = InputFile(path)
         except FailedFile as failed:
             self._failed_file(failed)
+            counters["input_bytes_done"] = done_before + _size(path)
             return
         if reader.compression is not Compression.PLAIN:
             counters["files_decompressed"] += 1
@@ -259,16 +260,19 @@ class Mapper:
                 try:
                     for lineno, data in enumerate(reader, 1):
                         if not lineno & check_every:  # before any `continue`: every 1024th line checks
-                            counters["records_in"] += lineno - 1 - records - skipped
-                            counters["bytes_in"] = bytes_before + reader.tell() - len(data)
-                            counters["records_sampled_out"] += skipped
-                            if held is not None:
-                                add(held.take())
-                            self._flush(path, fn, records + 1, lineno - 1)
-                            records, skipped = lineno - 1, 0
-                            counters["input_bytes_done"] = done_before + reader.raw_tell()
-                            if self.progress:
-                                self.progress()
+                            try:
+                                counters["records_in"] += lineno - 1 - records - skipped
+                                counters["bytes_in"] = bytes_before + reader.tell() - len(data)
+                                counters["records_sampled_out"] += skipped
+                                if held is not None:
+                                    add(held.take())
+                                self._flush(path, fn, records + 1, lineno - 1)
+                                records, skipped = lineno - 1, 0
+                                counters["input_bytes_done"] = done_before + reader.raw_tell()
+                                if self.progress:
+                                    self.progress()
+                            except decode_error_types() as exc:  # the shuffle's or the master's: not the input's
+                                raise NotTheInput(exc) from exc
                         if sample is not None and sample() >= fraction:
                             skipped += 1
                             continue
@@ -286,7 +290,9 @@ class Mapper:
                             self._bad_line(path, lineno, str(exc))
                         except Exception as exc:
                             raise self._user_error(exc, path, lineno, line) from exc
-                except decode_error_types() as exc:
+                except NotTheInput as wrapped:
+                    raise wrapped.error from None
+                except decode_error_types() as exc:  # raised by the codec, reading the next line
                     error = reader.failure(exc, lineno)
                     if error is None:
                         raise
@@ -297,7 +303,7 @@ class Mapper:
         finally:
             counters["records_in"] += max(0, lineno - records - skipped)
             counters["records_sampled_out"] += skipped
-            counters["input_bytes_done"] = done_before + (os.path.getsize(path) if os.path.exists(path) else 0)
+            counters["input_bytes_done"] = done_before + _size(path)
         log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
         if held is not None:
             add(held.take())
@@ -313,11 +319,21 @@ class Mapper:
         log.error("%s: FAILED file %s: %s", self.server_id, failed.path, failed.reason)
 
     def _check_file(self, path: str) -> None:
-        """After a failed file: open the next one only to name it too if it cannot be read."""
+        """After a failed file: decode the next one without mapping it, to name it too if it fails."""
+        lineno = 0
         try:
-            InputFile(path).close()
+            with InputFile(path) as reader:
+                try:
+                    for lineno, _ in enumerate(reader, 1):  # noqa: B007 - lineno names where it broke
+                        pass
+                except decode_error_types() as exc:
+                    error = reader.failure(exc, lineno)
+                    if error is None:
+                        raise
+                    raise error from exc
         except FailedFile as failed:
             self._failed_file(failed)
+        self.counters["input_bytes_done"] += _size(path)
 
     def _flush(self, path: str, fn: Callable, first_line: int, last_line: int) -> None:
         try:
@@ -371,6 +387,13 @@ class Mapper:
         return UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
                                  server=self.server_id, error=error, traceback=traceback.format_exc(),
                                  input_file=path, line_number=lineno, line=line)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _raised_in_shuffler(exc: BaseException) -> bool:

@@ -129,3 +129,5 @@ def _check_locations(report: Preflight, config: ClusterConfig) -> None:
             report.problems.append(f"on {host}: {exc}")
             continue
         report.plan.update(_plan_summary(answer["plan"]))
+        report.problems += [f"on {host}: auxiliary data {p} not found (upload it with an upload_auxiliary "
+                            "transfer)" for p in answer["notes"].get("auxiliary_missing", [])]

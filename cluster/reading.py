@@ -1,9 +1,9 @@
 """Open any input file by what it is, not by its name: gzip, bzip2, xz, LZMA-alone, lz4 frame, zstd, plain.
 
 The first bytes decide (magic numbers; LZMA-alone, which has none, by its 13-byte header and a
-trial decode); the extension is only a hint, so a gzip file named `.log` reads as gzip and a
-plain file named `.gz` as text. A file that is not text (NUL bytes or not UTF-8 in its first
-64 KiB), or whose codec fails part way (truncated, corrupt), is a *failed file*: `FailedFile`
+trial decode), never the name, so a gzip file named `.log` reads as gzip and a plain file named
+`.gz` as text. A file that is not text (a NUL byte, or more than a tenth not UTF-8, in the first
+64 KiB of its decoded data), or whose codec fails part way (truncated, corrupt), is a *failed file*: `FailedFile`
 names it with the reason, and the job's lifecycle decides what that costs. Nothing here knows
 about map functions or jobs.
 """
@@ -14,7 +14,6 @@ import codecs
 import gzip
 import io
 import lzma
-import os
 import zlib
 from collections.abc import Iterator
 from enum import StrEnum
@@ -44,13 +43,13 @@ class Compression(StrEnum):
 
 _MAGIC = ((b"\x1f\x8b", Compression.GZIP), (b"\xfd7zXZ\x00", Compression.XZ),
           (b"\x04\x22\x4d\x18", Compression.LZ4), (b"\x28\xb5\x2f\xfd", Compression.ZSTD))
-EXTENSIONS = {".gz": Compression.GZIP, ".bz2": Compression.BZIP2, ".xz": Compression.XZ,
-              ".lzma": Compression.LZMA, ".lz4": Compression.LZ4, ".zst": Compression.ZSTD}
+_ZSTD_SKIPPABLE = frozenset(bytes([0x50 + i, 0x2A, 0x4D, 0x18]) for i in range(16))
+_BZIP2_BLOCKS = (b"1AY&SY", b"\x17rE8P\x90")  # a block, or the end of an empty stream
 
 
 def _is_lzma_alone(head: bytes) -> bool:
     """An LZMA-alone header: properties < 225, a dictionary of 2^n or 2^n + 2^(n-1) bytes, a sane
-    size, and the first bytes decode. Text never passes: its header bytes are never mostly zero."""
+    size, and the first bytes decode. Text never passes: a valid dictionary size has zero bytes."""
     if len(head) < _LZMA_ALONE_HEADER or head[0] >= 225:
         return False
     dictionary = int.from_bytes(head[1:5], "little")
@@ -72,7 +71,9 @@ def sniff(head: bytes) -> Compression:
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
-    if head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0":
+    if head[:4] in _ZSTD_SKIPPABLE:  # a zstd stream may open with a skippable frame (pzstd writes one)
+        return Compression.ZSTD
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] in _BZIP2_BLOCKS:
         return Compression.BZIP2
     if _is_lzma_alone(head):
         return Compression.LZMA
@@ -106,11 +107,13 @@ class _ZstdRaw(io.RawIOBase):
     """zstd frames (one after another) as a raw stream; tell() is the decompressed position. A stream
     that ends inside a frame raises EOFError, as the standard library's codecs do."""
 
+    READ = 1 << 15  # compressed bytes per read: what one read can expand to stays small
+
     def __init__(self, raw: IO[bytes], zstandard: ModuleType) -> None:
         self._raw = raw
-        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._new = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj  # zstd --long too
         self._obj = self._new()
-        self._pending = b""
+        self._pending = memoryview(b"")
         self._pos = 0
         self._started = False
 
@@ -123,19 +126,19 @@ class _ZstdRaw(io.RawIOBase):
                 rest = self._obj.unused_data
                 self._obj, self._started = self._new(), False
                 if rest:
-                    self._pending = self._obj.decompress(rest)
+                    self._pending = memoryview(self._obj.decompress(rest))
                     self._started = True
                     continue
-            chunk = self._raw.read(1 << 17)
+            chunk = self._raw.read(self.READ)
             if not chunk:
                 if self._started and not self._obj.eof:
                     raise EOFError("Compressed file ended before the end-of-stream marker was reached")
                 return 0
             self._started = True
-            self._pending = self._obj.decompress(chunk)
+            self._pending = memoryview(self._obj.decompress(chunk))
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        self._pending = self._pending[n:]  # a view: no copy of what is left
         self._pos += n
         return n
 
@@ -170,8 +173,11 @@ class InputFile:
         except OSError as exc:
             raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
         try:
-            head = self.raw.read(SNIFF_BYTES)
-            self.raw.seek(0)
+            try:
+                head = self.raw.read(SNIFF_BYTES)
+                self.raw.seek(0)
+            except OSError as exc:
+                raise InputError(f"cannot read input file {path}: {exc.strerror or exc}") from exc
             self.compression = sniff(head)
             self.stream = _open_codec(self.compression, self.raw)
             if self.stream is not self.raw:
@@ -181,19 +187,19 @@ class InputFile:
             self.close()
             raise
 
-    @property
-    def hinted(self) -> Compression | None:
-        """What the file's name says it holds (only a hint)."""
-        return EXTENSIONS.get(os.path.splitext(self.path)[1].lower())
-
     def _decoded_head(self) -> bytes:
+        """The first 64 KiB of the decoded data; the codec is then opened afresh to read from the start."""
         try:
-            return self.stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]
+            head = self.stream.read(SNIFF_BYTES)
         except decode_error_types() as exc:
             error = self.failure(exc, 0)
             if error is None:
                 raise
             raise error from exc
+        self.stream.close()
+        self.raw.seek(0)
+        self.stream = _open_codec(self.compression, self.raw)
+        return head
 
     def _check_text(self, head: bytes) -> None:
         what = f"{self.compression} data that is" if self.compression is not Compression.PLAIN else "data"

@@ -136,6 +136,11 @@ def test_validate_plans_on_every_location_and_a_failed_file_fails_the_run(cluste
     job_file.write_text(json.dumps(word_count_job("v", tmp_path / "nowhere")))
     r = cluster.cli(MAPREDUCE, "validate", str(job_file), "--cluster", check=False)
     assert r.returncode == 1 and "on localhost: " in r.stderr and str(tmp_path / "nowhere") in r.stderr, r.stderr
+    job_file.write_text(json.dumps({**word_count_job("v", words[0]), "auxiliary_data_name_mapper": "nope"}))
+    r = cluster.cli(MAPREDUCE, "validate", str(job_file), "--cluster", check=False)
+    assert r.returncode == 1 and "on localhost: auxiliary data " in r.stderr and "nope.data not found" in r.stderr
+    r = cluster.cli(MAPREDUCE, "run", str(job_file), "--no-progress", check=False)  # refused before any server starts
+    assert r.returncode == 1 and "auxiliary data not found: on localhost: " in r.stderr, r.stderr
 
     cut = tmp_path / "cut"
     write_lines(cut / "a.txt", [f"w{i} w{i % 5}" for i in range(500)])

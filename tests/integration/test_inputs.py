@@ -55,7 +55,7 @@ COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
 @pytest.mark.parametrize("suffix", [
     ".txt",
     ".gz",
-    ".bz2",  # regression: open_input() once passed fileobj= to BZ2File / LZMAFile (TypeError)
+    ".bz2",  # regression: the opener once passed fileobj= to BZ2File / LZMAFile (TypeError)
     ".xz",
     ".lzma",
     ".lz4",

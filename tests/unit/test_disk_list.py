@@ -63,7 +63,8 @@ def test_close_deletes_the_file_and_refuses_iteration(tmp_path):
     assert len(files_in(tmp_path)) == 1
     dl.close()
     assert files_in(tmp_path) == []
-    assert len(dl) == 0
+    with pytest.raises(ValueError, match="closed"):
+        len(dl)
     with pytest.raises(ValueError, match="closed"):
         list(dl)
     dl.close()  # closing twice is harmless
@@ -137,3 +138,20 @@ def test_disk_values_are_a_sequence_of_the_values(tmp_path):
         assert values[0] == 0 and values[-1] == 24 and values[3:6] == [3, 4, 5] and values[::-10] == [24, 14, 4]
         with pytest.raises(AttributeError, match="read-only sequence .* no .sort"):
             values.sort()
+
+
+def test_a_closed_disk_list_says_so(tmp_path):
+    dl = DiskList(str(tmp_path), max_items_in_memory=2)
+    dl.extend(range(5))
+    dl.close()
+    for use in (len, lambda d: d[0], lambda d: d[1:3], list):
+        with pytest.raises(ValueError, match="closed"):
+            use(dl)
+
+
+def test_disk_values_print_and_compare_as_the_list_would(tmp_path):
+    with DiskList(str(tmp_path), max_items_in_memory=3) as dl:
+        dl.extend(("k", v) for v in [1, "two", (3,), None, 5.5])
+        values = DiskValues(dl)
+        assert str(values) == repr(values) == str([1, "two", (3,), None, 5.5])
+        assert values == [1, "two", (3,), None, 5.5] and values != [1, "two"]

@@ -263,3 +263,44 @@ def test_checkpoints_run_even_when_those_lines_are_sampled_out(tmp_path):
     assert shuffler.flushes >= 10, "memory checks and progress must not depend on which lines are sampled"
     assert mapper.counters["records_in"] + mapper.counters["records_sampled_out"] == 10 * 1024
     assert mapper.counters["records_in"] == len(shuffler.items)
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), RuntimeError("a bug in the progress report")])
+def test_an_error_of_the_progress_report_is_not_taken_for_a_broken_input(tmp_path, error):
+    import lz4.frame
+
+    path = tmp_path / "in.lz4"
+    path.write_bytes(lz4.frame.compress("".join(f"w{i}\n" for i in range(5000)).encode()))
+
+    def progress():
+        raise error
+
+    mapper = Mapper(server_id="S_0", job={"job_name": "j", "map_function_name": "f"},
+                    map_function=lambda line, aux: [(line.strip(), 1)], auxiliary_data=None,
+                    shuffler=_CountingShuffler(), counters={}, progress=progress)
+    with pytest.raises(type(error)) as info:
+        mapper.run([str(path)])
+    assert info.value is error
+    assert mapper.counters["files_failed"] == 0
+
+
+def test_after_a_failed_file_the_rest_are_decoded_to_name_them_too(tmp_path):
+    import gzip
+
+    first = tmp_path / "a.bin"
+    first.write_bytes(b"\0" * 100)
+    whole = gzip.compress("".join(f"line {i}\n" for i in range(200_000)).encode())
+    cut = tmp_path / "b.gz"
+    cut.write_bytes(whole[: len(whole) * 3 // 4])  # its start decodes: only reading it through finds the cut
+    good = tmp_path / "c.txt"
+    good.write_text("fine\n")
+    shuffler = _CountingShuffler()
+    mapper = Mapper(server_id="S_0", job={"job_name": "j", "map_function_name": "f"},
+                    map_function=lambda line, aux: [(line.strip(), 1)], auxiliary_data=None,
+                    shuffler=shuffler, counters={})
+    mapper.run([str(first), str(cut), str(good)])
+    c = mapper.counters
+    assert [f["path"] for f in c["failed_files"]] == [str(first), str(cut)]
+    assert "truncated" in c["failed_files"][1]["reason"]
+    assert not shuffler.items, "nothing is mapped once the job is known to fail"
+    assert c["input_bytes_done"] == c["input_bytes_total"] == sum(p.stat().st_size for p in (first, cut, good))

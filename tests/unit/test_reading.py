@@ -178,3 +178,29 @@ def test_input_problems_names_failed_files_and_the_worst_files():
     assert input_problems(counters, 1) is None
     assert input_problems({**counters, "bad_lines": 1}, 0) is not None
     assert input_problems({"bad_lines": 0, "records_in": 0}, 0) is None
+
+
+def test_a_zstd_stream_that_opens_with_a_skippable_frame(tmp_path):
+    skippable = (0x184D2A5A).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"pad"
+    path = tmp_path / "skip.zst"
+    path.write_bytes(skippable + zstandard.ZstdCompressor().compress(BIG) + skippable)
+    found, lines, _, _ = read_all(path)
+    assert found is Compression.ZSTD and b"".join(lines) == BIG
+
+
+def test_text_that_starts_like_a_bzip2_header_is_text(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"BZh9 is how bzip2 files begin\nsecond line\n")
+    assert read_all(path)[0] is Compression.PLAIN
+
+
+@pytest.mark.parametrize("kind", [k for k in CODECS if k is not Compression.PLAIN])
+def test_the_text_check_reads_64_kib_of_decoded_data_and_the_file_then_reads_whole(tmp_path, kind):
+    text = b"x" * 40_000 + b"\n"
+    path = tmp_path / f"late-nul{NAMES[kind]}"
+    path.write_bytes(CODECS[kind](text + b"\0" + b"y\n"))
+    with pytest.raises(FailedFile, match="NUL byte at offset 40,001"):
+        InputFile(str(path))
+    fine = tmp_path / f"fine{NAMES[kind]}"
+    fine.write_bytes(CODECS[kind](text * 3))
+    assert b"".join(read_all(fine)[1]) == text * 3
