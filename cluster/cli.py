@@ -8,6 +8,7 @@ import sys
 
 import click
 
+import cluster
 from cluster import defaults, jobs
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
@@ -16,6 +17,7 @@ from cluster.progress import human_size
 from cluster.reading import iter_lines
 
 log = logging.getLogger("cluster.cli")
+DISTRIBUTION = "mapreduce-cluster"  # the name on the package index; the import package is `cluster`
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -39,6 +41,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name="mapreduce",
+                      message="%(prog)s (" + DISTRIBUTION + ") %(version)s")
 def mapreduce(verbose: int) -> None:
     """Run MapReduce jobs written as plain Python functions.
 
@@ -130,8 +134,7 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
     max_bad_fraction of them the job fails, naming the worst files and the first bad lines. A
     file that cannot be decoded (binary, truncated, corrupt) fails the job, named with the
     reason. A failed job publishes nothing."""
-    from cluster.local import LocalExecutor
-    from cluster.manage_cluster import ManageCluster
+    from cluster.api import make_executor
     from cluster.progress import PhaseBars, format_counters
 
     job = _read_job(job_file)
@@ -143,11 +146,9 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
                                "on each location")
     bars = PhaseBars(enabled=progress)
     try:
-        if local:
-            result = LocalExecutor(config, servers=servers, on_progress=bars.update,
-                                   worker_log_level=logging.getLogger().level).run(job)
-        else:
-            result = ManageCluster(config).run(job, on_progress=bars.update)
+        options = {"worker_log_level": logging.getLogger().level} if local else {}
+        result = make_executor("local" if local else "cluster", config, servers=servers, on_progress=bars.update,
+                               **options).run(job)
     finally:
         bars.close()
     if as_json:
@@ -369,6 +370,8 @@ def _now() -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name="manage_cluster",
+                      message="%(prog)s (" + DISTRIBUTION + ") %(version)s")
 def manage_cluster(verbose: int) -> None:
     """Set up and run the cluster's servers (RPyC services in GNU screen, a Redis per machine).
 

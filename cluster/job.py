@@ -21,14 +21,16 @@ from typing import Any
 
 import click
 
+import cluster
 from cluster import defaults, functions, jobs
+from cluster.api import make_executor
 from cluster.config import ClusterConfig
 from cluster.dimensions import DimensionsFilter, select_local_files
 from cluster.exceptions import ClusterError, JobScriptError
 from cluster.job_script import JobScript
 from cluster.jobs import is_valid_name
 from cluster.layout import JobLayout
-from cluster.local import JobResult, LocalExecutor
+from cluster.local import JobResult
 from cluster.progress import PhaseBars
 from cluster.remote_data import RemoteData
 from cluster.s3 import s3_client
@@ -184,13 +186,10 @@ class JobScriptRunner:
         bars = PhaseBars(enabled=r.progress)
         try:
             if r.cluster:
-                from cluster.manage_cluster import ManageCluster
-
-                return ManageCluster(self.config).run(job, on_progress=bars.update)
-            executor = LocalExecutor(self.config, servers=r.num_mappers, reducers=r.num_reducers,
-                                     on_progress=bars.update, worker_log_level=r.worker_log_level,
-                                     profile_dir=self.work_dir if r.profile else None)
-            return executor.run(job)
+                return make_executor("cluster", self.config, on_progress=bars.update).run(job)
+            return make_executor("local", self.config, servers=r.num_mappers, reducers=r.num_reducers,
+                                 on_progress=bars.update, worker_log_level=r.worker_log_level,
+                                 profile_dir=self.work_dir if r.profile else None).run(job)
         finally:
             bars.close()
 
@@ -312,6 +311,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Cluster config (default: $CLUSTER_CONFIG, ~/.config/cluster/cluster.cfg, built-in defaults).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.version_option(cluster.__version__, "--version", prog_name="python -m cluster.job")
 def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, output: str, num_mappers: int | None,
          num_reducers: int, local_only: bool, bucket: str | None, aws_key: str | None, aws_secret_key: str | None,
          delete_data: bool, max_bad_fraction: float, combine_threshold: int, job_name: str | None, profile: bool,

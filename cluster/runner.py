@@ -197,15 +197,11 @@ class Runner:
         timeout = job.get("timeout_minutes")
         if job_type is JobType.MAPREDUCE:
             progress = self._progress_recorder(run_id)
-            if self.local:
-                from cluster.local import LocalExecutor
+            from cluster.api import make_executor
 
-                result = LocalExecutor(self.config, servers=self.servers, on_progress=progress).run(
-                    job, timeout_minutes=timeout)
-            else:
-                from cluster.manage_cluster import ManageCluster
-
-                result = ManageCluster(self.config).run(job, on_progress=progress, timeout_minutes=timeout)
+            executor = make_executor("local" if self.local else "cluster", self.config,
+                                     servers=self.servers if self.local else None, on_progress=progress)
+            result = executor.run(job, timeout_minutes=timeout)
             return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
         if job_type is JobType.SCRIPT:
             from cluster.script_job import run_mark, run_script_job
