@@ -5,19 +5,21 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import click
 
 import cluster
 from cluster import defaults, jobs
 from cluster.config import ClusterConfig
-from cluster.exceptions import ClusterError
+from cluster.exceptions import ClusterError, MissingExtra
 from cluster.layout import JobLayout
 from cluster.progress import human_size
 from cluster.reading import iter_lines
 
 log = logging.getLogger("cluster.cli")
 DISTRIBUTION = "mapreduce-cluster"  # the name on the package index; the import package is `cluster`
+DASHBOARD_MODULES = {"flask", "flask_wtf", "wtforms", "waitress", "werkzeug", "jinja2", "markupsafe", "itsdangerous"}
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -202,7 +204,7 @@ def _scheduler(config_path: str | None):
     return Scheduler(ClusterConfig.load(config_path))
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -347,7 +349,12 @@ def dashboard(config_path: str | None, host: str, port: int) -> None:
     dashboard_password. Without one it listens only on loopback, with a password
     made up for this run and printed here. From another machine, use an SSH tunnel:
       ssh -L 8787:127.0.0.1:8787 master   # then open http://127.0.0.1:8787/"""
-    from cluster.dashboard.serve import check_port, resolve_password, serve
+    try:
+        from cluster.dashboard.serve import check_port, resolve_password, serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in DASHBOARD_MODULES:
+            raise
+        raise MissingExtra("the dashboard", "dashboard", exc.name or "flask") from None
 
     config = ClusterConfig.load(config_path)
     password, made_up = resolve_password(config, host)
@@ -450,12 +457,12 @@ def status(config_path: str | None, as_json: bool) -> None:
 
 
 def _print_status(found: dict) -> None:
-    servers = [("SERVER", "LOCATION", "PORT", "STATE", "HEARTBEAT", "JOB", "PHASE", "RSS")]
+    servers: list[tuple[str, ...]] = [("SERVER", "LOCATION", "PORT", "STATE", "HEARTBEAT", "JOB", "PHASE", "RSS")]
     for r in found["servers"]:
         age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s ago"
         servers.append((r["server"], r["location"], str(r["port"]), "up" if r["up"] else "DOWN", age,
                         r["job"] or "-", r["phase"] or "-", human_size(r["rss_bytes"])))
-    locations = [("LOCATION", "REDIS", "REDIS MEMORY", "MANAGEMENT", "DISK FREE")]
+    locations: list[tuple[str, ...]] = [("LOCATION", "REDIS", "REDIS MEMORY", "MANAGEMENT", "DISK FREE")]
     for r in found["locations"]:
         locations.append((r["location"], r["redis"], human_size(r["redis_memory"]), r["management"],
                           human_size(r["disk_free"])))

@@ -219,6 +219,7 @@ class ClusterServer:
             receiver = None
             self._interruptible = True
             if phase is Phase.MAP and self._sources:
+                assert isinstance(self.task.transport, RedisTransport)  # the one _start made
                 receiver = RedisReceiver(layout=self.task.layout, server_id=self.server_id,
                                          namespace=self.task.transport.ns, sources=self._sources,
                                          timeout=defaults.SHUFFLE_TIMEOUT_SECONDS, cancelled=self.cancelled)

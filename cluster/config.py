@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from cluster import defaults
 from cluster.exceptions import ConfigError
@@ -106,13 +107,13 @@ class ClusterConfig:
         """Validate raw values (strings or typed) against the known keys and derive the rest."""
         unknown = sorted(set(values) - set(defaults.CONFIG_DEFAULTS))
         problems = [f"unknown key {k!r} (known keys: {', '.join(defaults.CONFIG_DEFAULTS)})" for k in unknown]
-        merged = dict(defaults.CONFIG_DEFAULTS)
+        merged: dict[str, Any] = dict(defaults.CONFIG_DEFAULTS)  # raw values: strings or typed
         merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
         for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable",
                     "publish_url", "s3_endpoint_url", "dashboard_password"):
             if isinstance(merged[key], str) and not merged[key].strip():
                 merged[key] = None
-        out: dict[str, object] = {}
+        out: dict[str, Any] = {}  # the typed fields, each of its own type
         for key in _INT_KEYS:
             try:
                 out[key] = int(str(merged[key]).strip())

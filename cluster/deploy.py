@@ -21,7 +21,7 @@ from cluster.exceptions import DeployError, RemoteCommandError
 from cluster.remote import Remote
 from cluster.security import LOCATION_FILES, ClusterSecrets
 
-DEPENDENCIES = ("rpyc", "redis", "ujson", "paramiko", "cryptography", "click", "tqdm", "lz4")
+DEPENDENCIES = ("rpyc", "redis", "ujson", "paramiko", "cryptography", "click", "tqdm", "lz4", "zstandard")
 PUSH_TIMEOUT = 300.0
 
 
@@ -30,11 +30,16 @@ def package_dir() -> str:
 
 
 def code_digest(folder: str | None = None) -> str:
-    """A digest of the package's Python sources (what a location runs must match the master's)."""
+    """A digest of the package's Python sources, every subpackage included (what a location runs
+    must match the master's)."""
     folder = folder or package_dir()
     h = hashlib.blake2b(digest_size=12)
-    for name in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
-        h.update(name.encode() + b"\0")
+    sources = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        sources += [os.path.relpath(os.path.join(root, f), folder) for f in files if f.endswith(".py")]
+    for name in sorted(sources):
+        h.update(name.replace(os.sep, "/").encode() + b"\0")
         with open(os.path.join(folder, name), "rb") as fh:
             h.update(fh.read() + b"\0")
     return h.hexdigest()

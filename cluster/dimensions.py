@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cluster.exceptions import FilterError
 
@@ -234,6 +234,7 @@ def _rule(name: str, allowed: Any, label: str, problems: list[str]) -> Rule | No
         return Rule(name)
     if isinstance(allowed, (str, int)) and not isinstance(allowed, bool):
         value = _text(allowed)
+        assert value is not None  # a str or a non-bool int always has a text
         if _UNSAFE.search(value):
             log.warning("%s: allowed_values %r is compared as written (a single string is, as in the original); "
                         "folders are written with safe names such as %r: write [%r] to select that folder",
@@ -244,8 +245,9 @@ def _rule(name: str, allowed: Any, label: str, problems: list[str]) -> Rule | No
         if not allowed or None in values:
             problems.append(f"{label}: a list of allowed_values must hold one or more strings, got {allowed!r:.100}")
             return None
+        strings = cast("list[str]", values)  # None is not in values (checked above)
         # the safe name (the pipeline's folders); the value as written too, for a layout made by hand
-        return Rule(name, values=frozenset(values) | {safe_filename(v) for v in values})
+        return Rule(name, values=frozenset(strings) | {safe_filename(v) for v in strings})
     if isinstance(allowed, dict):
         extra = sorted(set(allowed) - {"min", "max"})
         low, high = allowed.get("min"), allowed.get("max")

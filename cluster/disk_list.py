@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import IO, Any
 
 from cluster import codec, defaults
 
@@ -31,7 +31,7 @@ class DiskList:
         self.delete_after_iteration = delete_after_iteration
         self._buffer: list = []
         self._path: str | None = None
-        self._fh = None
+        self._fh: IO[bytes] | None = None
         self._on_disk = 0
         self._closed = False
 
@@ -97,6 +97,7 @@ class DiskList:
     def _iter_file(self) -> Iterator:
         if self._fh is not None:
             self._fh.flush()
+            assert self._path is not None  # set with self._fh
             with open(self._path, "rb") as fh:
                 for batch in codec.iter_batches(fh):
                     yield from batch
@@ -174,7 +175,7 @@ class DiskValues:
             return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment] - unhashable, as a list
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as a list
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"the values of a group too big for memory are read from disk: a read-only sequence "

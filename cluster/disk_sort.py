@@ -188,7 +188,7 @@ class DiskSort:
     def _merge(self, sources: list[Iterator[list]]) -> Iterator[list]:
         """Merge iterators of sorted batches into sorted batches."""
         key = _universal_item_key if self.universal else _key0
-        heads = []
+        heads: list[list[Any]] = []  # [the current batch, the iterator of the rest]
         for it in sources:
             batch = next((b for b in it if b), None)
             if batch is not None:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 import ujson
@@ -168,10 +168,12 @@ class ClusterJobDriver:
             for host, client in self.clients.items():
                 try:
                     client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
-                    reports = carried[host] + (client.lpop(self.keys.reports(run_id), 1000) or [])
+                    # the clients are made without decode_responses: the replies are bytes
+                    reports = carried[host] + (cast("list[bytes] | None", client.lpop(self.keys.reports(run_id), 1000))
+                                               or [])
                     carried[host] = []
                     wanted = self.on_progress is not None and phase != START
-                    progress = client.hgetall(self.keys.progress(run_id)) if wanted else {}
+                    progress = cast("dict[bytes, bytes]", client.hgetall(self.keys.progress(run_id))) if wanted else {}
                     waiting = [s for s in self.by_location[host] if s in pending]
                     beats = self.manager.alive(client, waiting) if waiting else {}
                 except redis.RedisError as exc:
@@ -205,7 +207,7 @@ class ClusterJobDriver:
                 except redis.RedisError:
                     got = None  # the next round names the lost Redis
                 if got is not None:
-                    carried[host].append(got[1])
+                    carried[host].append(cast(bytes, got[1]))  # bytes: no decode_responses
 
     def _commit(self, host: str, job: dict, run_id: str, replace: bool, plan: dict,
                 per_server: dict[str, dict[str, dict]]) -> str:

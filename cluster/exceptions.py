@@ -5,6 +5,8 @@ never has to read the code to find out why a job failed.
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class ClusterError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -12,6 +14,15 @@ class ClusterError(Exception):
 
 class ConfigError(ClusterError):
     """The cluster configuration is unreadable, incomplete or inconsistent."""
+
+
+class MissingExtra(ConfigError):
+    """A feature's packages are not installed on this machine (an extra of the distribution)."""
+
+    def __init__(self, feature: str, extra: str, missing: str):
+        self.extra = extra
+        super().__init__(f"{feature} needs the {extra!r} extra, which is not installed here (no module {missing!r}): "
+                         f"pip install 'mapreduce-cluster[{extra}]' (in a clone: EXTRAS={extra} init/install.sh)")
 
 
 class JobSpecError(ClusterError):
@@ -111,6 +122,8 @@ class UserFunctionError(ClusterError):
 
 class JobFailed(ClusterError):
     """A job did not finish; carries the server, phase and the underlying report."""
+
+    report: dict[str, Any]  # a worker's error report, where there is one (set by local.failure_from_report)
 
     def __init__(self, job_name: str, message: str, *, server: str | None = None,
                  phase: str | None = None):

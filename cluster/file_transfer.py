@@ -27,7 +27,7 @@ import sys
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ujson
@@ -198,8 +198,8 @@ class FileTransfer:
         tar_name = f"{stage}.tar" + (".gz" if compress else "")
         with tempfile.TemporaryDirectory(prefix="cluster-upload-") as scratch:
             local_tar = os.path.join(scratch, tar_name)
-            with tarfile.open(local_tar, "w:gz" if compress else "w", **({"compresslevel": 3} if compress else {})
-                              ) as tar:
+            with (tarfile.open(local_tar, "w:gz", compresslevel=3) if compress
+                  else tarfile.open(local_tar, "w")) as tar:
                 for rel in rels:
                     self._check_time()
                     tar.add(sources[rel], arcname=rel, recursive=False)
@@ -336,7 +336,7 @@ class FileTransfer:
         for i in range(0, len(dirs), _BATCH):
             remote.run("mkdir -p -- " + " ".join(_q(d) for d in dirs[i:i + _BATCH]))
 
-    def _verify(self, host: str, got: dict[str, str | None], want: dict[str, str]) -> None:
+    def _verify(self, host: str, got: Mapping[str, str | None], want: dict[str, str]) -> None:
         bad = sorted(rel for rel in want if got.get(rel) != want[rel])
         if bad:
             raise TransferError(f"job {self.job_name!r}: {len(bad)} file(s) arrived at {host} with another checksum "

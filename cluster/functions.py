@@ -19,6 +19,7 @@ from typing import Any
 
 from cluster import job_script
 from cluster.exceptions import ProjectError
+from cluster.mapper import FileMapFunction
 
 MAP_MODULE = "map_functions"
 REDUCE_MODULE = "reduce_functions"
@@ -50,6 +51,7 @@ def load_module(projects_root: str, project_name: str, module: str, isolate: boo
         raise ProjectError(f"project {project_name!r} has no {module}.py (looked for {path})")
     unique = f"_cluster_project_{project_name.replace('.', '_').replace('-', '_')}_{module}"
     spec = importlib.util.spec_from_file_location(unique, path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a spec with a loader
     mod = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     sys.path.insert(0, folder)
@@ -78,7 +80,7 @@ def _find(mod: ModuleType, module: str, name: str, project_name: str) -> Callabl
         return fn
     wrapper_name, getter = _WRAPPERS[module]
     wrapper = getattr(mod, wrapper_name, None)
-    if inspect.isclass(wrapper):
+    if isinstance(wrapper, type):  # inspect.isclass, which types it as type[object]
         try:
             fn = getattr(wrapper(name), getter)()
         except AttributeError:
@@ -102,7 +104,7 @@ def every_item(group: Iterable, auxiliary_data: Any) -> Iterable:
 
 
 def load_job_functions(projects_root: str, job: dict, isolate: bool = True
-                       ) -> tuple[Callable, Callable | None, Callable]:
+                       ) -> tuple[Callable | FileMapFunction, Callable | None, Callable]:
     """The (map, combine or None, reduce) functions a mapreduce job names (for a job script,
     the adapters that run its map, combine and reduce on the engine)."""
     name = job["project_name"]

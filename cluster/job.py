@@ -126,6 +126,7 @@ class JobScriptRunner:
     def _data_dir(self) -> str:
         r = self.run
         if r.bucket is None:
+            assert r.data_dir is not None  # main() requires --data-dir without --bucket
             return os.path.abspath(r.data_dir)
         cache = os.path.join(self.work_dir, CACHE)
         if r.data_dir:

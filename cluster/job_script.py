@@ -295,6 +295,7 @@ class ScriptReduce:
         if self.setup is not None:  # what it writes (a CSV header) comes first, once per reducer
             setup, self.setup = self.setup, None
             setup(ctx)
+        values: DiskValues | list[Any]
         if isinstance(group, DiskList):  # a group bigger than memory: its values, read from disk
             key, values = group[0][0], DiskValues(group)
         else:

@@ -205,8 +205,9 @@ def validate_job(job: Any) -> dict[str, Any]:
     if not isinstance(job, dict):
         raise JobSpecError([f"a job must be a dict (a JSON object), got {type(job).__name__}"])
     name = job.get("job_name") if isinstance(job.get("job_name"), str) else None
+    given_type: Any = job.get("job_type")  # any JSON value: JobType() raises ValueError for a wrong one
     try:
-        job_type = JobType(job.get("job_type"))
+        job_type = JobType(given_type)
     except ValueError:
         raise JobSpecError([f"job_type must be one of {', '.join(t.value for t in JobType)}, "
                             f"got {job.get('job_type')!r}"], name) from None
@@ -301,7 +302,7 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         if isinstance(out, str) and not is_inside(out):
             problems.append(f"output_dir {out!r} must be a folder inside the unpacked tarball (relative, no '..')")
     elif job_type is JobType.FILE_TRANSFER:
-        tt = job.get("transfer_type")
+        tt: Any = job.get("transfer_type")  # any JSON value: TRANSFER_NEEDS.get gives () for a wrong one
         if isinstance(tt, str) and tt not in TRANSFER_TYPES:
             problems.append(f"transfer_type must be one of {', '.join(TRANSFER_TYPES)}, got {tt!r}")
         for key in TRANSFER_NEEDS.get(tt, ()):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cluster
 from cluster import defaults, functions
@@ -52,7 +52,7 @@ class JobResult:
 
 
 def plan_inputs(job: dict, servers: list[str], layout: JobLayout
-                ) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Decide, once for the location, which server maps which file."""
     if job.get("input_filter"):
         dims_filter = DimensionsFilter(job["input_filter"], source=f"job {job['job_name']!r} input_filter")
@@ -72,18 +72,20 @@ def plan_inputs(job: dict, servers: list[str], layout: JobLayout
         else:
             unlocked.append((f, s))
     sizes = dict(unlocked)
-    plan = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)} for s, fs in assign_files(unlocked, servers).items()}
+    plan: dict[str, dict[str, Any]] = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
+                                       for s, fs in assign_files(unlocked, servers).items()}
     previous = []
     if job.get("merge_previous_output"):
         previous = [(p, os.path.getsize(p)) for p in layout.output_files()]
-    for s, fs in assign_files(previous, servers).items():
-        plan[s]["previous_output"] = fs
+    for server, fs in assign_files(previous, servers).items():
+        plan[server]["previous_output"] = fs
     return plan, notes
 
 
 def missing_auxiliary_data(job: dict, layout: JobLayout) -> list[str]:
     """The auxiliary data files the job names that are not on this machine."""
-    names = {job.get(k) for k in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer")} - {None, ""}
+    names = cast("set[str]", {job.get(k) for k in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer")}
+                 - {None, ""})  # the names given (None and "" taken out)
     return sorted(p for p in map(layout.auxiliary_path, names) if not os.path.isfile(p))
 
 

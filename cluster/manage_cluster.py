@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import rpyc
 import ujson
+from redis import Redis  # in the class, `redis` names its method
 
 from cluster import control, defaults, deploy, location
 from cluster.config import ClusterConfig
@@ -101,7 +102,7 @@ class ManageCluster:
         """Run fn(host) for every location at once; raise one error naming every location that failed."""
         return for_each_host(self.config.locations, fn)
 
-    def alive(self, client: redis.Redis, servers: list[str]) -> dict[str, dict | None]:
+    def alive(self, client: Redis, servers: list[str]) -> dict[str, dict | None]:
         """Each server's last heartbeat (None when its key expired: the server is down)."""
         values = client.mget([self.keys.alive(s) for s in servers])
         return {s: ujson.loads(v) if v else None for s, v in zip(servers, values, strict=True)}
@@ -173,7 +174,7 @@ class ManageCluster:
         raise ClusterError(f"the management server of {host} did not answer on port {self.config.management_port} "
                            f"within {defaults.SERVER_START_TIMEOUT_SECONDS:.0f}s; its log {log_file} ends:\n{tail}")
 
-    def _wait_servers(self, host: str, client: redis.Redis, servers: list[str], mgmt: rpyc.Connection) -> None:
+    def _wait_servers(self, host: str, client: Redis, servers: list[str], mgmt: rpyc.Connection) -> None:
         deadline = time.monotonic() + defaults.SERVER_START_TIMEOUT_SECONDS
         waiting = list(servers)
         while waiting and time.monotonic() < deadline:
@@ -269,7 +270,7 @@ class ManageCluster:
         def location_status(host: str) -> dict[str, Any]:
             row: dict[str, Any] = {"location": host, "redis": "down", "redis_memory": None, "disk_free": None,
                                    "management": "down"}
-            servers = {s: None for s in by_location[host]}
+            servers: dict[str, dict | None] = {s: None for s in by_location[host]}
             ages: dict[str, float] = {}
             progress: dict[str, dict] = {}  # server -> {"phase", "counters"} of the run it works on
             client = self.redis(host, timeout=5.0)

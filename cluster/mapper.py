@@ -193,7 +193,7 @@ def _tuplify(value: Any) -> Any:
 class Mapper:
     """Runs one server's map phase over its files, feeding a Shuffler."""
 
-    def __init__(self, *, server_id: str, job: dict, map_function: Callable, auxiliary_data: Any,
+    def __init__(self, *, server_id: str, job: dict, map_function: Callable | FileMapFunction, auxiliary_data: Any,
                  shuffler: Shuffler, counters: dict, progress: Callable[[], None] | None = None):
         self.server_id = server_id
         self.job = job
@@ -209,7 +209,8 @@ class Mapper:
         counters.setdefault("bad_lines_by_file", {})
         counters.setdefault("failed_files", [])
 
-    def run(self, files: list[str], map_function: Callable | None = None, sample: bool = True) -> None:
+    def run(self, files: list[str], map_function: Callable | FileMapFunction | None = None,
+            sample: bool = True) -> None:
         """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
         fn = map_function or self.map_function
         self._sample = sample
@@ -233,13 +234,13 @@ class Mapper:
             return None
         return random.Random(f"{self.job['job_name']}\0{path}").random
 
-    def _map_file(self, path: str, fn: Callable) -> None:
+    def _map_file(self, path: str, fn: Callable | FileMapFunction) -> None:
         counters = self.counters
         aux = self.auxiliary_data
         add = self.shuffler.add
         held = fn if isinstance(fn, FileMapFunction) else None
-        if held is not None:
-            fn = held.for_file(path)
+        if isinstance(fn, FileMapFunction):  # held is fn
+            fn = fn.for_file(path)
         sample = self._sampler(path)
         fraction = float(self.job.get("downsample") or 1.0)
         check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
@@ -340,7 +341,7 @@ class Mapper:
             self.shuffler.maybe_flush()
         except BadMapOutput as exc:
             lineno, line = self._locate_bad_output(path, fn, first_line, last_line)
-            where = {"line_number": lineno, "line": line} if lineno else {}
+            where: dict[str, Any] = {"line_number": lineno, "line": line} if lineno else {}
             error = str(exc) if lineno else f"{exc} (in the output of lines {first_line}-{last_line})"
             raise UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
                                     server=self.server_id, error=error, traceback="", input_file=path,

@@ -63,7 +63,7 @@ def peak_rss_bytes() -> int:
 
 def error_report(exc: BaseException, server_id: str, phase: str) -> dict[str, Any]:
     """A JSON-serializable description of a failure, for the master."""
-    report = {"server": server_id, "phase": phase, "type": type(exc).__name__, "message": str(exc),
+    report: dict[str, Any] = {"server": server_id, "phase": phase, "type": type(exc).__name__, "message": str(exc),
               "traceback": traceback.format_exc()}
     if isinstance(exc, UserFunctionError):
         report.update(input_file=exc.input_file, line_number=exc.line_number,
@@ -119,6 +119,7 @@ class ServerTask:
         finally:
             if profiler is not None:
                 profiler.disable()
+                assert self.profile_dir is not None  # the profiler is made only with it
                 os.makedirs(self.profile_dir, exist_ok=True)
                 profiler.dump_stats(os.path.join(self.profile_dir, f"{phase.value}-{self.server_id}.prof"))
         counters["seconds"] = round(time.monotonic() - started, 3)
@@ -176,12 +177,14 @@ class Channel:
 
     def send(self, message: Any) -> None:
         data = marshal.dumps(message)
+        assert self._writer is not None  # a channel sends only when made with write_fd
         with self._lock:
             self._writer.write(len(data).to_bytes(4, "big") + data)
             self._writer.flush()
 
     def receive(self) -> Any:
         """The next message; EOFError when the other side closed the pipe."""
+        assert self._reader is not None  # a channel receives only when made with read_fd
         head = self._reader.read(4)
         if len(head) < 4:
             raise EOFError("channel closed")

@@ -110,6 +110,7 @@ class PhaseBars:
             total = None
             done = sum(x.get("items_reduced", 0) for x in c)
             post = f"groups {sum(x.get('groups', 0) for x in c):,}, out {sum(x.get('records_out', 0) for x in c):,}"
+        assert self.bar is not None  # made above when the phase changed
         self.bar.total = total
         self.bar.n = min(done, total) if total else done
         self.bar.set_postfix_str(post, refresh=False)

@@ -43,10 +43,13 @@ def local_location(config: ClusterConfig, job_name: str) -> str:
 
 
 def s3_errors() -> tuple[type[Exception], ...]:
-    """What boto3 raises when S3 cannot be used (imported only when S3 is)."""
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """What boto3 raises when S3 cannot be used (imported only when S3 is; none without the s3 extra,
+    where S3 is never reached: `s3_client` says the extra is missing)."""
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ModuleNotFoundError:
+        return ()
     return Boto3Error, BotoCoreError, ClientError
 
 

@@ -80,7 +80,7 @@ def sniff(head: bytes) -> Compression:
     return Compression.PLAIN
 
 
-def _open_codec(kind: Compression, raw: IO[bytes]) -> IO[bytes]:
+def _open_codec(kind: Compression, raw: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
     if kind is Compression.GZIP:
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if kind is Compression.BZIP2:
@@ -90,8 +90,11 @@ def _open_codec(kind: Compression, raw: IO[bytes]) -> IO[bytes]:
     if kind is Compression.LZMA:
         return lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_ALONE)
     if kind is Compression.LZ4:
-        import lz4.frame  # lazily: only a machine that reads lz4 input pays for the import
-
+        try:
+            import lz4.frame  # lazily: only a machine that reads lz4 input pays for the import
+        except ImportError:
+            raise FailedFile(raw.name, "lz4 data, but the lz4 package is not installed on this machine "
+                             "(pip install lz4)") from None
         return lz4.frame.LZ4FrameFile(raw, mode="rb")
     if kind is Compression.ZSTD:
         try:

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import redis
 
@@ -45,7 +46,7 @@ def _blpop(client: redis.Redis, key: str, timeout: float, cancelled: threading.E
             return None
         got = client.blpop([key], timeout=max(wait, 0.01))
         if got is not None:
-            return got[1]
+            return cast(bytes, got[1])  # the clients are made without decode_responses: replies are bytes
 
 
 def _checksum(data: bytes) -> str:
@@ -162,11 +163,12 @@ class RedisReceiver:
 
     def _receive(self, client: redis.Redis, file_id: str, folder: str) -> None:
         key = f"{self.ns}:file:{file_id}"
-        meta = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        raw = cast("dict[bytes, bytes]", client.hgetall(key))  # no decode_responses: bytes
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
         if not meta:
             raise ShuffleError(f"server {self.server_id}: spill file {file_id} is announced but not in Redis")
         n = int(meta["chunks"])
-        data = b"".join(client.get(f"{key}:{i}") or b"" for i in range(n))
+        data = b"".join(cast("bytes | None", client.get(f"{key}:{i}")) or b"" for i in range(n))
         if len(data) != int(meta["size"]) or _checksum(data) != meta["checksum"]:
             raise ShuffleError(f"server {self.server_id}: spill file {meta['name']} from {meta['sender']} arrived "
                                f"damaged ({len(data)} of {meta['size']} bytes, checksum "

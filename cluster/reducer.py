@@ -44,7 +44,7 @@ class OutputWriter:
         self.files: list[str] = []
         self.items = 0
         self.bytes = 0
-        self._fh: IO[bytes] | None = None
+        self._fh: IO[bytes] | gzip.GzipFile | None = None
         self._in_file = 0
         os.makedirs(directory, exist_ok=True)
 
@@ -87,6 +87,7 @@ class OutputWriter:
         except UnicodeEncodeError as exc:
             raise OutputError(f"reduce output for key {key!r:.100} holds a string that is not valid "
                               f"Unicode ({exc.reason}); clean it in the reduce function") from None
+        assert self._fh is not None  # opened above
         try:
             self._fh.write(data)
         except OSError as exc:
@@ -173,10 +174,12 @@ class Reducer:
         """Keys of different runs were not comparable: start the merge again in the universal order."""
         log.warning("%s: keys are not mutually comparable; merging in the universal key order", self.server_id)
         self.counters["order_fallbacks"] = self.counters.get("order_fallbacks", 0) + 1
+        assert self._sort is not None  # reduce() sorted first
         self._sort.close()
         self._sort = self._new_sort(universal=True)
 
     def _reduce_once(self) -> None:
+        assert self._sort is not None  # reduce() sorted first
         job = self.job
         staging = self.layout.staging_dir(self.run_id)
         for f in os.listdir(staging) if os.path.isdir(staging) else []:

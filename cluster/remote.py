@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +56,8 @@ def _failed(result: CommandResult, what: str = "failed") -> RemoteCommandError:
 
 class _Closing:
     """`with remote_for(config, host) as remote:` closes the connection however the block ends."""
+
+    close: Callable[[], None]  # each subclass's own (declared only: no attribute here)
 
     def __enter__(self):
         return self

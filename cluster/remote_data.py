@@ -9,6 +9,7 @@ once, each under a hidden name renamed into place when complete, each tried
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
@@ -89,7 +90,7 @@ class RemoteData:
     def local_path(self, key: str) -> str:
         return os.path.join(self.cache_dir, *key.split("/"))
 
-    def fetch(self, objects: list[tuple[str, int]],
+    def fetch(self, objects: builtins.list[tuple[str, int]],  # (in the class, `list` names its method)
               on_file: Callable[[str, int], None] | None = None) -> FetchReport:
         """Download every object the cache lacks; a file that fails every try is reported, not raised."""
         report = FetchReport()

@@ -215,7 +215,7 @@ class Runner:
     def _progress_recorder(self, run_id: int) -> Callable[[str, dict[str, dict]], None]:
         """An on_progress callback that keeps a run's per-server counters in the history (at most
         every RUN_PROGRESS_EVERY_SECONDS, and at each new phase) for the dashboard."""
-        last = {"at": 0.0, "phase": None}
+        last: dict[str, Any] = {"at": 0.0, "phase": None}  # when the last was recorded (float), its phase
 
         def record(phase: str, per_server: dict[str, dict]) -> None:
             now = time.monotonic()

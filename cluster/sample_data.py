@@ -34,10 +34,10 @@ def words(out: str, size_mb: float = 1, files: int = 4, gzip_every: int = 0, see
           vocabulary: int = 5000) -> dict[str, Any]:
     """Zipf-distributed words, 8-16 a line. Expected: every word's count."""
     rng = random.Random(seed)
-    vocab = set()
-    while len(vocab) < vocabulary:
-        vocab.add("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 10))))
-    vocab = sorted(vocab)
+    distinct: set[str] = set()
+    while len(distinct) < vocabulary:
+        distinct.add("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 10))))
+    vocab = sorted(distinct)
     rng.shuffle(vocab)
     cdf = list(itertools.accumulate(1.0 / i ** 1.1 for i in range(1, len(vocab) + 1)))
     target = int(size_mb * 1024 * 1024 / files)

@@ -40,6 +40,7 @@ def next_time_after(job: dict[str, Any], after: dt.datetime) -> dt.datetime | No
         return t if t > after else _at(after.date() + dt.timedelta(days=1), tod)
     if freq == "weekly":
         want = weekday_number(job.get("day_of_week"))
+        assert want is not None  # validate_job requires a weekly job's day_of_week
         day = after.date() + dt.timedelta(days=(want - after.weekday()) % 7)
         t = _at(day, tod)
         return t if t > after else _at(day + dt.timedelta(days=7), tod)
@@ -104,4 +105,5 @@ class Deadline:
     def check(self, job_name: str, phase: str | None = None, what: str = "") -> None:
         """Raise JobTimedOut once the limit has passed."""
         if self.at is not None and time.monotonic() > self.at:
+            assert self.minutes is not None  # self.at is set only from minutes
             raise JobTimedOut(job_name, self.minutes, phase=phase, what=what)

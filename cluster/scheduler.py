@@ -244,10 +244,12 @@ class Scheduler:
                      started: dt.datetime | None = None) -> int:
         """A run begins; return its id."""
         with self._write() as db:
-            return db.execute(
+            run_id = db.execute(
                 "INSERT INTO runs (job_name, job_type, started_at, status, runner_pid) VALUES (?, ?, ?, ?, ?)",
                 (job["job_name"], job["job_type"], _iso(started or utc_now()), RunStatus.RUNNING.value,
                  runner_pid)).lastrowid
+            assert run_id is not None  # an INSERT sets it
+            return run_id
 
     def record_process_group(self, run_id: int, pgid: int, log_path: str | None = None) -> None:
         """The process group of a script run and where its output goes (one transaction)."""

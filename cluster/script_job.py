@@ -202,6 +202,7 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, m
             on_started(proc.pid, log_path)
         code = proc.wait(timeout=None if timeout is None else 60 * timeout)
     except subprocess.TimeoutExpired:
+        assert timeout is not None  # the wait times out only with one
         stop_process_group(proc.pid, proc)
         stop_leftover_run(env[MARK_ENV])  # processes that left the group (setsid, daemons)
         raise JobTimedOut(name, timeout, what=f" (its process group {proc.pid} was ended; log {log_path})") from None

@@ -134,7 +134,7 @@ def _alt_names(hosts: list[str]) -> list[x509.GeneralName]:
 
 
 def _issue(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, usage: ExtendedKeyUsageOID | None = None,
+           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, usage: x509.ObjectIdentifier | None = None,
            hosts: list[str] | None = None) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)

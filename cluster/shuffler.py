@@ -41,7 +41,8 @@ from cluster.sizing import estimate_item_bytes
 from cluster.transport import Transport
 
 try:
-    from collections import _count_elements  # the C loop behind Counter.update
+    # the C loop behind Counter.update; private, so not in the stubs
+    from collections import _count_elements  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - other Pythons
     def _count_elements(mapping, iterable):
         get = mapping.get
@@ -54,7 +55,7 @@ _PER_COUNT_BYTES = 100  # a Counter entry
 _key0 = itemgetter(0)
 _value1 = itemgetter(1)
 _append = list.append
-_consume = deque(maxlen=0).extend
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 _NOTHING = object()
 _TUPLE = {tuple}
 _PAIR = {2}
@@ -137,7 +138,7 @@ class Shuffler:
                 self._last_value, self._last_counts = value, entry[1]
                 self.add(items)
                 return
-            bucket = self._pending_keys.get((type(value), value))
+            bucket: list | None = self._pending_keys.get((type(value), value))
             if bucket is None:
                 self._pending_keys[(type(value), value)] = bucket = [value]
             bucket += items.keys
@@ -218,6 +219,7 @@ class Shuffler:
         """The combiner's output for one key's items, with the user's errors named."""
         self.counters["combine_calls"] += 1
         self.counters["combine_items_in"] += len(group)
+        assert self.combine is not None  # called only when the job has a combiner
         try:
             out = list(self.combine(group, self.auxiliary_data) or ())
         except Exception as exc:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up of this machine for the cluster: OS packages when missing,
-# a virtualenv in .venv, and the package with its test extras.
-#   init/install.sh            runtime + test extras
-#   EXTRAS=test,bench init/install.sh
+# a virtualenv in .venv, and the package (the runtime a cluster machine needs).
+#   init/install.sh                      the runtime only (every cluster machine)
+#   EXTRAS=dashboard init/install.sh     + the web dashboard (the master), or s3, or dashboard,s3
+#   EXTRAS=test init/install.sh          + what the tests need (scripts/test asks for it)
+#   EXTRAS=test,bench init/install.sh    + the benchmarks' comparisons (scripts/bench asks for it)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-extras="${EXTRAS:-test}"
+extras="${EXTRAS:-}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -45,9 +47,14 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)-${extras//,/_}"
+# a different set of extras than last time: reinstall (pip leaves extras it no longer needs; that is fine)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e ".[${extras}]"
+    if [ -n "$extras" ]; then
+        .venv/bin/python -m pip install -q -e ".[${extras}]"
+    else
+        .venv/bin/python -m pip install -q -e .
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
 from flask_wtf import FlaskForm
@@ -44,7 +44,8 @@ def queue():
 
 def _chart(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Bars of the latest finished runs' durations, oldest left (an SVG drawn by the template)."""
-    done = [(r, _seconds(r)) for r in reversed(runs) if r.get("ended_at")][-defaults.DASHBOARD_RUNTIMES_CHARTED:]
+    done = [(r, cast(float, _seconds(r)))  # a float: the run has ended_at
+            for r in reversed(runs) if r.get("ended_at")][-defaults.DASHBOARD_RUNTIMES_CHARTED:]
     if not done:
         return None
     top = max(s for _, s in done) or 1.0
@@ -76,7 +77,7 @@ def job(name: str):
         abort(404, f"There is no job {name!r} in the queue and no run of it in the history.")
     return render_template("job.html", job=job_dict, job_json=json.dumps(job_dict, indent=2) if job_dict else None,
                            schedule=describe(job_dict) if job_dict else None,
-                           next=next_run(job_dict, entry.reference, utc_now())[1] if entry else None,
+                           next=next_run(entry.job, entry.reference, utc_now())[1] if entry else None,
                            estimate=scheduler.estimate_next_runtime(name), runtimes=scheduler.runtimes(name),
                            chart=_chart(context["runs"]), form=ActionForm(), runner=runner,
                            published=published_files(state().config, name) if is_valid_name(name) else None,

@@ -95,7 +95,7 @@ def published_files(config: ClusterConfig, job_name: str) -> dict[str, Any] | No
             files, manifest, where = _local_files(config, job_name)
         else:
             return None
-    except (OSError, ValueError, *s3_errors()) as exc:
+    except (OSError, ValueError) + s3_errors() as exc:  # (a starred tuple is not understood by mypy)
         return {"job_name": job_name, "error": f"cannot list the published files of job {job_name} in "
                                                 f"{config.publish_url}: {exc}"}
     if not files:

@@ -115,7 +115,9 @@ def _prefill(form: ScheduleForm, job: dict[str, Any]) -> None:
             getattr(form, name).data = job[name]
     form.schedule_frequency.data = job.get("schedule_frequency") or "daily"
     if job.get("day_of_week") is not None:
-        form.day_of_week.data = WEEKDAYS[weekday_number(job["day_of_week"])]  # validated when queued
+        day = weekday_number(job["day_of_week"])
+        assert day is not None  # validated when queued
+        form.day_of_week.data = WEEKDAYS[day]
     form.day_of_month.data = job.get("day_of_month")
 
 
@@ -218,15 +220,18 @@ def _submit(form: ScheduleForm, valid: bool, uploaded: str | None):
     if form.errors or form_errors or not valid:
         return render_template("schedule.html", form=form, current=current, form_errors=form_errors), 400
     if uploaded:
+        assert tarball is not None  # named above for the upload
         os.makedirs(os.path.dirname(tarball), exist_ok=True)
         os.replace(uploaded, tarball)
     try:
         replaced = scheduler.submit_job(job)
     except BaseException:
         if uploaded:
+            assert tarball is not None  # named above for the upload
             os.unlink(tarball)
         raise
     if uploaded:
+        assert tarball is not None  # named above for the upload
         _prune_tarballs(os.path.dirname(tarball), keep=tarball)
     log.info("job %s %s from the dashboard (tarball %s)", name, "replaced" if replaced else "scheduled", tarball)
     entry = next((q for q in scheduler.queued() if q.name == name), None)

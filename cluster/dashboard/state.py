@@ -42,6 +42,7 @@ class DashboardState:
         if cached and time.monotonic() - cached[0] < defaults.DASHBOARD_STATUS_CACHE_SECONDS:
             return cached[1]
         if not self._status_lock.acquire(blocking=cached is None):
+            assert cached is not None  # only a non-blocking acquire fails
             return {**cached[1], "age": time.monotonic() - cached[0]}
         try:
             try:

@@ -58,7 +58,18 @@ def test_the_code_digest_follows_the_sources(tmp_path):
     (pkg / "notes.txt").write_text("not code")
     assert deploy.code_digest(str(pkg)) == first
     (pkg / "a.py").write_text("x = 2\n")
-    assert deploy.code_digest(str(pkg)) != first
+    second = deploy.code_digest(str(pkg))
+    assert second != first
+    (pkg / "engine").mkdir()
+    (pkg / "engine" / "b.py").write_text("y = 1\n")  # a subpackage's sources count too
+    third = deploy.code_digest(str(pkg))
+    assert third != second
+    (pkg / "engine" / "b.py").write_text("y = 2\n")
+    fourth = deploy.code_digest(str(pkg))
+    assert fourth != third
+    (pkg / "engine" / "__pycache__").mkdir()
+    (pkg / "engine" / "__pycache__" / "c.py").write_text("cache")
+    assert deploy.code_digest(str(pkg)) == fourth
     assert deploy.code_digest() == deploy.code_digest(deploy.package_dir())
 
 
