@@ -26,7 +26,7 @@ _EXPORTS = {
     "get_file_transfer_template": "cluster.jobs",
     "validate_job": "cluster.jobs",
     "run_job": "cluster.api",
-    "JobResult": "cluster.local",
+    "JobResult": "cluster.executors.base",
 }
 __all__ = ["BadRecord", "ClusterConfig", "ClusterError", "JobResult", "__version__", "get_file_transfer_template",
            "get_mapreduce_job_template", "get_script_template", "run_job", "validate_job", "with_value"]
@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from cluster.config import ClusterConfig
     from cluster.emit import with_value
     from cluster.exceptions import BadRecord, ClusterError
+    from cluster.executors.base import JobResult
     from cluster.jobs import get_file_transfer_template, get_mapreduce_job_template, get_script_template, validate_job
-    from cluster.local import JobResult
 
 
 def __getattr__(name: str) -> Any:

@@ -27,10 +27,10 @@ from cluster.api import make_executor
 from cluster.config import ClusterConfig
 from cluster.dimensions import DimensionsFilter, select_local_files
 from cluster.exceptions import ClusterError, JobScriptError
+from cluster.executors.base import JobResult
 from cluster.job_script import JobScript
 from cluster.jobs import is_valid_name
 from cluster.layout import JobLayout
-from cluster.local import JobResult
 from cluster.progress import PhaseBars
 from cluster.remote_data import RemoteData
 from cluster.s3 import s3_client

@@ -349,12 +349,12 @@ class ManageCluster:
 
     def run(self, job: dict, on_progress: Callable[[str, dict[str, dict]], None] | None = None,
             timeout_minutes: float | None = None):
-        """Run a mapreduce job on the running cluster; return its JobResult (see driver.py).
+        """Run a mapreduce job on the running cluster; return its JobResult (executors/cluster.py).
 
         Past `timeout_minutes` the run is dropped on every server and JobTimedOut raised."""
-        from cluster.driver import ClusterJobDriver
+        from cluster.executors.cluster import ClusterExecutor
 
-        return ClusterJobDriver(self, on_progress=on_progress, timeout_minutes=timeout_minutes).run(job)
+        return ClusterExecutor(self, on_progress=on_progress).run(job, timeout_minutes=timeout_minutes)
 
     def drop_runs_of(self, job_name: str, timeout: float = defaults.RECOVERY_WAIT_SECONDS) -> list[str]:
         """End what a dead master left running of a job on the servers; return the run ids dropped.

@@ -91,7 +91,7 @@ def _plan_summary(plan: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _check_here(report: Preflight, config: ClusterConfig, servers: int) -> None:
-    from cluster.local import plan_inputs  # the planner the local executor runs
+    from cluster.inputs import plan_inputs  # the planner the local executor runs
     from cluster.mapper import load_auxiliary_data
 
     job = report.job

@@ -1,7 +1,7 @@
 """The per-server loop: take phase commands, run them, report state.
 
 `ServerTask` is one server's part of one run of a job: the same mapper, shuffler
-and reducer whether the server is a local worker process (`local.py`) or a
+and reducer whether the server is a local worker process (`executors/local.py`) or a
 cluster server (`cluster_server.py`, commands through Redis). `local_worker_main` is the loop of a
 local worker: commands arrive on a queue, reports (progress, done, error) and a
 heartbeat go back on another.

@@ -26,9 +26,8 @@ from cluster import control, location
 from cluster.cluster_server import ClusterServer
 from cluster.config import ClusterConfig
 from cluster.deploy import code_digest
+from cluster.inputs import HoldState, plan_inputs
 from cluster.layout import JobLayout
-from cluster.local import plan_inputs
-from cluster.mapper import HoldState
 from cluster.reducer import commit_output, discard_run
 from cluster.security import ClusterSecrets, location_secrets
 

@@ -25,7 +25,7 @@ from integration_helpers import (
 
 from cluster import defaults
 from cluster.exceptions import JobFailed
-from cluster.local import LocalExecutor
+from cluster.executors.local import LocalExecutor
 from cluster.progress import format_counters
 
 

@@ -122,7 +122,7 @@ def test_a_script_without_a_main_guard_can_run_the_executor(tmp_path):
 import json
 from cluster.config import ClusterConfig
 from cluster.jobs import get_mapreduce_job_template
-from cluster.local import LocalExecutor
+from cluster.executors.local import LocalExecutor
 from cluster.reading import iter_lines
 import os
 config = ClusterConfig.from_dict({{"compute_dir": {str(tmp_path / "compute")!r},

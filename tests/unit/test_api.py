@@ -10,13 +10,14 @@ import cluster
 from cluster.api import make_executor
 from cluster.config import ClusterConfig
 from cluster.exceptions import ConfigError
-from cluster.local import LocalExecutor
+from cluster.executors.cluster import ClusterExecutor
+from cluster.executors.local import LocalExecutor
 
 
 def test_every_exported_name_resolves_and_import_cluster_loads_none_of_them():
     for name in cluster.__all__:
         assert getattr(cluster, name) is not None, name
-    code = ("import sys, cluster; heavy = [m for m in ('cluster.config', 'cluster.jobs', 'cluster.local', "
+    code = ("import sys, cluster; heavy = [m for m in ('cluster.config', 'cluster.jobs', 'cluster.executors', "
             "'cluster.api', 'ujson', 'click') if m in sys.modules]; print(heavy)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -29,8 +30,9 @@ def test_the_factory_picks_the_executor(tmp_path):
     assert isinstance(local, LocalExecutor) and local.mappers == ["S_0", "S_1"]
     assert make_executor("local", config).mappers == ["S_0", "S_1", "S_2"]
     on_cluster = make_executor("cluster", config)
-    assert type(on_cluster).__name__ == "_ClusterExecutor" and on_cluster.manager.config is config
-    with pytest.raises(ConfigError, match="servers is a local executor's setting"):
+    assert isinstance(on_cluster, ClusterExecutor) and on_cluster.config is config
+    assert on_cluster.server_ids == ["S_0", "S_1", "S_2"]
+    with pytest.raises(ConfigError, match="are the local executor's"):
         make_executor("cluster", config, servers=2)
     with pytest.raises(ConfigError, match="unknown executor 'dask': one of local, cluster"):
         make_executor("dask", config)

@@ -1,68 +1,68 @@
-"""Drive one mapreduce job through map, sort and reduce on the running cluster servers.
+"""The cluster executor: one job's run on the running cluster's servers.
 
-The master pushes the job's project, asks each location's management server to plan
-its inputs (each location reads only its own files), sends every server a `start`
-and then each phase through its location's Redis, and polls every `poll_every`
-seconds for reports, progress and heartbeats. The first error, a server whose
-heartbeat expired, or a Redis that stopped answering aborts the run everywhere;
-output is published on every location only after every server finished reduce.
+The lifecycle is base.py's; here the master pushes the job's project, asks each location's
+management server to plan its inputs (each location reads only its own files), sends every
+server a `start` and then each phase through its location's Redis, and polls every
+`poll_every` seconds for reports, progress and heartbeats. The first error, a server whose
+heartbeat expired, or a Redis that stopped answering aborts the run everywhere; output is
+published on every location only after every server finished reduce.
+
+What it needs of the cluster (its manager: `ClusterManager` in manage_cluster.py) is passed in:
+its Redis clients and keys, its management calls, and SSH to push the project.
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 import ujson
 
-from cluster import control, defaults, deploy, functions
+from cluster import control, defaults, deploy
 from cluster.exceptions import ClusterError, ClusterNotRunning, InputError, JobFailed
-from cluster.jobs import JobType, validate_job
+from cluster.executors.base import Executor, Plan, Progress, failure_from_report
 from cluster.layout import JobLayout
-from cluster.local import JobResult, check_map_phase, failure_from_report, merge_counters
-from cluster.mapper import new_run_id
 from cluster.process import Phase
-from cluster.schedule import Deadline
 from cluster.security import secrets_for
 
 log = logging.getLogger(__name__)
 START = "start"
 
 
-class ClusterJobDriver:
-    """One run of one job on the cluster that `manager` manages."""
+class ClusterExecutor(Executor):
+    """Runs mapreduce jobs on the cluster that `manager` manages."""
 
-    def __init__(self, manager, on_progress: Callable[[str, dict[str, dict]], None] | None = None,
-                 timeout_minutes: float | None = None):
+    description = "the cluster"
+
+    def __init__(self, manager: Any, on_progress: Progress | None = None) -> None:
+        super().__init__(manager.config, on_progress)
         self.manager = manager
-        self.timeout_minutes = timeout_minutes
-        self.deadline = Deadline(None)
-        self.config = manager.config
         self.keys = manager.keys
-        self.on_progress = on_progress
         self.by_location = self.config.servers_by_location()
         self.clients: dict[str, redis.Redis] = {}
         self.master_ttl = max(defaults.MASTER_TTL_SECONDS, int(3 * self.config.poll_every) + 1)
 
-    def run(self, job: dict) -> JobResult:
-        job = validate_job(job)
-        name = job["job_name"]
-        if job["job_type"] != JobType.MAPREDUCE.value:
-            raise JobFailed(name, f"the cluster runs mapreduce jobs directly, not {job['job_type']} jobs "
-                            "(those run through the Runner)")
-        functions.load_job_functions(self.config.projects_dir, job)  # fail fast, here, before any server
-        master = JobLayout(os.path.join(self.config.local_working_dir, "jobs"), self.config.auxiliary_dir, name)
-        self.deadline = Deadline(self.timeout_minutes)
-        with master.lock():
-            try:
-                self._connect()
-                return self._run_locked(job)
-            finally:
-                for c in self.clients.values():
-                    c.close()
+    @property
+    def server_ids(self) -> list[str]:
+        return self.config.server_ids()
+
+    def lock(self, job: dict) -> Any:
+        """The job's lock in the master's working dir (runs of one job never overlap, from any client here)."""
+        return JobLayout(os.path.join(self.config.local_working_dir, "jobs"), self.config.auxiliary_dir,
+                         job["job_name"]).lock()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        try:
+            self._connect()
+            yield
+        finally:
+            for c in self.clients.values():
+                c.close()
+            self.clients = {}
 
     def _connect(self) -> None:
         if not secrets_for(self.config).exists():
@@ -71,6 +71,7 @@ class ClusterJobDriver:
                                     "`manage_cluster start`, or run the job on this machine with --local")
         for host, servers in self.by_location.items():
             client = self.manager.redis(host, timeout=30.0)
+            self.clients[host] = client  # closed by session() whatever happens next
             try:
                 beats = self.manager.alive(client, servers)
             except redis.RedisError as exc:
@@ -86,9 +87,9 @@ class ClusterJobDriver:
             if busy:  # a server whose run lost its master drops that run by itself and takes ours next
                 raise ClusterNotRunning(f"server(s) {', '.join(busy)} on {host} are running another job for another "
                                         "master; wait for it to finish (`manage_cluster status`)")
-            self.clients[host] = client
 
-    def _run_locked(self, job: dict) -> JobResult:
+    def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
+        """Push the project to every location, and let each plan its own files."""
         name = job["job_name"]
         job_json = ujson.dumps(job)
 
@@ -99,49 +100,44 @@ class ClusterJobDriver:
             return ujson.loads(self.manager.call(host, "plan_inputs", job_json, ujson.dumps(self.by_location[host])))
 
         plans = self.manager.for_each_location(prepare)
-        notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
-        plan: dict[str, dict] = {}
         missing = {h: p["notes"]["auxiliary_missing"] for h, p in plans.items() if p["notes"].get("auxiliary_missing")}
         if missing:  # before any server starts
             raise InputError("auxiliary data not found: "
                              + "; ".join(f"on {h}: {', '.join(m)}" for h, m in sorted(missing.items()))
                              + " (upload it with an upload_auxiliary transfer, or fix the job's name)")
+        notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0}
+        plan: Plan = {}
         for host in self.config.locations:
             plan.update(plans[host]["plan"])
             notes["locked_files_skipped"] += plans[host]["notes"]["locked_files_skipped"]
             notes["files_already_mapped"] += plans[host]["notes"]["files_already_mapped"]
-        for f in notes["locked_files_skipped"]:
-            log.warning("skipping %s: it is locked (still being written); it will be mapped next time", f)
-        run_id = new_run_id()
+        return plan, notes
+
+    def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
+        name = job["job_name"]
         self._renew(name, run_id)
-        per_server: dict[str, dict[str, dict]] = {s: {} for s in self.config.server_ids()}
-        seconds: dict[str, float] = {}
-        try:
-            for s in self.config.server_ids():
-                self._send(name, s, control.Command.START, run_id=run_id, job=job, inputs=plan[s])
-            self._wait(name, run_id, START, per_server)
-            for phase in Phase:
-                started = time.monotonic()
-                for s in self.config.server_ids():
-                    self._send(name, s, control.Command.PHASE, run_id=run_id, phase=phase.value)
-                self._wait(name, run_id, phase.value, per_server)
-                seconds[phase.value] = round(time.monotonic() - started, 3)
-                if phase is Phase.MAP:
-                    check_map_phase(job, per_server)
-            replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
-            self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
-            for s in self.config.server_ids():
-                self._send(name, s, control.Command.END, run_id=run_id)
-        except BaseException:
-            self._abort(name, run_id)
-            raise
-        finally:
-            self._forget(name, run_id)
-        counters = merge_counters(per_server)
-        counters.update(notes)
-        counters["seconds"] = seconds
-        output_dir = JobLayout(self.config.base_dir, self.config.auxiliary_dir, name).output_dir
-        return JobResult(name, run_id, output_dir, counters, per_server)
+        for s in self.server_ids:
+            self._send(name, s, control.Command.START, run_id=run_id, job=job, inputs=plan[s])
+        self._wait(name, run_id, START, per_server)
+
+    def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
+        name = job["job_name"]
+        for s in self.server_ids:
+            self._send(name, s, control.Command.PHASE, run_id=run_id, phase=phase.value)
+        self._wait(name, run_id, phase.value, per_server)
+
+    def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
+        replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
+        self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
+        for s in self.server_ids:
+            self._send(job["job_name"], s, control.Command.END, run_id=run_id)
+        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"]).output_dir
+
+    def abort(self, job: dict, run_id: str) -> None:
+        self._abort(job["job_name"], run_id)
+
+    def finish(self, job: dict, run_id: str) -> None:
+        self._forget(job["job_name"], run_id)
 
     def _renew(self, name: str, run_id: str) -> None:
         """Say in every location's Redis that this run's master is alive (servers drop orphaned runs)."""
@@ -191,8 +187,8 @@ class ClusterJobDriver:
                     p = ujson.loads(raw)
                     if p["phase"] == phase and sid.decode() in pending:
                         per_server[sid.decode()][phase] = p["counters"]
-                if self.on_progress and phase != START:
-                    self.on_progress(phase, {s: per_server[s].get(phase, {}) for s in per_server})
+                if phase != START:
+                    self.report_progress(phase, per_server)
                 for s, beat in beats.items():
                     if beat is None and s in pending:
                         raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "

@@ -1,0 +1,192 @@
+"""The lifecycle of a mapreduce job, once, for every executor.
+
+`Executor.run` validates the job (the template fills in its defaults), loads its functions here
+to fail fast, takes the job's lock, plans the inputs, starts the servers' part, runs the phases
+map -> sort -> reduce (after map: failed files and the bad-record limit), commits the output
+only when every server succeeded, and returns a `JobResult` with the servers' counters merged.
+A failure anywhere aborts the run on every server and leaves the previous output as it was.
+
+An executor only says how a phase reaches its servers and is awaited: `plan`, `start`,
+`run_phase`, `commit`, `abort` and `finish` (local.py: worker processes through pipes;
+cluster.py: the running cluster through each location's Redis).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster import functions
+from cluster.config import ClusterConfig
+from cluster.exceptions import JobFailed
+from cluster.jobs import JobType, validate_job
+from cluster.mapper import new_run_id
+from cluster.process import Phase
+from cluster.reading import input_problems
+from cluster.schedule import Deadline
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, dict[str, dict]], None]  # (phase, {server: that phase's counters})
+Plan = dict[str, dict[str, Any]]  # server -> {"files": [...], "bytes": n, "previous_output": [...]}
+
+SUM_KEYS = ("files", "files_decompressed", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
+            "files_failed", "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
+            "spilled_items", "spilled_bytes", "moved_bytes", "runs_in", "groups", "records_out",
+            "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced",
+            "groups_on_disk")
+
+
+@dataclass
+class JobResult:
+    """What a finished run reports: where the output is and what was counted."""
+
+    job_name: str
+    run_id: str
+    output_dir: str
+    counters: dict[str, Any]
+    per_server: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+
+def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
+    """Sum the servers' counters into one dict for the job."""
+    total: dict[str, Any] = {k: 0 for k in SUM_KEYS}
+    total["bad_line_examples"] = []
+    total["failed_files"] = []
+    total["bad_lines_by_file"] = {}
+    total["seconds"] = {}
+    total["peak_rss_bytes"] = {}
+    for server, phases in per_server.items():
+        for c in phases.values():
+            for k in SUM_KEYS:
+                if k in c:
+                    total[k] += c[k]
+            total["bad_line_examples"] += c.get("bad_line_examples", [])
+            total["failed_files"] += c.get("failed_files", [])
+            for path, n in c.get("bad_lines_by_file", {}).items():
+                total["bad_lines_by_file"][path] = total["bad_lines_by_file"].get(path, 0) + n
+            if "peak_rss_bytes" in c:
+                total["peak_rss_bytes"][server] = max(total["peak_rss_bytes"].get(server, 0), c["peak_rss_bytes"])
+    return total
+
+
+def check_map_phase(job: dict, per_server: dict[str, dict[str, dict]]) -> None:
+    """After the map phase: a failed file, or more bad records than the job's max_bad_fraction, fails
+    the job before anything is reduced or published."""
+    problem = input_problems(merge_counters({s: {"map": p.get("map", {})} for s, p in per_server.items()}),
+                             job.get("max_bad_fraction"))
+    if problem:
+        raise JobFailed(job["job_name"], problem, phase=Phase.MAP.value)
+
+
+def failure_from_report(name: str, report: dict) -> JobFailed:
+    """The master's exception for a server's error report (a user function's error already says where)."""
+    message = report["message"]
+    if report["type"] != "UserFunctionError":
+        message = f"{report['type']}: {message}\n{report['traceback']}"
+    err = JobFailed(name, message, server=report["server"], phase=report["phase"])
+    err.report = report
+    return err
+
+
+class Executor(ABC):
+    """Runs mapreduce jobs to the end; a subclass says where the servers are and how a phase reaches them."""
+
+    #: how messages name this executor ("the local executor", "the cluster")
+    description = "this executor"
+
+    def __init__(self, config: ClusterConfig, on_progress: Progress | None = None) -> None:
+        self.config = config
+        self.on_progress = on_progress
+        self.deadline = Deadline(None)
+
+    @property
+    @abstractmethod
+    def server_ids(self) -> list[str]:
+        """Every server that takes part in a run (the plan names what each maps)."""
+
+    def run(self, job: dict, timeout_minutes: float | None = None) -> JobResult:
+        """Run one mapreduce job to the end; raise JobFailed (or another ClusterError) if it fails, and
+        JobTimedOut (the run dropped everywhere, nothing published) past `timeout_minutes`."""
+        job = validate_job(job)
+        name = job["job_name"]
+        if job["job_type"] != JobType.MAPREDUCE.value:
+            raise JobFailed(name, f"{self.description} runs mapreduce jobs, not {job['job_type']} jobs (those run "
+                            "through the Runner)")
+        functions.load_job_functions(self.config.projects_dir, job)  # fail fast, before any server
+        self.check(job)
+        self.deadline = Deadline(timeout_minutes)
+        with self.lock(job), self.session():
+            return self._run(job)
+
+    def _run(self, job: dict) -> JobResult:
+        plan, notes = self.plan(job)
+        for path in notes.get("locked_files_skipped", []):
+            log.warning("skipping %s: it is locked (still being written); it will be mapped next time", path)
+        run_id = new_run_id()
+        per_server: dict[str, dict[str, dict]] = {s: {} for s in self.server_ids}
+        seconds: dict[str, float] = {}
+        try:
+            self.start(job, run_id, plan, per_server)
+            for phase in Phase:
+                started = time.monotonic()
+                self.run_phase(job, run_id, phase, per_server)
+                seconds[phase.value] = round(time.monotonic() - started, 3)
+                if phase is Phase.MAP:
+                    check_map_phase(job, per_server)
+            output_dir = self.commit(job, run_id, plan, per_server)
+        except BaseException:
+            self.abort(job, run_id)
+            raise
+        finally:
+            self.finish(job, run_id)
+        counters = merge_counters(per_server)
+        counters.update(notes)
+        counters["seconds"] = seconds
+        return JobResult(job["job_name"], run_id, output_dir, counters, per_server)
+
+    def report_progress(self, phase: str, per_server: dict[str, dict[str, dict]]) -> None:
+        """Hand the phase's counters so far to the progress callback, if there is one."""
+        if self.on_progress is not None:
+            self.on_progress(phase, {s: per_server[s].get(phase, {}) for s in per_server})
+
+    # --- what an executor says ---------------------------------------------------------------
+    def check(self, job: dict) -> None:  # noqa: B027 - an optional hook
+        """Checks that need no lock (the local executor: auxiliary data); raise to refuse the job."""
+
+    @abstractmethod
+    def lock(self, job: dict) -> AbstractContextManager:
+        """Hold the job's lock for the run (two runs of one job never overlap)."""
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """What the run holds open (the cluster: its Redis connections)."""
+        yield
+
+    @abstractmethod
+    def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
+        """Which server maps which files, and notes for the counters (locked files, files already mapped)."""
+
+    @abstractmethod
+    def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
+        """Give every server its part of the run."""
+
+    @abstractmethod
+    def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
+        """Send one phase to every server and wait until each reported it done (its counters into
+        `per_server`); raise on the first failure, a dead server, or the deadline."""
+
+    @abstractmethod
+    def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
+        """Publish the run's output (and its hold_state record) everywhere; return the output folder."""
+
+    @abstractmethod
+    def abort(self, job: dict, run_id: str) -> None:
+        """Drop the run everywhere and remove what it left; the previous output stays."""
+
+    def finish(self, job: dict, run_id: str) -> None:  # noqa: B027 - an optional hook
+        """Release what the run used, whether it succeeded or not."""
