@@ -21,10 +21,10 @@ _EXPORTS = {
     "BadRecord": "cluster.exceptions",
     "ClusterError": "cluster.exceptions",
     "ClusterConfig": "cluster.config",
-    "get_mapreduce_job_template": "cluster.jobs",
-    "get_script_template": "cluster.jobs",
-    "get_file_transfer_template": "cluster.jobs",
-    "validate_job": "cluster.jobs",
+    "get_mapreduce_job_template": "cluster.job_spec",
+    "get_script_template": "cluster.job_spec",
+    "get_file_transfer_template": "cluster.job_spec",
+    "validate_job": "cluster.job_spec",
     "run_job": "cluster.api",
     "JobResult": "cluster.executors.base",
 }
@@ -37,7 +37,12 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from cluster.emit import with_value
     from cluster.exceptions import BadRecord, ClusterError
     from cluster.executors.base import JobResult
-    from cluster.jobs import get_file_transfer_template, get_mapreduce_job_template, get_script_template, validate_job
+    from cluster.job_spec import (
+        get_file_transfer_template,
+        get_mapreduce_job_template,
+        get_script_template,
+        validate_job,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import click
 
 import cluster
-from cluster import defaults, jobs
+from cluster import defaults, job_spec
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, MissingExtra
 from cluster.layout import JobLayout
@@ -65,11 +65,17 @@ def mapreduce(verbose: int) -> None:
 
 
 @mapreduce.command()
-@click.argument("job_type", type=click.Choice([t.value for t in jobs.JobType]))
-def template(job_type: str) -> None:
-    """Print a job template (JSON) with every key at its default."""
-    job = jobs.TEMPLATES[jobs.JobType(job_type)]()
-    click.echo(json.dumps(job, indent=2))
+@click.argument("job_type", type=click.Choice([t.value for t in job_spec.JobType]))
+@click.option("--keys", is_flag=True, help="Print what each key means, with its default (a Markdown table).")
+def template(job_type: str, keys: bool) -> None:
+    """Print a job template (JSON) with every key at its default.
+
+    A job file needs only the keys marked required (`--keys` lists them); the rest default."""
+    kind = job_spec.JobType(job_type)
+    if keys:
+        click.echo(job_spec.key_table(kind))
+        return
+    click.echo(json.dumps(job_spec.TEMPLATES[kind](), indent=2))
 
 
 def _read_job(path: str) -> dict:
@@ -80,7 +86,7 @@ def _read_job(path: str) -> dict:
         raise click.ClickException(f"cannot read job file {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise click.ClickException(f"job file {path} is not valid JSON: {exc}") from None
-    return jobs.validate_job(job)
+    return job_spec.validate_job(job)
 
 
 @mapreduce.command()

@@ -34,7 +34,7 @@ import ujson
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import TransferError
-from cluster.jobs import validate_job
+from cluster.job_spec import validate_job
 from cluster.manage_cluster import for_each_host
 from cluster.remote import Remote, remote_for
 from cluster.schedule import Deadline

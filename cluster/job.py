@@ -22,14 +22,14 @@ from typing import Any
 import click
 
 import cluster
-from cluster import defaults, functions, jobs
+from cluster import defaults, functions, job_spec
 from cluster.api import make_executor
 from cluster.config import ClusterConfig
 from cluster.dimensions import DimensionsFilter, select_local_files
 from cluster.exceptions import ClusterError, JobScriptError
 from cluster.executors.base import JobResult
 from cluster.job_script import JobScript
-from cluster.jobs import is_valid_name
+from cluster.job_spec import is_valid_name
 from cluster.layout import JobLayout
 from cluster.progress import PhaseBars
 from cluster.remote_data import RemoteData
@@ -102,7 +102,7 @@ class JobScriptRunner:
         started = time.monotonic()
         data_dir = self._data_dir()
         job = self._job(data_dir)
-        job = jobs.validate_job(job)
+        job = job_spec.validate_job(job)
         if not r.cluster:
             files = select_local_files(data_dir, self.filter)
             log.info("selected %d files (%.1f MB) under %s with %s", len(files), sum(s for _, s in files) / 1e6,
@@ -173,7 +173,7 @@ class JobScriptRunner:
 
     def _job(self, data_dir: str) -> dict[str, Any]:
         r = self.run
-        job = jobs.get_mapreduce_job_template()
+        job = job_spec.get_mapreduce_job_template()
         combine = self.script.combine is not None and self.script.reduce is not None and r.combine_threshold > 0
         job.update(job_name=self.job_name, project_name=self.job_name, input_dirs=[data_dir],
                    map_function_name="map", reduce_function_name="reduce",

@@ -14,7 +14,7 @@ from typing import Any
 from cluster import functions
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
-from cluster.jobs import JobType
+from cluster.job_spec import JobType
 from cluster.layout import JobLayout
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, JobTimedOut, RunnerBusy
-from cluster.jobs import JobType
+from cluster.job_spec import JobType
 from cluster.layout import take_flock
 from cluster.schedule import is_due, utc_now
 from cluster.scheduler import QueuedJob, RunStatus, Scheduler

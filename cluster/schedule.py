@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from cluster.exceptions import JobTimedOut
-from cluster.jobs import WEEKDAYS, weekday_number
+from cluster.job_spec import WEEKDAYS, weekday_number
 
 UTC = dt.UTC
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobSpecError
-from cluster.jobs import (  # noqa: F401 - the templates are part of the Scheduler's API
+from cluster.job_spec import (  # noqa: F401 - the templates are part of the Scheduler's API
     get_file_transfer_template,
     get_mapreduce_job_template,
     get_script_template,

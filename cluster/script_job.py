@@ -25,7 +25,7 @@ from typing import Any
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobSpecError, JobTimedOut, ScriptFailed
-from cluster.jobs import is_inside
+from cluster.job_spec import is_inside
 from cluster.publish import publish
 
 log = logging.getLogger(__name__)

@@ -138,7 +138,7 @@ def dask_case(spec: dict) -> dict:
 def executor_case(spec: dict) -> dict:
     from cluster.config import ClusterConfig
     from cluster.executors.local import LocalExecutor
-    from cluster.jobs import get_mapreduce_job_template
+    from cluster.job_spec import get_mapreduce_job_template
     from cluster.reading import iter_lines
 
     servers = int(spec["case"].split("-")[1])

@@ -22,7 +22,7 @@ import time
 
 from cluster.config import ClusterConfig
 from cluster.file_transfer import FileTransfer
-from cluster.jobs import get_script_template
+from cluster.job_spec import get_script_template
 from cluster.runner import Runner
 from cluster.scheduler import Scheduler
 

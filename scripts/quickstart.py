@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tempfile
 
-from cluster.jobs import get_mapreduce_job_template
+from cluster.job_spec import get_mapreduce_job_template
 from cluster.sample_data import generate
 
 p = argparse.ArgumentParser(description="Run a word count on sample data with the local executor.")

@@ -12,7 +12,7 @@ from werkzeug.security import safe_join
 from cluster.config import ClusterConfig
 from cluster.dashboard.state import state
 from cluster.exceptions import PublishError
-from cluster.jobs import is_valid_name
+from cluster.job_spec import is_valid_name
 from cluster.publish import MANIFEST, local_location, s3_errors, s3_location, s3_root
 from cluster.s3 import s3_client
 

@@ -23,7 +23,7 @@ from wtforms.validators import InputRequired, NumberRange, Optional, ValidationE
 from cluster import defaults
 from cluster.dashboard.state import state
 from cluster.exceptions import JobSpecError
-from cluster.jobs import (
+from cluster.job_spec import (
     SCHEDULE_FREQUENCIES,
     WEEKDAYS,
     JobType,

@@ -23,7 +23,7 @@ from typing import Any
 from cluster import functions
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobFailed
-from cluster.jobs import JobType, validate_job
+from cluster.job_spec import JobType, validate_job
 from cluster.mapper import new_run_id
 from cluster.process import Phase
 from cluster.reading import input_problems

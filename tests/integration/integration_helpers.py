@@ -18,7 +18,7 @@ import ujson
 from cluster.config import ClusterConfig
 from cluster.executors.base import JobResult
 from cluster.executors.local import LocalExecutor
-from cluster.jobs import get_mapreduce_job_template
+from cluster.job_spec import get_mapreduce_job_template
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PROJECTS = REPO / "tests" / "projects"     # testjobs: the tests' own map/reduce functions

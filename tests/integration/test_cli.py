@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from integration_helpers import EXAMPLE_PROJECTS, MAPREDUCE
 
-from cluster.jobs import get_mapreduce_job_template, get_script_template
+from cluster.job_spec import get_mapreduce_job_template, get_script_template
 
 
 def mapreduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:

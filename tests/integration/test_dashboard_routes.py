@@ -15,7 +15,7 @@ from integration_helpers import free_port
 
 from cluster.config import ClusterConfig
 from cluster.dashboard import create_app
-from cluster.jobs import get_mapreduce_job_template, get_script_template
+from cluster.job_spec import get_mapreduce_job_template, get_script_template
 from cluster.runner import Runner
 from cluster.schedule import next_time_after, utc_now
 

@@ -16,7 +16,7 @@ import pytest
 from integration_helpers import MAPREDUCE, make_config, make_job, output_dict, process_alive, write_lines
 
 from cluster.exceptions import JobSpecError
-from cluster.jobs import get_script_template
+from cluster.job_spec import get_script_template
 from cluster.runner import Runner
 from cluster.scheduler import RunStatus, Scheduler
 from cluster.script_job import safe_extract
@@ -323,7 +323,7 @@ def test_a_pipeline_upload_mapreduce_download_script_auxiliary_mapreduce(runner,
         top = {w: 100 for w, _ in counts.most_common(2)}
         pathlib.Path(sys.argv[2]).write_text(json.dumps({"weights": top}))
     """)
-    from cluster.jobs import get_file_transfer_template
+    from cluster.job_spec import get_file_transfer_template
 
     def transfer(name: str, prio: int, **keys) -> dict:
         job = get_file_transfer_template()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from integration_helpers import MAPREDUCE, make_config, process_alive
 
-from cluster.jobs import get_script_template
+from cluster.job_spec import get_script_template
 from cluster.scheduler import Scheduler
 
 

@@ -121,7 +121,7 @@ def test_a_script_without_a_main_guard_can_run_the_executor(tmp_path):
     script.write_text(f'''
 import json
 from cluster.config import ClusterConfig
-from cluster.jobs import get_mapreduce_job_template
+from cluster.job_spec import get_mapreduce_job_template
 from cluster.executors.local import LocalExecutor
 from cluster.reading import iter_lines
 import os

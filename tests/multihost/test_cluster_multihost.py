@@ -22,7 +22,7 @@ from cluster import sample_data
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, JobFailed, TransferError
 from cluster.file_transfer import FileTransfer
-from cluster.jobs import get_file_transfer_template, get_script_template
+from cluster.job_spec import get_file_transfer_template, get_script_template
 from cluster.manage_cluster import ManageCluster
 from cluster.runner import Runner
 from cluster.scheduler import Scheduler

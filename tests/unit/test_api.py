@@ -17,7 +17,7 @@ from cluster.executors.local import LocalExecutor
 def test_every_exported_name_resolves_and_import_cluster_loads_none_of_them():
     for name in cluster.__all__:
         assert getattr(cluster, name) is not None, name
-    code = ("import sys, cluster; heavy = [m for m in ('cluster.config', 'cluster.jobs', 'cluster.executors', "
+    code = ("import sys, cluster; heavy = [m for m in ('cluster.config', 'cluster.job_spec', 'cluster.executors', "
             "'cluster.api', 'ujson', 'click') if m in sys.modules]; print(heavy)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

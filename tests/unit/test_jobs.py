@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cluster.exceptions import JobSpecError
-from cluster.jobs import (
+from cluster.job_spec import (
     TEMPLATES,
     TRANSFER_NEEDS,
     TRANSFER_TYPES,
@@ -281,3 +281,71 @@ def test_schedule_keys_are_checked_together():
         "schedule_frequency must be null (every round) or one of daily, weekly, monthly, got 'hourly'"]
     assert problems_of(mapreduce_job(day_of_week="someday")) == [
         "day_of_week must be 0 (Monday) to 6 (Sunday) or a day's name, got 'someday'"]
+
+
+# --- the job spec ------------------------------------------------------------------------
+TODAY = {  # the templates before the spec was written once (job_submitter aside): they must not change
+    "mapreduce": {"job_type": "mapreduce", "force_run": False, "start_time": None, "end_time": None, "job_name": None,
+                  "group_name": None, "job_priority": None, "run_once": False, "exception": None,
+                  "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None, "day_of_month": None,
+                  "time_of_day": "12:00", "project_name": None, "input_dirs": None, "delete_job_data": True,
+                  "current_phase": None, "map_function_name": None, "auxiliary_data_name_mapper": None,
+                  "hold_state": False, "downsample": 1.0, "max_bad_fraction": 0.01,
+                  "max_number_dumped_items_shuffler": None, "simultaneous_files_in_redis": None,
+                  "combine_function_name": None, "reduce_function_name": None, "auxiliary_data_name_reducer": None,
+                  "max_number_dumped_items_reducer": None, "disk_based_input": False, "disk_based_output": False,
+                  "compress": False, "merge_previous_output": False, "job_script": None, "input_filter": None,
+                  "combine_threshold": None},
+    "script": {"job_type": "script", "force_run": False, "start_time": None, "end_time": None, "job_name": None,
+               "group_name": None, "job_priority": None, "run_once": False, "exception": None,
+               "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None, "day_of_month": None,
+               "time_of_day": "12:00", "script_location": None, "script_arguments": [], "code_tarball": None,
+               "execution_commandline": None, "output_dir": None},
+    "file_transfer": {"job_type": "file_transfer", "force_run": False, "start_time": None, "end_time": None,
+                      "job_name": None, "group_name": None, "job_priority": None, "run_once": False,
+                      "exception": None, "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None,
+                      "day_of_month": None, "time_of_day": "12:00", "input_dir": None, "output_dir": None,
+                      "transfer_type": None, "reload_files": False, "delete_files": False, "compress": False,
+                      "input_file_name": None, "auxiliary_data_name": None},
+}
+
+
+@pytest.mark.parametrize("job_type", list(JobType))
+def test_the_spec_makes_the_templates_of_today_in_their_order(job_type):
+    made = TEMPLATES[job_type]()
+    assert isinstance(made.pop("job_submitter"), str)
+    assert list(made.items()) == list(TODAY[job_type.value].items())
+    if job_type is JobType.SCRIPT:
+        assert made["script_arguments"] is not TEMPLATES[job_type]()["script_arguments"], "a new list each time"
+
+
+def test_every_key_has_a_meaning_and_the_required_ones_are_the_issue_s():
+    from cluster.job_spec import KEYS
+
+    for job_type, keys in KEYS.items():
+        assert all(k.spec.meaning for k in keys), job_type
+    required = {t.value: sorted(k.name for k in keys if k.spec.required) for t, keys in KEYS.items()}
+    assert required == {"mapreduce": ["input_dirs", "job_name", "job_type", "map_function_name", "project_name"],
+                        "script": ["job_name", "job_type"],
+                        "file_transfer": ["job_name", "job_type", "transfer_type"]}
+
+
+def test_the_readme_key_tables_are_the_spec_s():
+    from pathlib import Path
+
+    from cluster.job_spec import key_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for job_type, which in ((JobType.MAPREDUCE, "own"), (JobType.SCRIPT, "common"), (JobType.SCRIPT, "own"),
+                            (JobType.FILE_TRANSFER, "own")):
+        assert key_table(job_type, which) in readme, f"README's {job_type} {which} key table is out of date"
+
+
+def test_the_typed_views_are_the_spec():
+    import typing
+
+    from cluster.job_spec import FileTransferJob, MapReduceJob, ScriptJob
+
+    for typed, job_type in ((MapReduceJob, JobType.MAPREDUCE), (ScriptJob, JobType.SCRIPT),
+                            (FileTransferJob, JobType.FILE_TRANSFER)):
+        assert list(typing.get_type_hints(typed)) == list(TEMPLATES[job_type]())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cluster.jobs import get_script_template
+from cluster.job_spec import get_script_template
 from cluster.schedule import is_due, next_time_after
 
 UTC = dt.UTC

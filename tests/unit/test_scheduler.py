@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from cluster.exceptions import JobSpecError
-from cluster.jobs import get_script_template
+from cluster.job_spec import get_script_template
 from cluster.scheduler import RunStatus, Scheduler
 
 

@@ -16,7 +16,7 @@ from cluster.job_script import (
     ScriptReduce,
     engine_functions,
 )
-from cluster.jobs import get_mapreduce_job_template, validate_job
+from cluster.job_spec import get_mapreduce_job_template, validate_job
 
 
 def module(**functions) -> types.ModuleType:
