@@ -59,6 +59,10 @@ class OutputError(ClusterError):
 _NO_KEY = object()
 
 
+class WaitTimedOut(ClusterError):
+    """What `timing.wait_until` waited for did not happen in time (the caller usually says more)."""
+
+
 class ShuffleError(ClusterError):
     """A spill file could not be written or handed over (disk full, permissions...)."""
 

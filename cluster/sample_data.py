@@ -20,7 +20,7 @@ import string
 import uuid
 from typing import Any
 
-from cluster.dimensions import safe_filename
+from cluster.engine.partitions import safe_filename
 
 
 def _open(path: str, gz: bool):

@@ -137,9 +137,9 @@ def dask_case(spec: dict) -> dict:
 
 def executor_case(spec: dict) -> dict:
     from cluster.config import ClusterConfig
+    from cluster.engine.reading import iter_lines
     from cluster.executors.local import LocalExecutor
     from cluster.job_spec import get_mapreduce_job_template
-    from cluster.reading import iter_lines
 
     servers = int(spec["case"].split("-")[1])
     config = ClusterConfig.from_dict({
@@ -166,7 +166,7 @@ def executor_case(spec: dict) -> dict:
         # default: the hottest words)
         job["disk_based_input"] = True
     if spec["case"].startswith("cluster"):  # the running bench cluster (bench.py starts it, kills it after)
-        from cluster.manage_cluster import ManageCluster
+        from cluster.master.manager import ManageCluster
 
         os.environ["XDG_CONFIG_HOME"] = spec["xdg"]
         result = ManageCluster(ClusterConfig.from_file(spec["cluster_config"])).run(job)
@@ -203,7 +203,7 @@ def jobscript_case(spec: dict) -> dict:
     import logging
     import tempfile
 
-    from cluster.job import JobScriptRunner, ScriptRun
+    from cluster.telemetry.script import JobScriptRunner, ScriptRun
 
     logging.basicConfig(level=logging.WARNING)
     work = tempfile.mkdtemp(prefix="bench-job-", dir=os.path.join(ROOT, "bench-data"))
@@ -266,8 +266,8 @@ def redis_case(spec: dict) -> dict:
     import threading
 
     from cluster.layout import JobLayout
-    from cluster.redis_server import RedisServer
-    from cluster.redis_transport import RedisReceiver, RedisTransport, job_namespace
+    from cluster.node.redis_server import RedisServer
+    from cluster.node.redis_transport import RedisReceiver, RedisTransport, job_namespace
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

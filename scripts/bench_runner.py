@@ -21,10 +21,10 @@ import tempfile
 import time
 
 from cluster.config import ClusterConfig
-from cluster.file_transfer import FileTransfer
 from cluster.job_spec import get_script_template
-from cluster.runner import Runner
-from cluster.scheduler import Scheduler
+from cluster.scheduling.file_transfer import FileTransfer
+from cluster.scheduling.runner import Runner
+from cluster.scheduling.store import Scheduler
 
 
 def best(fn, repeats: int) -> float:

@@ -17,7 +17,7 @@ from cluster.dashboard import auth, cluster_view, jobs_view, results, schedule_f
 from cluster.dashboard.state import DashboardState
 from cluster.exceptions import ClusterError
 from cluster.progress import human_size
-from cluster.scheduler import Scheduler
+from cluster.scheduling.store import Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from flask import Blueprint, render_template
 
 from cluster.dashboard.state import state
 from cluster.progress import server_progress
-from cluster.schedule import utc_now
-from cluster.scheduler import parse_time
+from cluster.scheduling.schedule import utc_now
+from cluster.scheduling.store import parse_time
 
 bp = Blueprint("cluster", __name__)
 

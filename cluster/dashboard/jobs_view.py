@@ -13,8 +13,8 @@ from cluster.dashboard.cluster_view import running_runs
 from cluster.dashboard.results import is_within, published_files
 from cluster.dashboard.state import state
 from cluster.job_spec import is_valid_name
-from cluster.schedule import describe, next_run, utc_now
-from cluster.scheduler import parse_time
+from cluster.scheduling.schedule import describe, next_run, utc_now
+from cluster.scheduling.store import parse_time
 
 bp = Blueprint("jobs", __name__)
 

@@ -13,8 +13,8 @@ from cluster.config import ClusterConfig
 from cluster.dashboard.state import state
 from cluster.exceptions import PublishError
 from cluster.job_spec import is_valid_name
-from cluster.publish import MANIFEST, local_location, s3_errors, s3_location, s3_root
-from cluster.s3 import s3_client
+from cluster.master.s3 import s3_client
+from cluster.scheduling.publish import MANIFEST, local_location, s3_errors, s3_location, s3_root
 
 bp = Blueprint("results", __name__)
 FILES_LISTED = 500  # per job; the manifest and a download of each still cover the rest

@@ -34,8 +34,8 @@ from cluster.job_spec import (
     validate_job,
     weekday_number,
 )
-from cluster.schedule import next_run, utc_now
-from cluster.script_job import TARBALL_ERRORS, tarball_problems
+from cluster.scheduling.schedule import next_run, utc_now
+from cluster.scheduling.script_runs import TARBALL_ERRORS, tarball_problems
 
 log = logging.getLogger(__name__)
 bp = Blueprint("schedule", __name__)

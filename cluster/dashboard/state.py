@@ -15,7 +15,7 @@ from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError
 from cluster.layout import flock_holder
-from cluster.scheduler import Scheduler
+from cluster.scheduling.store import Scheduler
 
 FAILED_LOGINS_ALLOWED = 5       # per client address and window; then its logins are refused...
 FAILED_LOGIN_WINDOW_SECONDS = 300.0  # ...until the window has passed
@@ -49,7 +49,7 @@ class DashboardState:
                 if self.cluster_status is not None:
                     found = self.cluster_status()
                 else:
-                    from cluster.manage_cluster import ManageCluster
+                    from cluster.master.manager import ManageCluster
 
                     found = ManageCluster(self.config).status()
             except ClusterError as exc:

@@ -20,14 +20,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster import functions
 from cluster.config import ClusterConfig
+from cluster.engine import functions
+from cluster.engine.mapper import new_run_id
+from cluster.engine.reading import input_problems
+from cluster.engine.task import Phase
 from cluster.exceptions import JobFailed
 from cluster.job_spec import JobType, validate_job
-from cluster.mapper import new_run_id
-from cluster.process import Phase
-from cluster.reading import input_problems
-from cluster.schedule import Deadline
+from cluster.timing import Deadline
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,13 @@ from typing import Any, cast
 import redis
 import ujson
 
-from cluster import control, defaults, deploy
+from cluster import defaults
+from cluster.engine.task import Phase
 from cluster.exceptions import ClusterError, ClusterNotRunning, InputError, JobFailed
 from cluster.executors.base import Executor, Plan, Progress, failure_from_report
 from cluster.layout import JobLayout
-from cluster.process import Phase
-from cluster.security import secrets_for
+from cluster.node import control
+from cluster.node.security import secrets_for
 
 log = logging.getLogger(__name__)
 START = "start"
@@ -94,8 +95,7 @@ class ClusterExecutor(Executor):
         job_json = ujson.dumps(job)
 
         def prepare(host: str) -> dict:
-            with self.manager.remote(host) as remote:
-                deploy.push_project(remote, self.config, job["project_name"])
+            self.manager.push_project(host, job["project_name"])
             self.manager.call(host, "prepare_job", name)
             return ujson.loads(self.manager.call(host, "plan_inputs", job_json, ujson.dumps(self.by_location[host])))
 

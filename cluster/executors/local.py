@@ -1,6 +1,6 @@
 """The local executor: one location's servers as worker processes on this machine, no servers to start.
 
-The lifecycle is base.py's; here a run starts N worker processes (`python -m cluster.process`,
+The lifecycle is base.py's; here a run starts N worker processes (`python -m cluster.executors.local_worker`,
 each a `ServerTask`), sends each phase down a pipe and reads reports (progress, done, error,
 heartbeats) from another. A worker that raises, dies or falls silent fails the job with a message
 naming it; the previous output is left as it was.
@@ -21,13 +21,14 @@ from typing import Any
 import cluster
 from cluster import defaults
 from cluster.config import ClusterConfig
+from cluster.engine.inputs import HoldState, plan_inputs
+from cluster.engine.mapper import load_auxiliary_data
+from cluster.engine.reducer import commit_output, discard_run
+from cluster.engine.task import Phase, Report
 from cluster.exceptions import JobFailed
 from cluster.executors.base import Executor, Plan, Progress, failure_from_report
-from cluster.inputs import HoldState, plan_inputs
+from cluster.executors.local_worker import Channel
 from cluster.layout import JobLayout
-from cluster.mapper import load_auxiliary_data
-from cluster.process import Channel, Phase, Report
-from cluster.reducer import commit_output, discard_run
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,14 @@ class LocalExecutor(Executor):
 
     def _start_worker(self, config: ClusterConfig, job: dict, run_id: str, server: str, inputs: dict,
                       reports: queue.Queue) -> tuple[subprocess.Popen, Channel]:
-        """Start `python -m cluster.process` for one server, with a command pipe and a report pipe."""
+        """Start `python -m cluster.executors.local_worker` for one server, with a command pipe and a report pipe."""
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(cluster.__file__)))
         env = dict(os.environ, CLUSTER_SERVER_ID=server, CLUSTER_JOB_NAME=job["job_name"],
                    PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "cluster.process", str(cmd_r), str(rep_w)],
+            proc = subprocess.Popen([sys.executable, "-m", "cluster.executors.local_worker", str(cmd_r), str(rep_w)],
                                     pass_fds=(cmd_r, rep_w), env=env, stdin=subprocess.DEVNULL,
                                     process_group=0)  # a terminal's Ctrl-C goes to the master alone
         finally:

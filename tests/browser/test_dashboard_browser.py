@@ -11,8 +11,8 @@ import pytest
 from dashboard_helpers import FAILING_PY, REPORT_PY, make_tarball
 
 from cluster.config import ClusterConfig
-from cluster.schedule import next_time_after
-from cluster.scheduler import Scheduler
+from cluster.scheduling.schedule import next_time_after
+from cluster.scheduling.store import Scheduler
 
 pytestmark = pytest.mark.browser
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from integration_helpers import REPO, TEST_PROJECTS, free_port, free_port_block
 
-from cluster import location
 from cluster.config import ClusterConfig
-from cluster.manage_cluster import ManageCluster
+from cluster.master.manager import ManageCluster
+from cluster.node import location
 
 MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
 SERVERS = 2

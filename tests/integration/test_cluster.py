@@ -30,12 +30,13 @@ from integration_helpers import (
     write_lines,
 )
 
-from cluster import location, sample_data
+from cluster import sample_data
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobFailed
-from cluster.manage_cluster import ManageCluster
-from cluster.security import init_secrets
-from cluster.server import tls_connect
+from cluster.master.manager import ManageCluster
+from cluster.node import location
+from cluster.node.security import init_secrets
+from cluster.node.services import tls_connect
 
 
 @pytest.fixture(scope="module")

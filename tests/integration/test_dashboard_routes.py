@@ -16,8 +16,8 @@ from integration_helpers import free_port
 from cluster.config import ClusterConfig
 from cluster.dashboard import create_app
 from cluster.job_spec import get_mapreduce_job_template, get_script_template
-from cluster.runner import Runner
-from cluster.schedule import next_time_after, utc_now
+from cluster.scheduling.runner import Runner
+from cluster.scheduling.schedule import next_time_after, utc_now
 
 NO_CLUSTER = {"error": "cluster 'dash' has never been started (no certificates); run `manage_cluster start`",
               "servers": [], "locations": []}

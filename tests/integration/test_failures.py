@@ -245,7 +245,7 @@ def test_stopped_worker_fails_the_job_by_heartbeat_timeout(config, tmp_path, mon
 
 
 def _live_workers() -> list[int]:
-    """Worker processes (`python -m cluster.process` children) of this process that are still alive."""
+    """Worker processes (`python -m cluster.executors.local_worker` children) of this process that are still alive."""
     deadline = time.monotonic() + 5
     while True:
         live = []
@@ -255,7 +255,7 @@ def _live_workers() -> list[int]:
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"cluster.process" in cmdline and state != "Z":
+            if b"cluster.engine.task" in cmdline and state != "Z":
                 live.append(pid)
         if not live or time.monotonic() > deadline:
             return live

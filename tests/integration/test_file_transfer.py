@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from integration_helpers import make_config
 
-from cluster import file_transfer
 from cluster.exceptions import TransferError
-from cluster.file_transfer import FileTransfer
-from cluster.remote import LocalRemote
+from cluster.master.remote import LocalRemote
+from cluster.scheduling import file_transfer
+from cluster.scheduling.file_transfer import FileTransfer
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 from integration_helpers import REPO
 
 from cluster import sample_data
-from cluster.dimensions import DimensionsFilter
-from cluster.remote_data import RemoteData
+from cluster.engine.partitions import DimensionsFilter
+from cluster.telemetry.remote_data import RemoteData
 
 SCRIPTS = REPO / "tests" / "job_scripts"
 EXAMPLE = REPO / "examples" / "telemetry" / "channel_os.py"  # the README's example
@@ -313,11 +313,12 @@ def test_a_download_that_fails_twice_is_retried_and_logged(telemetry, tmp_path, 
     f = DimensionsFilter(json.loads(write_filter(tmp_path / "f.json").read_text()))
     objects = RemoteData(client, "flaky", str(tmp_path / "c0")).list(f)
     key = objects[3][0]
-    caplog.set_level(logging.INFO, logger="cluster.remote_data")
+    caplog.set_level(logging.INFO, logger="cluster.telemetry.remote_data")
     remote = RemoteData(FlakyClient(client, key, 2), "flaky", str(tmp_path / "cache"), backoff_seconds=0.01)
     report = remote.fetch(objects)
     assert report.fetched == len(objects) and report.failed == {} and report.retries == 2
-    tries = [r.getMessage() for r in caplog.records if r.name == "cluster.remote_data" and key in r.getMessage()]
+    tries = [r.getMessage() for r in caplog.records
+             if r.name == "cluster.telemetry.remote_data" and key in r.getMessage()]
     assert "failed (try 1 of 3)" in tries[0] and "failed (try 2 of 3)" in tries[1]
     assert "Connection reset by peer" in tries[0] and "try 3" in tries[2] and len(tries) == 3
     assert (tmp_path / "cache" / key).read_bytes() == (telemetry / key).read_bytes()

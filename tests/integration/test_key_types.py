@@ -18,7 +18,7 @@ from integration_helpers import (
     write_lines,
 )
 
-from cluster.functions import load_function
+from cluster.engine.functions import load_function
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from integration_helpers import free_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cluster.redis_server import RedisServer
+from cluster.node.redis_server import RedisServer
 
 PASSWORD = "test-password-0123456789abcdef"
 NO_RETRY = Retry(NoBackoff(), 0)

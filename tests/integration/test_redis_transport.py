@@ -10,8 +10,8 @@ from integration_helpers import free_port
 
 from cluster.exceptions import ShuffleError
 from cluster.layout import JobLayout
-from cluster.redis_server import RedisServer
-from cluster.redis_transport import RedisReceiver, RedisTransport, job_namespace
+from cluster.node.redis_server import RedisServer
+from cluster.node.redis_transport import RedisReceiver, RedisTransport, job_namespace
 
 PASSWORD = "transport-test-password-0123456789"
 NS = job_namespace("t", "job", "run1")

@@ -8,7 +8,7 @@ import pytest
 from integration_helpers import free_port, wait_for_port
 
 from cluster.exceptions import RemoteCommandError
-from cluster.remote import LocalRemote, SSHRemote, is_local
+from cluster.master.remote import LocalRemote, SSHRemote, is_local
 
 SSHD = "/usr/sbin/sshd"
 

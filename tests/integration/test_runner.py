@@ -17,9 +17,9 @@ from integration_helpers import MAPREDUCE, make_config, make_job, output_dict, p
 
 from cluster.exceptions import JobSpecError
 from cluster.job_spec import get_script_template
-from cluster.runner import Runner
-from cluster.scheduler import RunStatus, Scheduler
-from cluster.script_job import safe_extract
+from cluster.scheduling.runner import Runner
+from cluster.scheduling.script_runs import safe_extract
+from cluster.scheduling.store import RunStatus, Scheduler
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_force_run_runs_a_job_resubmitted_during_the_round_again(runner, appende
     resubmit = write_script(tmp_path / "resubmit.py", f"""
         import json, os
         from cluster.config import ClusterConfig
-        from cluster.scheduler import Scheduler
+        from cluster.scheduling.store import Scheduler
         s = Scheduler(ClusterConfig.from_dict({{"local_working_dir": {cfg.local_working_dir!r}}}))
         job = s.get_job("first")
         job["force_run"] = {{force}}

@@ -14,7 +14,7 @@ import pytest
 from integration_helpers import MAPREDUCE, make_config, process_alive
 
 from cluster.job_spec import get_script_template
-from cluster.scheduler import Scheduler
+from cluster.scheduling.store import Scheduler
 
 
 @pytest.fixture

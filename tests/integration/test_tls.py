@@ -15,8 +15,8 @@ from integration_helpers import free_port, wait_for_port
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import ConfigError
-from cluster.security import init_secrets, load_secrets
-from cluster.server import ClusterServerService, tls_connect, tls_server
+from cluster.node.security import init_secrets, load_secrets
+from cluster.node.services import ClusterServerService, tls_connect, tls_server
 
 REFUSED = (EOFError, ConnectionError, OSError, ssl.SSLError)
 

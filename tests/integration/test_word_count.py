@@ -113,7 +113,8 @@ def test_missing_auxiliary_data_is_named(wc_config, words_plain):
 
 
 def test_a_script_without_a_main_guard_can_run_the_executor(tmp_path):
-    """Workers are fresh `python -m cluster.process` processes: they never re-import the caller's script."""
+    """Workers are fresh `python -m cluster.executors.local_worker` processes: they never re-import the
+    caller's script."""
     data = tmp_path / "in"
     data.mkdir()
     (data / "a.txt").write_text("x y x\n" * 50)
@@ -123,7 +124,7 @@ import json
 from cluster.config import ClusterConfig
 from cluster.job_spec import get_mapreduce_job_template
 from cluster.executors.local import LocalExecutor
-from cluster.reading import iter_lines
+from cluster.engine.reading import iter_lines
 import os
 config = ClusterConfig.from_dict({{"compute_dir": {str(tmp_path / "compute")!r},
                                   "projects_dir": {os.path.join(REPO, "projects")!r}}})

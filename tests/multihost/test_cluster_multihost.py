@@ -21,11 +21,11 @@ from integration_helpers import EXAMPLE_PROJECTS, MAPREDUCE, REPO, TEST_PROJECTS
 from cluster import sample_data
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, JobFailed, TransferError
-from cluster.file_transfer import FileTransfer
 from cluster.job_spec import get_file_transfer_template, get_script_template
-from cluster.manage_cluster import ManageCluster
-from cluster.runner import Runner
-from cluster.scheduler import Scheduler
+from cluster.master.manager import ManageCluster
+from cluster.scheduling.file_transfer import FileTransfer
+from cluster.scheduling.runner import Runner
+from cluster.scheduling.store import Scheduler
 
 MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
 SERVERS_PER_HOST = 2
@@ -104,7 +104,7 @@ def test_start_over_ssh_brings_up_every_location(cluster, hosts):
         mine = config.servers_by_location()[ip]
         assert sessions_on(hosts, i, config.cluster_name) == sorted(
             f"{config.cluster_name}_{r}" for r in ["management", *mine])
-        assert (hosts.host_dirs[i] / "code" / "cluster" / "process.py").is_file()  # pushed to that host only
+        assert (hosts.host_dirs[i] / "code" / "cluster" / "engine" / "task.py").is_file()  # pushed, subpackages too
     status = json.loads(cli(cluster, MANAGE, "status", "--json").stdout)
     assert [r["server"] for r in status["servers"] if r["up"]] == [f"S_{i}" for i in range(6)]
     assert [r["location"] for r in status["locations"] if r["redis"] == "up"] == hosts.ips

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from cluster import codec
+from cluster.engine import codec
 from cluster.exceptions import CodecError
 
 ITEMS = [("a", 1), (("t", 2), [1, 2]), (3, {"k": (1, 2)}), (None, 1.5), (b"raw", {1, 2}),
@@ -80,7 +80,7 @@ def test_stable_hash_rejects_what_it_cannot_encode():
 
 KEYS = ["word", "", "ünïcödé", 0, -7, 2 ** 40, 3.25, None, True, b"bytes", ("a", 1, ("b", None)),
         frozenset({"x", "y", "z", "w", "v"}), (frozenset({"p", "q", "r"}), "s")]
-SCRIPT = ("import json, sys; from cluster import codec; "
+SCRIPT = ("import json, sys; from cluster.engine import codec; "
           "print(json.dumps([codec.stable_hash(k) for k in eval(sys.argv[1])]))")
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster import deploy
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, DeployError
-from cluster.manage_cluster import ManageCluster
-from cluster.remote import LocalRemote
+from cluster.master import deploy
+from cluster.master.manager import ManageCluster
+from cluster.master.remote import LocalRemote
+from cluster.node import location
 
 
 def fake_python(tmp_path: Path, body: str) -> str:
@@ -54,23 +55,23 @@ def test_the_code_digest_follows_the_sources(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "a.py").write_text("x = 1\n")
-    first = deploy.code_digest(str(pkg))
+    first = location.code_digest(str(pkg))
     (pkg / "notes.txt").write_text("not code")
-    assert deploy.code_digest(str(pkg)) == first
+    assert location.code_digest(str(pkg)) == first
     (pkg / "a.py").write_text("x = 2\n")
-    second = deploy.code_digest(str(pkg))
+    second = location.code_digest(str(pkg))
     assert second != first
     (pkg / "engine").mkdir()
     (pkg / "engine" / "b.py").write_text("y = 1\n")  # a subpackage's sources count too
-    third = deploy.code_digest(str(pkg))
+    third = location.code_digest(str(pkg))
     assert third != second
     (pkg / "engine" / "b.py").write_text("y = 2\n")
-    fourth = deploy.code_digest(str(pkg))
+    fourth = location.code_digest(str(pkg))
     assert fourth != third
     (pkg / "engine" / "__pycache__").mkdir()
     (pkg / "engine" / "__pycache__" / "c.py").write_text("cache")
-    assert deploy.code_digest(str(pkg)) == fourth
-    assert deploy.code_digest() == deploy.code_digest(deploy.package_dir())
+    assert location.code_digest(str(pkg)) == fourth
+    assert location.code_digest() == location.code_digest(location.package_dir())
 
 
 def test_push_tree_replaces_the_whole_folder_without_caches(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.dimensions import DimensionsFilter, dimensions_from_path, local_lister, select_local_files
+from cluster.engine.partitions import DimensionsFilter, dimensions_from_path, local_lister, select_local_files
 from cluster.exceptions import FilterError
 
 NAMES = ["reason", "appName", "channel", "version", "build", "date"]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cluster.disk_list import DiskList, DiskValues
+from cluster.engine.disk_list import DiskList, DiskValues
 
 
 def files_in(path) -> list[str]:

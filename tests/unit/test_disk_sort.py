@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from cluster import codec
-from cluster.disk_list import DiskList
-from cluster.disk_sort import DiskSort, sort_items, sort_keys, universal_key
+from cluster.engine import codec
+from cluster.engine.disk_list import DiskList
+from cluster.engine.disk_sort import DiskSort, sort_items, sort_keys, universal_key
 
 TINY = 1024 ** 2  # the smallest budget DiskSort accepts
 

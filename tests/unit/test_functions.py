@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from cluster import functions
+from cluster.engine import functions
 from cluster.exceptions import ProjectError
 
 PLAIN_MAP = """

@@ -1,4 +1,4 @@
-"""The map phase and its inputs: choosing files, locks, hold_state (cluster.inputs), the Mapper."""
+"""The map phase and its inputs: choosing files, locks, hold_state (cluster.engine.inputs), the Mapper."""
 from __future__ import annotations
 
 import fcntl
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from cluster.engine.inputs import HoldState, assign_files, is_locked, list_input_files
+from cluster.engine.mapper import Mapper, read_previous_output
 from cluster.exceptions import BadRecord, InputError
-from cluster.inputs import HoldState, assign_files, is_locked, list_input_files
 from cluster.layout import JobLayout
-from cluster.mapper import Mapper, read_previous_output
 
 
 # --- assign_files ------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def test_assign_files_is_the_same_in_another_process():
     # equal sizes everywhere: only the tie-break decides, and it must not use the salted hash()
     files = [(f"/data/in/file-{i:03d}.txt", 1000 * (i % 4)) for i in range(60)]
     servers = ["S_0", "S_1", "S_2", "S_3", "S_4"]
-    code = ("import json, sys; from cluster.inputs import assign_files; "
+    code = ("import json, sys; from cluster.engine.inputs import assign_files; "
             "files, servers = json.loads(sys.stdin.read()); "
             "print(json.dumps(assign_files([tuple(f) for f in files], servers)))")
     for seed in ("123", "4242"):

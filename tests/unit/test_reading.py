@@ -10,8 +10,7 @@ import lz4.frame
 import pytest
 import zstandard
 
-from cluster.exceptions import FailedFile, InputError
-from cluster.reading import (
+from cluster.engine.reading import (
     OTHER_FILES,
     Compression,
     InputFile,
@@ -21,6 +20,7 @@ from cluster.reading import (
     iter_lines,
     sniff,
 )
+from cluster.exceptions import FailedFile, InputError
 
 LINES = ["first line\n", "ünïcode ✓\n", "\n", "a\ttab\tline\r\n", "last without newline"]
 DATA = "".join(LINES).encode()

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from cluster import codec
+from cluster.engine import codec
+from cluster.engine.reducer import OUTPUT_SUFFIX, OutputWriter, Reducer, commit_output, discard_run
 from cluster.exceptions import OutputError
 from cluster.layout import SPILL_SUFFIX, JobLayout
-from cluster.reducer import OUTPUT_SUFFIX, OutputWriter, Reducer, commit_output, discard_run
 
 
 def read_lines(path) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cluster.job_spec import get_script_template
-from cluster.schedule import is_due, next_time_after
+from cluster.scheduling.schedule import is_due, next_time_after
 
 UTC = dt.UTC
 
@@ -70,7 +70,7 @@ def test_times_in_other_zones_are_read_as_utc():
 
 
 def test_schedules_in_words_and_the_next_run():
-    from cluster.schedule import describe, next_run
+    from cluster.scheduling.schedule import describe, next_run
 
     job = get_script_template()
     assert describe(job) == "every round"

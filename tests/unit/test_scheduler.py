@@ -10,7 +10,7 @@ import pytest
 
 from cluster.exceptions import JobSpecError
 from cluster.job_spec import get_script_template
-from cluster.scheduler import RunStatus, Scheduler
+from cluster.scheduling.store import RunStatus, Scheduler
 
 
 def script(name: str, **extra) -> dict:

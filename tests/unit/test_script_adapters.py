@@ -6,8 +6,13 @@ import types
 
 import pytest
 
-from cluster.exceptions import BadRecord, JobScriptError, NotSerializable, UnhashableKey
-from cluster.job_script import (
+from cluster.cli.preflight import check_master
+from cluster.config import ClusterConfig
+from cluster.engine.inputs import plan_inputs
+from cluster.exceptions import BadRecord, FilterError, JobScriptError, NotSerializable, UnhashableKey
+from cluster.job_spec import get_mapreduce_job_template, validate_job
+from cluster.layout import JobLayout
+from cluster.telemetry.adapters import (
     CombiningMapContext,
     JobScript,
     MapContext,
@@ -16,7 +21,6 @@ from cluster.job_script import (
     ScriptReduce,
     engine_functions,
 )
-from cluster.job_spec import get_mapreduce_job_template, validate_job
 
 
 def module(**functions) -> types.ModuleType:
@@ -176,7 +180,7 @@ def test_engine_functions_follow_the_job():
         engine_functions(module(map=lambda k, d, v, c: None, combine=total), job)
 
 
-def test_job_script_keys_are_validated():
+def test_job_script_keys_are_validated(tmp_path):
     job = get_mapreduce_job_template()
     job.update(job_name="j", project_name="p", input_dirs=["/d"], map_function_name="map",
                reduce_function_name="reduce", job_script="../x.py", combine_threshold=0,
@@ -185,4 +189,10 @@ def test_job_script_keys_are_validated():
         validate_job(job)
     text = str(err.value)
     assert "job_script '../x.py'" in text and "combine_threshold must be at least 1" in text
-    assert "input_filter is not a valid dimensions filter" in text
+    # a filter is checked in depth where it is read: `mapreduce validate`, and the planner
+    job.update(job_script="x.py", combine_threshold=None)
+    problems = check_master(validate_job(job), ClusterConfig.from_dict({"projects_dir": str(tmp_path),
+                                                                         "compute_dir": str(tmp_path)}))
+    assert any("input_filter is not a valid dimensions filter" in p for p in problems), problems
+    with pytest.raises(FilterError, match="input_filter is not a valid dimensions filter"):  # the planner
+        plan_inputs(validate_job(job), ["S_0"], JobLayout(str(tmp_path), str(tmp_path), "j"))

@@ -7,11 +7,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from cluster import codec
-from cluster.disk_sort import universal_key
+from cluster.engine import codec
+from cluster.engine.disk_sort import universal_key
+from cluster.engine.shuffler import Shuffler
 from cluster.exceptions import BadMapOutput
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
-from cluster.shuffler import Shuffler
 
 SERVERS = ["S_0", "S_1", "S_2"]
 

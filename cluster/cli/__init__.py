@@ -1,0 +1,1 @@
+"""The console scripts: `mapreduce` and `manage_cluster`."""

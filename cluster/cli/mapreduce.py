@@ -1,0 +1,361 @@
+"""`mapreduce`: job templates, running and validating jobs, their output, the queue, the Runner and
+the dashboard. `mapreduce --help` lists the commands."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+import cluster
+from cluster import defaults, job_spec
+from cluster.cli.options import DASHBOARD_MODULES, DISTRIBUTION, Group, config_option, setup_logging
+from cluster.config import ClusterConfig
+from cluster.engine.reading import iter_lines
+from cluster.exceptions import MissingExtra
+from cluster.layout import JobLayout
+
+log = logging.getLogger("cluster.cli")
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name="mapreduce",
+                      message="%(prog)s (" + DISTRIBUTION + ") %(version)s")
+def mapreduce(verbose: int) -> None:
+    """Run MapReduce jobs written as plain Python functions.
+
+    \b
+    Quick start:
+      mapreduce template mapreduce > job.json   # edit the None fields
+      mapreduce run job.json --local            # run it now on this machine
+      mapreduce output JOB_NAME                 # print its output
+
+    \b
+    The queue (a Runner works through it):
+      mapreduce submit job.json   mapreduce queue   mapreduce history [JOB]
+      mapreduce delete JOB        mapreduce estimate JOB
+      mapreduce runner            # works through the queue, round after round
+      mapreduce dashboard         # the cluster, queue, runs and results in a browser
+    """
+    setup_logging(verbose)
+
+
+@mapreduce.command()
+@click.argument("job_type", type=click.Choice([t.value for t in job_spec.JobType]))
+@click.option("--keys", is_flag=True, help="Print what each key means, with its default (a Markdown table).")
+def template(job_type: str, keys: bool) -> None:
+    """Print a job template (JSON) with every key at its default.
+
+    A job file needs only the keys marked required (`--keys` lists them); the rest default."""
+    kind = job_spec.JobType(job_type)
+    if keys:
+        click.echo(job_spec.key_table(kind))
+        return
+    click.echo(json.dumps(job_spec.TEMPLATES[kind](), indent=2))
+
+
+def _read_job(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            job = json.load(fh)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read job file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise click.ClickException(f"job file {path} is not valid JSON: {exc}") from None
+    return job_spec.validate_job(job)
+
+
+@mapreduce.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@config_option
+@click.option("--cluster", is_flag=True, help="Check the input on every location of the running cluster "
+                                              "(default: on this machine, as `run --local` reads it).")
+@click.option("--servers", type=click.IntRange(1, 512), default=None,
+              help="Servers to plan for on this machine (default: number_of_servers_per_location).")
+def validate(job_file: str, config_path: str | None, cluster: bool, servers: int | None) -> None:
+    """Check a job file in depth and print its plan; list every problem.
+
+    \b
+    The keys (a job file needs only those without a default), then: the project's map, combine
+    and reduce functions load; input_dirs and auxiliary data exist (on every location with
+    --cluster); a script job's script exists or its tarball passes the Runner's rules; an
+    upload's files exist on the master. The plan: files and bytes per server."""
+    from cluster.cli.preflight import check_job
+
+    if cluster and servers is not None:
+        raise click.UsageError("--servers plans for this machine; with --cluster each location plans for its own "
+                               "number_of_servers_per_location")
+    job = _read_job(job_file)
+    report = check_job(job, ClusterConfig.load(config_path), cluster=cluster, servers=servers)
+    for line in report.plan_lines():
+        click.echo(line)
+    if report.problems:
+        lines = "\n".join(f"  - {p}" for p in report.problems)
+        raise click.ClickException(f"job {job['job_name']!r} cannot run ({len(report.problems)} problem(s)):\n{lines}")
+    click.echo(f"job {job['job_name']!r} ({job['job_type']}) is valid")
+
+
+@mapreduce.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@config_option
+@click.option("--local", is_flag=True, help="Run now on this machine with worker processes (no cluster).")
+@click.option("--servers", type=click.IntRange(1, 512), default=None,
+              help="Worker processes with --local (default: number_of_servers_per_location).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+@click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Fail the job when more than this share of the records is bad (0: any bad record fails, "
+                   "1: never; default: the job's max_bad_fraction, 0.01).")
+def run(job_file: str, config_path: str | None, local: bool, servers: int | None,
+        progress: bool | None, as_json: bool, max_bad_fraction: float | None) -> None:
+    """Run a mapreduce job file now and print its counters.
+
+    Without --local the job runs on the running cluster (`manage_cluster start`).
+
+    \b
+    Input files are read by their content (gzip, bzip2, xz, LZMA-alone, lz4, zstd or plain text).
+    A bad record is a line that is not UTF-8 or whose map function raised BadRecord; past
+    max_bad_fraction of them the job fails, naming the worst files and the first bad lines. A
+    file that cannot be decoded (binary, truncated, corrupt) fails the job, named with the
+    reason. A failed job publishes nothing."""
+    from cluster.api import make_executor
+    from cluster.progress import PhaseBars, format_counters
+
+    job = _read_job(job_file)
+    if max_bad_fraction is not None:
+        job["max_bad_fraction"] = max_bad_fraction
+    config = ClusterConfig.load(config_path)
+    if servers is not None and not local:
+        raise click.UsageError("--servers goes with --local; a cluster has number_of_servers_per_location servers "
+                               "on each location")
+    bars = PhaseBars(enabled=progress)
+    try:
+        options = {"worker_log_level": logging.getLogger().level} if local else {}
+        result = make_executor("local" if local else "cluster", config, servers=servers, on_progress=bars.update,
+                               **options).run(job)
+    finally:
+        bars.close()
+    if as_json:
+        click.echo(json.dumps({"job_name": result.job_name, "run_id": result.run_id,
+                               "output_dir": result.output_dir, "counters": result.counters}, default=str))
+    else:
+        click.echo(format_counters(result))
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+@click.option("--limit", type=int, default=None, help="Print at most this many items.")
+def output(job_name: str, config_path: str | None, limit: int | None) -> None:
+    """Print every output item of a job (from every location), one JSON line each."""
+    import tempfile
+
+    from cluster.master.manager import ManageCluster
+
+    config = ClusterConfig.load(config_path)
+    layout = JobLayout(config.base_dir, config.auxiliary_dir, job_name)
+    shown = files = 0
+    out = sys.stdout
+    with tempfile.TemporaryDirectory(prefix="cluster-output-") as scratch:
+        for path in ManageCluster(config).output_files(job_name, scratch):
+            files += 1
+            for line in iter_lines(path):
+                if limit is not None and shown >= limit:
+                    return
+                out.write(line if line.endswith("\n") else line + "\n")
+                shown += 1
+    if not files:
+        raise click.ClickException(f"job {job_name!r} has no output in {layout.output_dir} on "
+                                   f"{', '.join(config.locations)} (has it run successfully with this config?)")
+
+
+@mapreduce.command("config")
+@config_option
+def show_config(config_path: str | None) -> None:
+    """Print the resolved configuration and where it came from."""
+    config = ClusterConfig.load(config_path)
+    for key, value in config.as_dict().items():
+        if key in ("redis_auth", "dashboard_password") and value:
+            value = "(set)"
+        click.echo(f"{key} = {value}")
+
+
+def _scheduler(config_path: str | None):
+    from cluster.scheduling.store import Scheduler
+
+    return Scheduler(ClusterConfig.load(config_path))
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@mapreduce.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@config_option
+def submit(job_file: str, config_path: str | None) -> None:
+    """Put a job (any type) on the queue; a queued job of the same name is replaced.
+
+    Refused when a check on the master fails (`mapreduce validate` says which): functions that do
+    not load, a script or tarball that is missing or breaks the Runner's rules."""
+    from cluster.cli.preflight import check_master
+
+    job = _read_job(job_file)
+    problems = check_master(job, ClusterConfig.load(config_path))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise click.ClickException(f"job {job['job_name']!r} was not queued: it cannot run ({len(problems)} "
+                                   f"problem(s)):\n{lines}")
+    replaced = _scheduler(config_path).submit_job(job)
+    click.echo(f"job {job['job_name']!r} {'replaced the queued job of that name' if replaced else 'queued'}")
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+def delete(job_name: str, config_path: str | None) -> None:
+    """Take a job off the queue (its history stays)."""
+    if not _scheduler(config_path).delete_job(job_name):
+        raise click.ClickException(f"no job {job_name!r} in the queue (`mapreduce queue` lists them)")
+    click.echo(f"job {job_name!r} deleted from the queue")
+
+
+@mapreduce.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+def queue(config_path: str | None, as_json: bool) -> None:
+    """The queued jobs, in the order the Runner takes them (highest job_priority first)."""
+    scheduler = _scheduler(config_path)
+    found = scheduler.list_jobs()
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("the queue is empty")
+        return
+    rows = [("JOB", "TYPE", "PRIORITY", "GROUP", "SCHEDULE", "TIMEOUT", "ONCE", "ESTIMATE")]
+    from cluster.scheduling.schedule import describe
+
+    for job in found:
+        when = describe(job)
+        estimate = scheduler.estimate_next_runtime(job["job_name"])
+        rows.append((job["job_name"], job["job_type"], str(job.get("job_priority") or 0), job.get("group_name") or "-",
+                     when, f"{job['timeout_minutes']} min" if job.get("timeout_minutes") else "-",
+                     "yes" if job.get("run_once") else "no", "-" if estimate is None else f"{estimate:.1f}s"))
+    _table(rows)
+
+
+@mapreduce.command()
+@click.argument("job_name", required=False)
+@config_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (counters included).")
+def history(job_name: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
+    """The latest runs (of one job, or of every job), newest first."""
+    runs = _scheduler(config_path).history(job_name, limit)
+    if as_json:
+        click.echo(json.dumps(runs))
+        return
+    if not runs:
+        click.echo("no runs recorded" + (f" for job {job_name!r}" if job_name else ""))
+        return
+    from cluster.scheduling.store import parse_time
+
+    rows = [("RUN", "JOB", "STARTED (UTC)", "SECONDS", "STATUS", "PHASE", "EXCEPTION")]
+    for r in runs:
+        took = parse_time(r["ended_at"]) - parse_time(r["started_at"]) if r["ended_at"] else None
+        secs = "-" if took is None else f"{took.total_seconds():.1f}"
+        rows.append((str(r["id"]), r["job_name"], r["started_at"][:19].replace("T", " "), secs, r["status"],
+                     r["phase"] or "-", (r["exception"] or r["note"] or "-").splitlines()[0][:80]))
+    _table(rows)
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate and the runtimes it comes from as JSON.")
+def estimate(job_name: str, config_path: str | None, as_json: bool) -> None:
+    """How long the job's next run should take (the median of its last 50 successful runs)."""
+    scheduler = _scheduler(config_path)
+    seconds = scheduler.estimate_next_runtime(job_name)
+    if as_json:
+        click.echo(json.dumps({"job_name": job_name, "estimate_seconds": seconds,
+                               "runtimes": scheduler.runtimes(job_name)}))
+        return
+    if seconds is None:
+        raise click.ClickException(f"job {job_name!r} has no successful run yet, so no estimate")
+    click.echo(f"{seconds:.1f} s (median of its last {len(scheduler.runtimes(job_name))} successful runs)")
+
+
+@mapreduce.command()
+@config_option
+@click.option("--once", is_flag=True, help="Run one round (every due job once), then exit.")
+@click.option("--local", is_flag=True, help="Run mapreduce jobs on this machine's worker processes, not the cluster.")
+@click.option("--servers", type=click.IntRange(1, 512), default=None,
+              help="Worker processes with --local (default: number_of_servers_per_location).")
+def runner(config_path: str | None, once: bool, local: bool, servers: int | None) -> None:
+    """Work through the queue, round after round (run it in screen or as a service).
+
+    \b
+    Each round runs every due job once, highest job_priority first. A failed or
+    timed-out job takes its whole group_name off the queue. SIGTERM or Ctrl-C
+    finishes the current job, then exits; a Runner killed outright is picked up
+    by the next one (the interrupted job runs again). `mapreduce history` shows
+    every run."""
+    from cluster.scheduling.runner import Runner
+
+    if servers is not None and not local:
+        raise click.UsageError("--servers goes with --local")
+    config = ClusterConfig.load(config_path)
+    r = Runner(config, local=local, servers=servers, echo=lambda m: click.echo(f"{_now()} {m}"))
+    r.install_signal_handlers()
+    click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} "
+               f"({'local executor' if local else 'cluster ' + repr(config.cluster_name)}"
+               f"{', one round' if once else ''})")
+    r.serve(once=once)
+
+
+@mapreduce.command()
+@config_option
+@click.option("--host", default=defaults.DASHBOARD_HOST, show_default=True,
+              help="Address to listen on. Anything but loopback needs dashboard_password set.")
+@click.option("--port", type=click.IntRange(1, 65535), default=defaults.DASHBOARD_PORT, show_default=True,
+              help="TCP port to listen on.")
+def dashboard(config_path: str | None, host: str, port: int) -> None:
+    """Serve the web dashboard: cluster, queue, runs, published results, a form to schedule jobs.
+
+    \b
+    The login password comes from $CLUSTER_DASHBOARD_PASSWORD or the config key
+    dashboard_password. Without one it listens only on loopback, with a password
+    made up for this run and printed here. From another machine, use an SSH tunnel:
+      ssh -L 8787:127.0.0.1:8787 master   # then open http://127.0.0.1:8787/"""
+    try:
+        from cluster.dashboard.serve import check_port, resolve_password, serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in DASHBOARD_MODULES:
+            raise
+        raise MissingExtra("the dashboard", "dashboard", exc.name or "flask") from None
+
+    config = ClusterConfig.load(config_path)
+    password, made_up = resolve_password(config, host)
+    check_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"{_now()} dashboard of the queue in {config.local_working_dir} on http://{shown}:{port}/ "
+               "(Ctrl-C stops it)")
+    if made_up:
+        click.echo(f"{_now()} no dashboard_password is configured: log in with {password} "
+                   f"(valid until the dashboard stops; set ${defaults.DASHBOARD_PASSWORD_ENV} or "
+                   "dashboard_password for a lasting one)")
+    serve(config, host, port, password)
+
+
+def _now() -> str:
+    from cluster.scheduling.schedule import utc_now
+
+    return f"{utc_now():%Y-%m-%d %H:%M:%S}"

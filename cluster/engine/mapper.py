@@ -1,0 +1,300 @@
+"""Map phase: choose a server's input files, read them (compression by content: reading.py), call map.
+
+The master (or the location's coordinator) plans the inputs once per location,
+so servers never disagree about who maps a file; each server then runs `Mapper`
+over its share and feeds every map call's output to its `Shuffler`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any
+
+import ujson
+
+from cluster import defaults
+from cluster.engine.reading import Compression, InputFile, count_bad_line, decode_error_types
+from cluster.engine.shuffler import Shuffler, describe_bad_output
+from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, NotTheInput, UserFunctionError
+from cluster.layout import JobLayout
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_LINE_EXAMPLES = 20
+
+
+def load_auxiliary_data(layout: JobLayout, name: str | None) -> Any:
+    """The JSON document `auxiliary_dir/<name>.data`, or None when no name is given."""
+    if not name:
+        return None
+    path = layout.auxiliary_path(name)
+    try:
+        with open(path, "rb") as fh:
+            return ujson.loads(fh.read())
+    except FileNotFoundError:
+        raise InputError(f"auxiliary data {name!r} not found: no file {path} "
+                         "(upload it with an upload_auxiliary transfer, or fix the job's name)") from None
+    except ValueError as exc:
+        raise InputError(f"auxiliary data {path} is not valid JSON: {exc}") from None
+
+
+class FileMapFunction:
+    """A map function that depends on its input file (a job script's dimensions come from the
+    file's path) and may hold its output between lines (in-mapper combining).
+
+    The mapper calls `start(counters)` once (the map phase's counters, for the function's own),
+    `for_file(path)` for the function of that file's lines, and `take()` before each flush
+    (with `final=True` after the last file) for the items it holds.
+    """
+
+    def start(self, counters: dict) -> None:
+        pass
+
+    def for_file(self, path: str) -> Callable[[str, Any], Iterable | None]:
+        raise NotImplementedError
+
+    def take(self, final: bool = False) -> list | None:
+        return None
+
+
+# --- reading -----------------------------------------------------------------------------
+def read_previous_output(line: str, auxiliary_data: Any) -> list[tuple]:
+    """The 'map function' of merge_previous_output: an output line back into a (key, value) item."""
+    try:
+        item = ujson.loads(line)
+    except ValueError as exc:
+        raise BadRecord(f"previous output line is not JSON: {exc}") from None
+    if not isinstance(item, list) or len(item) != 2:
+        raise BadRecord("previous output items must be [key, value] pairs")
+    return [(_tuplify(item[0]), item[1])]
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+class Mapper:
+    """Runs one server's map phase over its files, feeding a Shuffler."""
+
+    def __init__(self, *, server_id: str, job: dict, map_function: Callable | FileMapFunction, auxiliary_data: Any,
+                 shuffler: Shuffler, counters: dict, progress: Callable[[], None] | None = None):
+        self.server_id = server_id
+        self.job = job
+        self.map_function = map_function
+        self.auxiliary_data = auxiliary_data
+        self.shuffler = shuffler
+        self.counters = counters
+        self.progress = progress
+        for name in ("files", "files_done", "files_decompressed", "records_in", "records_sampled_out", "bytes_in",
+                     "bad_lines", "files_failed", "input_bytes_total", "input_bytes_done"):
+            counters.setdefault(name, 0)
+        counters.setdefault("bad_line_examples", [])
+        counters.setdefault("bad_lines_by_file", {})
+        counters.setdefault("failed_files", [])
+
+    def run(self, files: list[str], map_function: Callable | FileMapFunction | None = None,
+            sample: bool = True) -> None:
+        """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
+        fn = map_function or self.map_function
+        self._sample = sample
+        self.counters["files"] += len(files)
+        self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        if isinstance(fn, FileMapFunction):
+            fn.start(self.counters)
+        for path in files:
+            if self.counters["files_failed"]:  # the job fails: only name the other files that cannot be read
+                self._check_file(path)
+            else:
+                self._map_file(path, fn)
+            self.counters["files_done"] += 1
+        if isinstance(fn, FileMapFunction):
+            self.shuffler.add(fn.take(final=True))
+            self.shuffler.maybe_flush()
+
+    def _sampler(self, path: str) -> Callable[[], float] | None:
+        fraction = float(self.job.get("downsample") or 1.0)
+        if fraction >= 1.0 or not getattr(self, "_sample", True):
+            return None
+        return random.Random(f"{self.job['job_name']}\0{path}").random
+
+    def _map_file(self, path: str, fn: Callable | FileMapFunction) -> None:
+        counters = self.counters
+        aux = self.auxiliary_data
+        add = self.shuffler.add
+        held = fn if isinstance(fn, FileMapFunction) else None
+        if isinstance(fn, FileMapFunction):  # held is fn
+            fn = fn.for_file(path)
+        sample = self._sampler(path)
+        fraction = float(self.job.get("downsample") or 1.0)
+        check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
+        lineno = records = skipped = 0
+        done_before = counters["input_bytes_done"]
+        bytes_before = counters["bytes_in"]
+        started = time.monotonic()
+        try:
+            reader = InputFile(path)
+        except FailedFile as failed:
+            self._failed_file(failed)
+            counters["input_bytes_done"] = done_before + _size(path)
+            return
+        if reader.compression is not Compression.PLAIN:
+            counters["files_decompressed"] += 1
+        try:
+            with reader:
+                try:
+                    for lineno, data in enumerate(reader, 1):
+                        if not lineno & check_every:  # before any `continue`: every 1024th line checks
+                            try:
+                                counters["records_in"] += lineno - 1 - records - skipped
+                                counters["bytes_in"] = bytes_before + reader.tell() - len(data)
+                                counters["records_sampled_out"] += skipped
+                                if held is not None:
+                                    add(held.take())
+                                self._flush(path, fn, records + 1, lineno - 1)
+                                records, skipped = lineno - 1, 0
+                                counters["input_bytes_done"] = done_before + reader.raw_tell()
+                                if self.progress:
+                                    self.progress()
+                            except decode_error_types() as exc:  # the shuffle's or the master's: not the input's
+                                raise NotTheInput(exc) from exc
+                        if sample is not None and sample() >= fraction:
+                            skipped += 1
+                            continue
+                        try:
+                            line = data.decode()
+                        except UnicodeDecodeError as exc:
+                            self._bad_line(path, lineno, f"not UTF-8: {exc.reason}")
+                            continue
+                        try:
+                            if held is None:
+                                add(fn(line, aux))
+                            else:  # its output comes through take()
+                                fn(line, aux)
+                        except BadRecord as exc:
+                            self._bad_line(path, lineno, str(exc))
+                        except Exception as exc:
+                            raise self._user_error(exc, path, lineno, line) from exc
+                except NotTheInput as wrapped:
+                    raise wrapped.error from None
+                except decode_error_types() as exc:  # raised by the codec, reading the next line
+                    error = reader.failure(exc, lineno)
+                    if error is None:
+                        raise
+                    if not isinstance(error, FailedFile):
+                        raise error from exc
+                    self._failed_file(error)
+                counters["bytes_in"] = bytes_before + (reader.tell() or counters["bytes_in"] - bytes_before)
+        finally:
+            counters["records_in"] += max(0, lineno - records - skipped)
+            counters["records_sampled_out"] += skipped
+            counters["input_bytes_done"] = done_before + _size(path)
+        log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
+        if held is not None:
+            add(held.take())
+        self._flush(path, fn, records + 1, lineno)
+        if self.progress:
+            self.progress()
+
+    def _failed_file(self, failed: FailedFile) -> None:
+        """Name a file that cannot be decoded; the job fails when the map phase ends (what it yielded
+        is never published)."""
+        self.counters["files_failed"] += 1
+        self.counters["failed_files"].append({"path": failed.path, "reason": failed.reason})
+        log.error("%s: FAILED file %s: %s", self.server_id, failed.path, failed.reason)
+
+    def _check_file(self, path: str) -> None:
+        """After a failed file: decode the next one without mapping it, to name it too if it fails."""
+        lineno = 0
+        try:
+            with InputFile(path) as reader:
+                try:
+                    for lineno, _ in enumerate(reader, 1):  # noqa: B007 - lineno names where it broke
+                        pass
+                except decode_error_types() as exc:
+                    error = reader.failure(exc, lineno)
+                    if error is None:
+                        raise
+                    raise error from exc
+        except FailedFile as failed:
+            self._failed_file(failed)
+        self.counters["input_bytes_done"] += _size(path)
+
+    def _flush(self, path: str, fn: Callable, first_line: int, last_line: int) -> None:
+        try:
+            self.shuffler.maybe_flush()
+        except BadMapOutput as exc:
+            lineno, line = self._locate_bad_output(path, fn, first_line, last_line)
+            where: dict[str, Any] = {"line_number": lineno, "line": line} if lineno else {}
+            error = str(exc) if lineno else f"{exc} (in the output of lines {first_line}-{last_line})"
+            raise UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
+                                    server=self.server_id, error=error, traceback="", input_file=path,
+                                    **where) from None
+
+    def _locate_bad_output(self, path: str, fn: Callable, first: int, last: int) -> tuple[int | None, str | None]:
+        """Failure path only: map the batch's lines again to name the line whose output is malformed."""
+        sample = self._sampler(path)
+        fraction = float(self.job.get("downsample") or 1.0)
+        with InputFile(path) as reader:
+            lines = list(islice(reader, last))
+        for lineno, data in enumerate(lines, 1):
+            if (sample is not None and sample() >= fraction) or lineno < first:
+                continue
+            try:
+                line = data.decode()
+            except UnicodeDecodeError:
+                continue
+            try:
+                items = list(fn(line, self.auxiliary_data) or ())
+            except BadRecord:
+                continue
+            except TypeError:  # not iterable at all
+                return lineno, line
+            except Exception:  # noqa: BLE001 - the first run did not raise here; keep the range
+                return None, None
+            if describe_bad_output(items):
+                return lineno, line
+        return None, None
+
+    def _bad_line(self, path: str, lineno: int, reason: str) -> None:
+        self.counters["bad_lines"] += 1
+        count_bad_line(self.counters["bad_lines_by_file"], path)
+        examples = self.counters["bad_line_examples"]
+        if len(examples) < MAX_BAD_LINE_EXAMPLES:
+            examples.append(f"{path}:{lineno}: {reason}")
+
+    def _user_error(self, exc: Exception, path: str, lineno: int, line: str) -> UserFunctionError:
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TypeError) and "unhashable" in str(exc):
+            error += " (keys must be hashable: use a tuple, not a list or dict)"
+        elif _raised_in_shuffler(exc):
+            error += " (a map function must return an iterable of (key, value) items, or None)"
+        return UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
+                                 server=self.server_id, error=error, traceback=traceback.format_exc(),
+                                 input_file=path, line_number=lineno, line=line)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _raised_in_shuffler(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith("shuffler.py")
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run of a job."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]

@@ -1,0 +1,365 @@
+"""Partition map output by key into spill files and hand them to a transport.
+
+Each map call's output is appended to a pending batch (one C-level extend per
+line). A batch is then either counted or grouped:
+
+- counted, when the job has a combiner and every item of the batch is a
+  (key, value) pair of plain types (int, str, bytes or None; tuple keys are
+  grouped, since hashing a nested tuple twice costs more than grouping it once):
+  identical items are counted by `collections.Counter` in C, so
+  millions of ("word", 1) items take the memory of their distinct values, and
+  the combiner later gets `[item] * n`. Only items equal in type and value are
+  merged, so the combiner sees exactly what the map produced.
+- keys counted per value, for `cluster.emit.with_value(keys, value)` output with a
+  combiner: no tuple is built per key at all.
+- grouped otherwise: items are appended to their key's list (itemgetter,
+  defaultdict lookup and list.append chained through `map`, all in C).
+
+When the held items pass the combine size, groups are combined in place (a
+combiner may run 0..n times, so it must be associative); when they pass the
+memory budget they are spilled: keys are sorted once per spill, so every spill
+file is a sorted run and the reducer only merges. Keys go to servers by a stable
+hash, the same on every machine.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
+from itertools import chain, islice, repeat
+from operator import itemgetter
+from typing import Any
+
+from cluster import defaults
+from cluster.emit import SameValue
+from cluster.engine import codec
+from cluster.engine.disk_sort import sort_keys
+from cluster.engine.sizing import estimate_item_bytes
+from cluster.engine.transport import Transport
+from cluster.exceptions import BadMapOutput, ShuffleError, UserFunctionError
+from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
+
+try:
+    # the C loop behind Counter.update; private, so not in the stubs
+    from collections import _count_elements  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other Pythons
+    def _count_elements(mapping, iterable):
+        get = mapping.get
+        for element in iterable:
+            mapping[element] = get(element, 0) + 1
+
+log = logging.getLogger(__name__)
+_PER_KEY_BYTES = 160   # a dict entry, a list header and its spare slots
+_PER_COUNT_BYTES = 100  # a Counter entry
+_key0 = itemgetter(0)
+_value1 = itemgetter(1)
+_append = list.append
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
+_NOTHING = object()
+_TUPLE = {tuple}
+_PAIR = {2}
+_PAIR_TYPES = {tuple, list}
+_COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
+_COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None)})
+
+
+def describe_bad_output(items: Iterable) -> str | None:
+    """Why these map output items are not (key, value) pairs with hashable keys; None when they are."""
+    for item in items:
+        if type(item) not in _PAIR_TYPES or len(item) != 2:
+            return (f"map output must be an iterable of (key, value) pairs, or None; got the item "
+                    f"{item!r:.200} ({type(item).__name__}"
+                    + (f" of length {len(item)})" if hasattr(item, "__len__") else ")"))
+        try:
+            hash(item[0])
+        except TypeError:
+            return (f"map output item {item!r:.200} has an unhashable key "
+                    f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
+    return None
+
+
+class Shuffler:
+    """Collects one map server's output, combines it, spills and ships it to its reducers."""
+
+    def __init__(self, *, server_id: str, partitions: list[str], spill_dir: str, transport: Transport,
+                 memory_budget: int, max_items_per_file: int,
+                 combine: Callable[[list, Any], Iterable] | None = None, combine_name: str = "combine",
+                 auxiliary_data: Any = None, counters: dict | None = None):
+        self.server_id = server_id
+        self.partitions = list(partitions)
+        self.spill_dir = spill_dir
+        self.transport = transport
+        self.memory_budget = memory_budget
+        self.max_items_per_file = max(1, max_items_per_file)
+        self.combine = combine
+        self.combine_name = combine_name
+        self.combine_buffer_bytes = defaults.COMBINE_BUFFER_BYTES
+        self.auxiliary_data = auxiliary_data
+        self.counters = counters if counters is not None else {}
+        for name in ("map_items_out", "combine_calls", "combine_items_in", "combine_items_out",
+                     "spills", "spilled_items", "spilled_bytes", "spill_files", "moved_bytes"):
+            self.counters.setdefault(name, 0)
+        self._pending: list = []
+        self._pending_keys: dict = {}   # (type(value), value) -> [value, keys...] from with_value()
+        self._counts: Counter = Counter()   # identical items -> how many
+        self._key_counts: dict = {}     # (type(value), value) -> (value, Counter of keys)
+        self._counted = 0               # items represented by the counters
+        self._new_counted = 0           # of which counted since the last drain
+        self._last_value: Any = _NOTHING  # the value, and its Counter, of the last with_value() counted
+        self._last_counts: Counter = Counter()
+        self._use_counts = combine is not None
+        self._groups: defaultdict = defaultdict(list)
+        self._held = 0
+        self._item_bytes: float | None = None
+        self._drains = 0
+        self._after_combine = 0.0
+        self._held_after_combine = 0
+        self._seq = 0
+        os.makedirs(spill_dir, exist_ok=True)
+
+    def add(self, items: Iterable | None) -> None:
+        """Take one map call's output (the hot path: one C-level extend, or one C-level count)."""
+        if type(items) is SameValue:
+            value = items.value
+            if value is self._last_value and self.combine is not None:
+                # counted now, while split() has them in the cache: what a Counter loop costs per key
+                keys = items.keys if type(items.keys) is list else list(items.keys)
+                _count_elements(self._last_counts, keys)
+                self._new_counted += len(keys)
+                return
+            if type(value) not in _COUNT_VALUE_TYPES:  # (1.0, 2) == (1, 2): only exact plain types share
+                self._pending += items
+                return
+            if self.combine is not None:
+                entry = self._key_counts.get((type(value), value))
+                if entry is None:
+                    entry = self._key_counts[(type(value), value)] = (value, Counter())
+                self._last_value, self._last_counts = value, entry[1]
+                self.add(items)
+                return
+            bucket: list | None = self._pending_keys.get((type(value), value))
+            if bucket is None:
+                self._pending_keys[(type(value), value)] = bucket = [value]
+            bucket += items.keys
+            return
+        if items is None:
+            return
+        self._pending += items
+        if len(self._pending) > defaults.MAX_PENDING_ITEMS:
+            self.drain()
+
+    # --- batches -----------------------------------------------------------------------
+    def drain(self) -> None:
+        """Count or group the pending batch. Raises BadMapOutput for malformed map output."""
+        if self._new_counted:
+            self._counted += self._new_counted
+            self.counters["map_items_out"] += self._new_counted
+            self._new_counted = 0
+        if self._pending_keys:
+            self._drain_keys()
+        items = self._pending
+        if not items:
+            return
+        self._pending = []
+        if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
+            raise BadMapOutput(describe_bad_output(items))
+        self.counters["map_items_out"] += len(items)
+        self._drains += 1
+        if self._item_bytes is None:
+            self._item_bytes = estimate_item_bytes(items)
+        elif not self._drains % defaults.RESAMPLE_EVERY_BATCHES or len(items) > 4 * defaults.BATCH_ITEMS:
+            # items vary: a small sample now and then (and of every big batch) keeps the estimate honest
+            sample = estimate_item_bytes(items, defaults.RESAMPLE_ITEMS)
+            self._item_bytes = max(sample, (self._item_bytes + sample) / 2)
+        if self._use_counts and not self._countable(items):
+            self._use_counts = False  # map output types rarely change: stop checking
+        if self._use_counts:
+            before = len(self._counts)
+            self._counts.update(items)
+            self._counted += len(items)
+            if len(items) > 10_000 and len(self._counts) - before > 0.8 * len(items):
+                self._use_counts = False  # nearly every item is distinct: counting only costs time
+            return
+        if self.combine is None:
+            self._group_into(self._groups, items)
+            self._held += len(items)
+            return
+        batch: defaultdict = defaultdict(list)
+        self._group_into(batch, items)
+        groups = self._groups
+        if len(items) >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(batch):
+            # many items per key: combine them now, while they are young and in the cache
+            for key, group in batch.items():
+                old = groups.pop(key, None)
+                if old:
+                    group = old + group
+                    self._held -= len(old)
+                self._held += self._combine_into(groups, key, group)
+        else:
+            for key, group in batch.items():
+                groups[key] += group
+            self._held += len(items)
+
+    def _group_into(self, groups: defaultdict, items: list) -> None:
+        try:
+            _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
+        except (TypeError, IndexError, KeyError) as exc:
+            raise BadMapOutput(describe_bad_output(items)
+                               or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
+
+    def _combine_into(self, groups: defaultdict, key: Any, group: list) -> int:
+        """Combine one key's items (when there are several) into `groups`; return how many items that adds."""
+        out = self._combine_group(key, group) if len(group) > 1 else group
+        for item in out:  # by each item's own key: a combiner may change keys
+            groups[item[0]].append(item)
+        return len(out)
+
+    def _combine_group(self, key: Any, group: list) -> list:
+        """The combiner's output for one key's items, with the user's errors named."""
+        self.counters["combine_calls"] += 1
+        self.counters["combine_items_in"] += len(group)
+        assert self.combine is not None  # called only when the job has a combiner
+        try:
+            out = list(self.combine(group, self.auxiliary_data) or ())
+        except Exception as exc:
+            raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
+                                    server=self.server_id, error=f"{type(exc).__name__}: {exc}",
+                                    traceback=traceback.format_exc(), key=key) from exc
+        self.counters["combine_items_out"] += len(out)
+        return out
+
+    def _drain_keys(self) -> None:
+        """with_value() output of a job without a combiner: plain (key, value) items."""
+        buckets, self._pending_keys = self._pending_keys, {}
+        for bucket in buckets.values():
+            value = bucket[0]
+            self._pending += zip(islice(bucket, 1, None), repeat(value))
+
+    @staticmethod
+    def _countable(items: list) -> bool:
+        if set(map(type, items)) != _TUPLE:
+            return False
+        if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
+            return False
+        return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
+
+    def _take_counted(self) -> dict:
+        """Counted items by key, as {key: [(item, n), ...]}; the counters start empty again."""
+        by_key: defaultdict = defaultdict(list)
+        for item, n in self._counts.items():
+            by_key[item[0]].append((item, n))
+        for value, counts in self._key_counts.values():
+            for key, n in counts.items():
+                by_key[key].append(((key, value), n))
+        self._counts = Counter()
+        self._key_counts = {}
+        self._last_value, self._last_counts = _NOTHING, Counter()
+        self._counted = 0
+        return by_key
+
+    def _absorb_counts(self) -> None:
+        """Move counted items into their groups."""
+        groups = self._groups
+        for key, entries in self._take_counted().items():
+            group = groups[key]
+            for item, n in entries:
+                group += [item] * n
+                self._held += n
+
+    # --- memory ------------------------------------------------------------------------
+    def held_bytes(self) -> float:
+        """Estimated bytes held by buffered items."""
+        per_item = self._item_bytes or 128.0
+        counted_keys = len(self._counts) + sum(len(c) for _, c in self._key_counts.values())
+        # a counted item costs a pointer once its group is built for the combiner
+        return (self._held * per_item + len(self._groups) * _PER_KEY_BYTES + self._counted * 8
+                + counted_keys * (per_item + _PER_COUNT_BYTES) + len(self._pending) * per_item)
+
+    def maybe_flush(self) -> None:
+        """Drain the batch; combine past the combine size; spill past the memory budget."""
+        self.drain()
+        held = self.held_bytes()
+        if self.combine is not None:
+            new_items = self._held - self._held_after_combine
+            # combine when it pays: many new items per key (cheap, keeps memory hot), or a full buffer
+            if (new_items >= defaults.COMBINE_MIN_ITEMS
+                    and new_items >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(self._groups)) or \
+                    held - self._after_combine > min(self.memory_budget / 2, self.combine_buffer_bytes):
+                self._combine_all()
+                held = self._after_combine = self.held_bytes()
+                self._held_after_combine = self._held
+        if held > self.memory_budget:
+            self._spill_all()
+            self._after_combine = 0.0
+            self._held_after_combine = 0
+
+    def close(self) -> dict:
+        """Spill what is left, wait for the transport; return the counters."""
+        self.drain()
+        if self.combine is not None:
+            self._combine_all()
+        self._spill_all()
+        self.transport.close()
+        return self.counters
+
+    # --- combine -----------------------------------------------------------------------
+    def _combine_all(self) -> None:
+        counted = self._take_counted()
+        groups = self._groups
+        new: defaultdict = defaultdict(list)
+        held = 0
+        for key in set(groups).union(counted):
+            group = groups.get(key) or []
+            entries = counted.get(key)
+            if entries:  # built one key at a time: memory stays small
+                group = list(group)
+                for item, n in entries:
+                    group += [item] * n
+            held += self._combine_into(new, key, group)
+        self._groups = new
+        self._held = held
+
+    # --- spill -------------------------------------------------------------------------
+    def _spill_all(self) -> None:
+        self._absorb_counts()
+        groups = self._groups
+        if not groups:
+            return
+        keys = list(groups)
+        universal = sort_keys(keys)
+        n = len(self.partitions)
+        if n == 1:
+            per_part = [keys]
+        else:
+            per_part = [[] for _ in range(n)]
+            stable_hash = codec.stable_hash
+            for k in keys:  # each key once per spill
+                per_part[stable_hash(k) % n].append(k)
+        self._groups = defaultdict(list)
+        self._held = 0
+        self.counters["spills"] += 1
+        getitem = groups.__getitem__
+        for index, pkeys in enumerate(per_part):
+            if not pkeys:
+                continue
+            items = list(chain.from_iterable(map(getitem, pkeys)))
+            for start in range(0, len(items), self.max_items_per_file):
+                self._write(items[start:start + self.max_items_per_file], self.partitions[index], universal)
+
+    def _write(self, items: list, dest: str, universal: bool) -> None:
+        self._seq += 1
+        name = f"{self.server_id}-{self._seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
+        tmp = os.path.join(self.spill_dir, name + ".tmp")
+        path = os.path.join(self.spill_dir, name)
+        try:
+            with open(tmp, "wb") as fh:
+                written = codec.dump_items(fh, items, defaults.BATCH_ITEMS)
+            os.replace(tmp, path)
+            self.counters["moved_bytes"] += self.transport.send(path, dest)
+        except OSError as exc:
+            raise ShuffleError(f"writing spill file {path} for {dest} failed: {exc}") from exc
+        self.counters["spill_files"] += 1
+        self.counters["spilled_items"] += len(items)
+        self.counters["spilled_bytes"] += written

@@ -1,0 +1,204 @@
+"""Spill files between machines through the sending location's Redis.
+
+Sender (RedisTransport.send): take a slot token (BLPOP on a list holding
+`simultaneous_files_in_redis` tokens, so no more files than that sit in one Redis),
+write the file in chunks below Redis's value limit plus a meta hash (size, checksum,
+chunk count), and push its id onto the receiver's inbox. The receiver
+(RedisReceiver) pops ids, checks length and checksum, writes the file into its map
+dir through a temporary name, deletes the keys, gives the slot back and acks. A
+sender's `close()` tells each receiver it is done and waits for every ack, with a
+timeout, so the map phase ends only when every file has arrived whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import cast
+
+import redis
+
+from cluster.engine.transport import LocalTransport
+from cluster.exceptions import JobAborted, ShuffleError
+from cluster.layout import JobLayout
+
+log = logging.getLogger(__name__)
+CHUNK_BYTES = 32 * 1024 ** 2
+EOF_PREFIX = "EOF:"
+
+
+def job_namespace(cluster_name: str, job_name: str, run_id: str) -> str:
+    """The prefix of every key of one run of one job."""
+    return f"cluster:{cluster_name}:job:{job_name}:{run_id}"
+
+
+def _blpop(client: redis.Redis, key: str, timeout: float, cancelled: threading.Event | None) -> bytes | None:
+    """BLPOP one key for up to `timeout` seconds, in short waits so a cancelled run stops at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cancelled is not None and cancelled.is_set():
+            raise JobAborted("the run was aborted")
+        wait = min(1.0, deadline - time.monotonic())
+        if wait <= 0:
+            return None
+        got = client.blpop([key], timeout=max(wait, 0.01))
+        if got is not None:
+            return cast(bytes, got[1])  # the clients are made without decode_responses: replies are bytes
+
+
+def _checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class RedisTransport:
+    """Sends one server's spill files: renamed for servers of its location, through its Redis otherwise."""
+
+    def __init__(self, *, layout: JobLayout, client: redis.Redis, namespace: str, server_id: str,
+                 local_servers: Iterable[str], remote_servers: Iterable[str], max_files_in_redis: int,
+                 timeout: float = 600.0, chunk_bytes: int = CHUNK_BYTES, cancelled: threading.Event | None = None):
+        self.cancelled = cancelled
+        self.local = LocalTransport(layout)
+        self.client = client
+        self.ns = namespace
+        self.server_id = server_id
+        self.local_servers = set(local_servers)
+        self.remote_servers = sorted(remote_servers)
+        self.timeout = timeout
+        self.chunk_bytes = chunk_bytes
+        self._seq = 0
+        self._outstanding: set[str] = set()
+        self._init_slots(max_files_in_redis)
+
+    def _init_slots(self, n: int) -> None:
+        # the first sender of the run fills the token list, atomically, once
+        if self.client.set(f"{self.ns}:slots:init", 1, nx=True, ex=7 * 24 * 3600):
+            self.client.rpush(f"{self.ns}:slots", *(["token"] * max(1, n)))
+
+    def send(self, path: str, dest_server: str) -> int:
+        if dest_server in self.local_servers:
+            return self.local.send(path, dest_server)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        self._seq += 1
+        file_id = f"{self.server_id}-{self._seq:06d}"
+        key = f"{self.ns}:file:{file_id}"
+        try:
+            if _blpop(self.client, f"{self.ns}:slots", self.timeout, self.cancelled) is None:
+                raise ShuffleError(f"server {self.server_id}: no room in Redis for {self.timeout:.0f}s (the "
+                                   f"receiving servers are not taking files); is {dest_server} running?")
+            chunks = [data[i:i + self.chunk_bytes] for i in range(0, len(data), self.chunk_bytes)] or [b""]
+            pipe = self.client.pipeline(transaction=False)
+            for i, chunk in enumerate(chunks):
+                pipe.set(f"{key}:{i}", chunk)
+            pipe.hset(key, mapping={"name": os.path.basename(path), "size": len(data),
+                                    "checksum": _checksum(data), "chunks": len(chunks),
+                                    "sender": self.server_id})
+            pipe.rpush(f"{self.ns}:inbox:{dest_server}", file_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise ShuffleError(f"server {self.server_id}: sending {path} to {dest_server} through Redis "
+                               f"failed: {exc}") from exc
+        self._outstanding.add(file_id)
+        os.unlink(path)
+        return len(data)
+
+    def close(self) -> None:
+        """Tell every remote receiver this sender is done, then wait until each file was received."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for dest in self.remote_servers:
+                pipe.rpush(f"{self.ns}:inbox:{dest}", EOF_PREFIX + self.server_id)
+            pipe.execute()
+            while self._outstanding:
+                got = _blpop(self.client, f"{self.ns}:acks:{self.server_id}", self.timeout, self.cancelled)
+                if got is None:
+                    raise ShuffleError(f"server {self.server_id}: {len(self._outstanding)} spill file(s) were not "
+                                       f"received within {self.timeout:.0f}s: {sorted(self._outstanding)[:5]}")
+                self._outstanding.discard(got.decode())
+        except redis.RedisError as exc:
+            raise ShuffleError(f"server {self.server_id}: waiting for spill files to be received failed: "
+                               f"{exc}") from exc
+
+
+class RedisReceiver:
+    """Pulls the spill files addressed to one server from the Redis of every other location."""
+
+    def __init__(self, *, layout: JobLayout, server_id: str, namespace: str,
+                 sources: dict[str, tuple[redis.Redis, list[str]]], timeout: float = 600.0,
+                 cancelled: threading.Event | None = None):
+        """sources: location -> (its Redis client, the servers of that location that send to us)."""
+        self.cancelled = cancelled
+        self.layout = layout
+        self.server_id = server_id
+        self.ns = namespace
+        self.sources = sources
+        self.timeout = timeout
+        self.files = 0
+        self.bytes = 0
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def _pull(self, location: str, client: redis.Redis, senders: list[str]) -> None:
+        waiting = set(senders)
+        inbox = f"{self.ns}:inbox:{self.server_id}"
+        folder = self.layout.map_dir(self.server_id)
+        os.makedirs(folder, exist_ok=True)
+        try:
+            while waiting:
+                got = _blpop(client, inbox, self.timeout, self.cancelled)
+                if got is None:
+                    raise ShuffleError(f"server {self.server_id}: nothing from {sorted(waiting)} on {location} for "
+                                       f"{self.timeout:.0f}s")
+                file_id = got.decode()
+                if file_id.startswith(EOF_PREFIX):
+                    waiting.discard(file_id[len(EOF_PREFIX):])
+                    continue
+                self._receive(client, file_id, folder)
+        except redis.RedisError as exc:
+            raise ShuffleError(f"server {self.server_id}: reading spill files from the Redis of {location} "
+                               f"failed: {exc}") from exc
+
+    def _receive(self, client: redis.Redis, file_id: str, folder: str) -> None:
+        key = f"{self.ns}:file:{file_id}"
+        raw = cast("dict[bytes, bytes]", client.hgetall(key))  # no decode_responses: bytes
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        if not meta:
+            raise ShuffleError(f"server {self.server_id}: spill file {file_id} is announced but not in Redis")
+        n = int(meta["chunks"])
+        data = b"".join(cast("bytes | None", client.get(f"{key}:{i}")) or b"" for i in range(n))
+        if len(data) != int(meta["size"]) or _checksum(data) != meta["checksum"]:
+            raise ShuffleError(f"server {self.server_id}: spill file {meta['name']} from {meta['sender']} arrived "
+                               f"damaged ({len(data)} of {meta['size']} bytes, checksum "
+                               f"{'ok' if _checksum(data) == meta['checksum'] else 'wrong'})")
+        dest = os.path.join(folder, meta["name"])
+        with open(dest + ".tmp", "wb") as fh:
+            fh.write(data)
+        os.replace(dest + ".tmp", dest)
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(key, *(f"{key}:{i}" for i in range(n)))
+        pipe.rpush(f"{self.ns}:slots", "token")
+        pipe.rpush(f"{self.ns}:acks:{meta['sender']}", file_id)
+        pipe.execute()
+        with self._lock:
+            self.files += 1
+            self.bytes += len(data)
+
+    def run(self) -> None:
+        """Pull from every location at once until each of its senders said it is done."""
+        threads = []
+        for location, (client, senders) in self.sources.items():
+            def target(location=location, client=client, senders=senders) -> None:
+                try:
+                    self._pull(location, client, senders)
+                except BaseException as exc:  # noqa: B036 - handed to run()'s caller
+                    self._errors.append(exc)
+            t = threading.Thread(target=target, daemon=True, name=f"receive-{location}")
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        if self._errors:
+            raise self._errors[0]

@@ -1,0 +1,284 @@
+"""The long-lived cluster server: commands through its location's Redis, one run at a time.
+
+It runs the same `ServerTask` (mapper, shuffler, reducer) as a local worker; spill files
+for servers of other locations go through Redis (`redis_transport.py`), and the files other
+locations send are pulled while the map phase runs.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import redis
+import ujson
+
+from cluster import defaults
+from cluster.config import ClusterConfig
+from cluster.engine.task import Phase, ServerTask, error_report
+from cluster.exceptions import JobAborted
+from cluster.layout import JobLayout
+from cluster.node import control
+from cluster.node.redis_transport import RedisReceiver, RedisTransport, job_namespace
+
+log = logging.getLogger(__name__)
+
+
+class ClusterServer:
+    """A long-lived cluster server: commands from its location's Redis, one run at a time.
+
+    A thread pops commands (BLPOP) and hands the work to the main thread, which runs
+    it; an `abort` also interrupts the main thread with SIGUSR1, so a run stops at
+    once even inside a user function that sleeps or loops. A heartbeat thread keeps
+    the server's `alive` key fresh.
+    """
+
+    def __init__(self, config: ClusterConfig, server_id: str, password: str):
+        self.config = config
+        self.server_id = server_id
+        self.location = config.location_of(server_id)
+        self.password = password
+        self.keys = control.Keys(config.cluster_name)
+        self.redis = control.redis_client(config, self.location, password, timeout=60.0)
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self.task: ServerTask | None = None
+        self.run_id: str | None = None
+        self.job_name: str | None = None
+        self.phase: str | None = None
+        self.cancelled = threading.Event()
+        self._work: queue.Queue = queue.Queue()
+        self._interruptible = False
+        self._state = threading.Lock()  # run_id and cancelled change together
+        self._failing: set[str] = set()
+        self._sources: dict[str, tuple[Any, list[str]]] = {}
+
+    def status(self) -> dict[str, Any]:
+        """What `manage_cluster status` shows for this server."""
+        return {"server": self.server_id, "location": self.location, "port": self.config.server_port(self.server_id),
+                "pid": os.getpid(), "job": self.job_name, "run_id": self.run_id, "phase": self.phase,
+                "rss_bytes": current_rss_bytes(), "since": self.started_at, "time": time.time()}
+
+    def _beat(self) -> None:
+        self.redis.set(self.keys.alive(self.server_id), ujson.dumps(self.status()),
+                       ex=defaults.HEARTBEAT_TTL_SECONDS)
+
+    def _redis_trouble(self, what: str, exc: Exception | None) -> None:
+        """Log a Redis failure once when it starts and once when it ends (the loops retry every second)."""
+        if exc is not None and what not in self._failing:
+            self._failing.add(what)
+            log.warning("cannot %s in the Redis of %s: %s (retrying every second)", what, self.location, exc)
+        elif exc is None and what in self._failing:
+            self._failing.discard(what)
+            log.info("the Redis of %s answers again (%s)", self.location, what)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(defaults.HEARTBEAT_EVERY_SECONDS):
+            try:
+                self._beat()
+                run_id = self.run_id
+                if run_id is not None and not self.redis.exists(self.keys.master(run_id)):
+                    log.warning("the master of run %s is gone (it stopped, or Redis lost the run); dropping it",
+                                run_id)
+                    self._cancel(run_id)
+                    self._report(run_id, control.Reply.ERROR, self.phase or "start", error={
+                        "server": self.server_id, "phase": self.phase or "start", "type": "JobAborted",
+                        "message": f"server {self.server_id} dropped the run: its master stopped renewing "
+                                   f"{self.keys.master(run_id)}", "traceback": ""})
+                    self._work.put((self._drop_run, run_id, "its master is gone"))
+                self._redis_trouble("write my heartbeat", None)
+            except redis.RedisError as exc:
+                self._redis_trouble("write my heartbeat", exc)
+
+    def _interrupt(self, signum, frame) -> None:
+        if self._interruptible and self.cancelled.is_set():
+            raise JobAborted(f"server {self.server_id}: run {self.run_id} was aborted")
+
+    def _cancel(self, run_id: str | None = None) -> None:
+        """Stop the running phase now (it raises JobAborted in the main thread); only the given run's."""
+        with self._state:
+            if run_id is not None and run_id != self.run_id:
+                return
+            self.cancelled.set()
+            if self._interruptible:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    def serve(self) -> None:
+        """Take commands until told to shut down (call from the main thread)."""
+        signal.signal(signal.SIGUSR1, self._interrupt)
+        gc.set_threshold(*defaults.WORKER_GC_THRESHOLDS)
+        self._beat()
+        threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
+        threading.Thread(target=self._read_commands, daemon=True, name="commands").start()
+        log.info("server %s on %s ready (pid %d)", self.server_id, self.location, os.getpid())
+        while not self.stopping.is_set():
+            try:
+                work = self._work.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                work[0](*work[1:])
+            except JobAborted:
+                pass  # an abort that arrived between two pieces of work
+        self._drop_run()
+        try:
+            self.redis.delete(self.keys.alive(self.server_id))
+        except redis.RedisError:
+            log.warning("could not remove my heartbeat key; it expires in %ss", defaults.HEARTBEAT_TTL_SECONDS)
+        log.info("server %s stopped", self.server_id)
+
+    def _read_commands(self) -> None:
+        queue_key = self.keys.commands(self.server_id)
+        while not self.stopping.is_set():
+            try:
+                got = self.redis.blpop([queue_key], timeout=1)
+                self._redis_trouble("read commands", None)
+            except redis.RedisError as exc:
+                self._redis_trouble("read commands", exc)
+                self.stopping.wait(1.0)
+                continue
+            if got is not None:
+                self.handle(ujson.loads(got[1]))
+
+    def handle(self, message: dict) -> None:
+        """Turn one command into work for the main thread (an abort also interrupts the work running)."""
+        command = control.Command(message["command"])
+        if command is control.Command.SHUTDOWN:
+            self._cancel()
+            self.stopping.set()
+        elif command is control.Command.START:
+            self._cancel()
+            self._work.put((self._start, message))
+        elif command is control.Command.PHASE:
+            self._work.put((self._run_phase, message["run_id"], Phase(message["phase"])))
+        elif command is control.Command.ABORT:
+            self._cancel(message.get("run_id"))
+            self._work.put((self._drop_run, message.get("run_id"), "the master aborted the run"))
+        elif command is control.Command.END:
+            self._work.put((self._drop_run, message.get("run_id")))
+
+    def _report(self, run_id: str, kind: control.Reply, phase: str, **fields) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.reports(run_id), ujson.dumps({"kind": kind.value, "server": self.server_id,
+                                                            "phase": phase, **fields}))
+        pipe.expire(self.keys.reports(run_id), 7 * 24 * 3600)
+        pipe.execute()
+
+    def _start(self, message: dict) -> None:
+        self._drop_run()
+        run_id, job = message["run_id"], message["job"]
+        with self._state:
+            self.run_id, self.job_name, self.phase = run_id, job["job_name"], "start"
+            self.cancelled = threading.Event()
+        try:
+            by_location = self.config.servers_by_location()
+            namespace = job_namespace(self.config.cluster_name, job["job_name"], run_id)
+            self._sources = {
+                loc: (control.redis_client(self.config, loc, self.password, timeout=60.0), servers)
+                for loc, servers in by_location.items() if loc != self.location}
+            layout = JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
+            transport = RedisTransport(
+                layout=layout, client=self.redis, namespace=namespace, server_id=self.server_id,
+                local_servers=by_location[self.location],
+                remote_servers=[s for loc, ss in by_location.items() if loc != self.location for s in ss],
+                max_files_in_redis=job.get("simultaneous_files_in_redis") or defaults.SIMULTANEOUS_FILES_IN_REDIS,
+                timeout=defaults.SHUFFLE_TIMEOUT_SECONDS, cancelled=self.cancelled)
+
+            def publish(phase: str, counters: dict) -> None:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hset(self.keys.progress(run_id), self.server_id,
+                          ujson.dumps({"phase": phase, "counters": counters}))
+                pipe.expire(self.keys.progress(run_id), 7 * 24 * 3600)
+                pipe.execute()
+
+            self.task = ServerTask(config=self.config, job=job, run_id=run_id, server_id=self.server_id,
+                                   partitions=self.config.server_ids(), inputs=message["inputs"],
+                                   projects_root=self.config.base_projects_dir, transport=transport,
+                                   on_progress=publish, cancelled=self.cancelled, isolate=True)
+        except Exception as exc:
+            log.error("run %s of job %s cannot start here: %s", run_id, job["job_name"], exc)
+            self._report(run_id, control.Reply.ERROR, "start", error=error_report(exc, self.server_id, "start"))
+            self._drop_run()
+            return
+        log.info("run %s of job %s: %d input file(s) here", run_id, job["job_name"],
+                 len(message["inputs"].get("files", [])))
+        self._report(run_id, control.Reply.STARTED, "start")
+        self.phase = None
+
+    def _run_phase(self, run_id: str, phase: Phase) -> None:
+        if run_id != self.run_id or self.task is None or self.cancelled.is_set():
+            log.warning("ignoring phase %s of run %s (my run: %s)", phase.value, run_id, self.run_id)
+            return
+        log.info("run %s: %s phase", run_id, phase.value)
+        self.phase = phase.value
+        try:
+            receiver = None
+            self._interruptible = True
+            if phase is Phase.MAP and self._sources:
+                assert isinstance(self.task.transport, RedisTransport)  # the one _start made
+                receiver = RedisReceiver(layout=self.task.layout, server_id=self.server_id,
+                                         namespace=self.task.transport.ns, sources=self._sources,
+                                         timeout=defaults.SHUFFLE_TIMEOUT_SECONDS, cancelled=self.cancelled)
+                errors: list[BaseException] = []
+                pulling = threading.Thread(target=_capture(receiver.run, errors), daemon=True, name="receive")
+                pulling.start()
+            counters = self.task.run_phase(phase)
+            if receiver is not None:
+                pulling.join()
+                if errors:
+                    raise errors[0]
+                counters["received_files"], counters["received_bytes"] = receiver.files, receiver.bytes
+            self._interruptible = False
+            self._report(run_id, control.Reply.DONE, phase.value, counters=counters)
+            log.info("run %s: %s phase done in %.1fs", run_id, phase.value, counters.get("seconds", 0))
+        except Exception as exc:
+            self._interruptible = False
+            if self.cancelled.is_set():
+                log.info("run %s: %s phase stopped (aborted)", run_id, phase.value)
+                return
+            log.error("run %s: %s phase failed: %s", run_id, phase.value, exc)
+            try:
+                self._report(run_id, control.Reply.ERROR, phase.value,
+                             error=error_report(exc, self.server_id, phase.value))
+            except redis.RedisError as report_exc:
+                log.error("could not report the failure to the master (Redis: %s)", report_exc)
+        finally:
+            self._interruptible = False
+            self.phase = None
+
+    def _drop_run(self, run_id: str | None = None, reason: str | None = None) -> None:
+        """Free what the current run holds (only that run's, when `run_id` is given)."""
+        if self.run_id is None or (run_id is not None and run_id != self.run_id):
+            return
+        if reason:
+            log.info("run %s dropped: %s", self.run_id, reason)
+        self.cancelled.set()
+        if self.task is not None:
+            self.task.close()
+        for client, _ in self._sources.values():
+            client.close()
+        with self._state:
+            self.task, self.run_id, self.job_name, self.phase, self._sources = None, None, None, None, {}
+
+
+def _capture(fn, errors: list) -> Any:
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: B036 - handed to the phase thread
+            errors.append(exc)
+    return target
+
+
+def current_rss_bytes() -> int:
+    """This process's resident memory now."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
