@@ -26,9 +26,9 @@ def make_executor(kind: str, config: ClusterConfig, *, servers: int | None = Non
             raise ConfigError("servers (and reducers, worker_log_level, profile_dir) are the local executor's "
                               "settings; a cluster has number_of_servers_per_location servers on each location")
         from cluster.executors.cluster import ClusterExecutor
-        from cluster.master.manager import ManageCluster
+        from cluster.master.manager import ClusterManager
 
-        return ClusterExecutor(ManageCluster(config), on_progress=on_progress)
+        return ClusterExecutor(ClusterManager(config), on_progress=on_progress)
     raise ConfigError(f"unknown executor {kind!r}: one of {', '.join(EXECUTORS)}")
 
 

@@ -166,10 +166,10 @@ def executor_case(spec: dict) -> dict:
         # default: the hottest words)
         job["disk_based_input"] = True
     if spec["case"].startswith("cluster"):  # the running bench cluster (bench.py starts it, kills it after)
-        from cluster.master.manager import ManageCluster
+        from cluster.master.manager import ClusterManager
 
         os.environ["XDG_CONFIG_HOME"] = spec["xdg"]
-        result = ManageCluster(ClusterConfig.from_file(spec["cluster_config"])).run(job)
+        result = ClusterManager(ClusterConfig.from_file(spec["cluster_config"])).run(job)
     else:
         result = LocalExecutor(config, servers=servers).run(job)
     items = [json.loads(line) for path in sorted(os.listdir(result.output_dir))

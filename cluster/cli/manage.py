@@ -50,9 +50,9 @@ def init(config_path: str | None, force: bool) -> None:
 
 
 def _manager(config_path: str | None):
-    from cluster.master.manager import ManageCluster
+    from cluster.master.manager import ClusterManager
 
-    return ManageCluster(ClusterConfig.load(config_path), echo=click.echo)
+    return ClusterManager(ClusterConfig.load(config_path), echo=click.echo)
 
 
 @manage_cluster.command()

@@ -154,14 +154,14 @@ def output(job_name: str, config_path: str | None, limit: int | None) -> None:
     """Print every output item of a job (from every location), one JSON line each."""
     import tempfile
 
-    from cluster.master.manager import ManageCluster
+    from cluster.master.manager import ClusterManager
 
     config = ClusterConfig.load(config_path)
     layout = JobLayout(config.base_dir, config.auxiliary_dir, job_name)
     shown = files = 0
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="cluster-output-") as scratch:
-        for path in ManageCluster(config).output_files(job_name, scratch):
+        for path in ClusterManager(config).output_files(job_name, scratch):
             files += 1
             for line in iter_lines(path):
                 if limit is not None and shown >= limit:

@@ -122,9 +122,9 @@ def _check_here(report: Preflight, config: ClusterConfig, servers: int) -> None:
 def _check_locations(report: Preflight, config: ClusterConfig) -> None:
     import ujson
 
-    from cluster.master.manager import ManageCluster
+    from cluster.master.manager import ClusterManager
 
-    manager = ManageCluster(config)
+    manager = ClusterManager(config)
     by_location = config.servers_by_location()
     job_json = ujson.dumps(report.job)
 

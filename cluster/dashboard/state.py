@@ -49,9 +49,9 @@ class DashboardState:
                 if self.cluster_status is not None:
                     found = self.cluster_status()
                 else:
-                    from cluster.master.manager import ManageCluster
+                    from cluster.master.manager import ClusterManager
 
-                    found = ManageCluster(self.config).status()
+                    found = ClusterManager(self.config).status()
             except ClusterError as exc:
                 found = {"error": str(exc), "servers": [], "locations": []}
             self._status = (time.monotonic(), found)

@@ -1,4 +1,4 @@
-"""ManageCluster: start, stop, kill, status and attach the cluster's servers; run jobs on them.
+"""ClusterManager: start, stop, kill, status and attach the cluster's servers; run jobs on them.
 
 Each location gets the master's code, projects, config and secrets (deploy.py), a
 redis-server, a management server in screen session `<cluster_name>_management` and
@@ -53,7 +53,7 @@ def for_each_host(hosts: tuple[str, ...] | list[str], fn: Callable[[str], Any]) 
     return results
 
 
-class ManageCluster:
+class ClusterManager:
     """The master's handle on one cluster (one config)."""
 
     def __init__(self, config: ClusterConfig, echo: Callable[[str], None] | None = None):
@@ -398,3 +398,6 @@ class ManageCluster:
                 self.call(host, "discard_job", job_name, run_id)
             return runs
         return sorted({r for runs in self.for_each_location(one).values() for r in runs})
+
+
+ManageCluster = ClusterManager  # the name it had before the rooms (a verb); kept for old scripts

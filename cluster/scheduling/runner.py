@@ -269,10 +269,10 @@ class Runner:
                 did.append(f"stopped its leftover process(es) {', '.join(map(str, pids))}" if pids
                            else "none of its processes was left")
             if run["job_type"] == JobType.MAPREDUCE.value and not self.local:
-                from cluster.master.manager import ManageCluster
+                from cluster.master.manager import ClusterManager
 
                 try:
-                    dropped = ManageCluster(self.config).drop_runs_of(run["job_name"])
+                    dropped = ClusterManager(self.config).drop_runs_of(run["job_name"])
                     did.append(f"the servers dropped its run(s) {', '.join(dropped)}" if dropped
                                else "no server held it any more")
                 except ClusterError as exc:  # a cluster that is down holds nothing; say so in the history

@@ -206,9 +206,9 @@ class JobScriptRunner:
             os.fchmod(fd, 0o666 & ~umask)  # as a file the user created (mkstemp makes it 0600)
             with os.fdopen(fd, "wb") as sink, tempfile.TemporaryDirectory(prefix="cluster-job-") as scratch:
                 if self.run.cluster:
-                    from cluster.master.manager import ManageCluster
+                    from cluster.master.manager import ClusterManager
 
-                    paths = ManageCluster(self.config).output_files(self.job_name, scratch)
+                    paths = ClusterManager(self.config).output_files(self.job_name, scratch)
                 else:
                     paths = iter(JobLayout(self.config.base_dir, self.config.auxiliary_dir,
                                            self.job_name).output_files())

@@ -10,7 +10,7 @@ from pathlib import Path
 from integration_helpers import REPO, TEST_PROJECTS, free_port, free_port_block
 
 from cluster.config import ClusterConfig
-from cluster.master.manager import ManageCluster
+from cluster.master.manager import ClusterManager
 from cluster.node import location
 
 MANAGE = REPO / ".venv" / "bin" / "manage_cluster"
@@ -47,8 +47,8 @@ class Cluster:
             assert proc.returncode == 0, f"{tool.name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         return proc
 
-    def manager(self) -> ManageCluster:
-        return ManageCluster(self.config)
+    def manager(self) -> ClusterManager:
+        return ClusterManager(self.config)
 
     def sessions(self) -> list[str]:
         return [n for n in location.screen_sessions() if n.startswith(self.name + "_")]

@@ -2,7 +2,7 @@
 
 One cluster (its own name, ports and certificate folder) serves the whole module: it is
 started and stopped through the `manage_cluster` console script as a user would, jobs
-run through `mapreduce run` and `ManageCluster.run`, servers and Redis are killed with
+run through `mapreduce run` and `ClusterManager.run`, servers and Redis are killed with
 real signals. The finalizer kills whatever is left, by this cluster's names only.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from integration_helpers import (
 from cluster import sample_data
 from cluster.config import ClusterConfig
 from cluster.exceptions import JobFailed
-from cluster.master.manager import ManageCluster
+from cluster.master.manager import ClusterManager
 from cluster.node import location
 from cluster.node.security import init_secrets
 from cluster.node.services import tls_connect
@@ -44,7 +44,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("cluster")
     c = Cluster(root)
     saved = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]  # ManageCluster in this process finds the secrets
+    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]  # ClusterManager in this process finds the secrets
     try:
         yield c
     finally:
@@ -79,7 +79,7 @@ def slow_input(folder: Path, files: int = 2, sleep: float = 20.0) -> Path:
     return folder
 
 
-def run_in_thread(manager: ManageCluster, job: dict) -> tuple[threading.Thread, dict]:
+def run_in_thread(manager: ClusterManager, job: dict) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
     def target() -> None:

@@ -22,7 +22,7 @@ from cluster import sample_data
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, JobFailed, TransferError
 from cluster.job_spec import get_file_transfer_template, get_script_template
-from cluster.master.manager import ManageCluster
+from cluster.master.manager import ClusterManager
 from cluster.scheduling.file_transfer import FileTransfer
 from cluster.scheduling.runner import Runner
 from cluster.scheduling.store import Scheduler
@@ -56,13 +56,13 @@ def cluster(hosts, tmp_path_factory: pytest.TempPathFactory):
                    "poll_every = 0.2\n")
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(root / "xdg")}
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # ManageCluster in this process: known_hosts and secrets of this master
+    os.environ.update(env)  # ClusterManager in this process: known_hosts and secrets of this master
     config = ClusterConfig.from_file(str(cfg))
     try:
         yield {"config": config, "path": cfg, "env": dict(os.environ, **env), "hosts": hosts}
     finally:
         try:
-            ManageCluster(config).kill()
+            ClusterManager(config).kill()
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -113,7 +113,7 @@ def test_start_over_ssh_brings_up_every_location(cluster, hosts):
 def test_word_count_across_hosts_is_exact_and_shuffles_through_redis(cluster, words):
     job = make_job("mh_wc", "word_count", [f"{cluster['config'].compute_dir}/input"], "word_count", "sum_counts",
                    combine_function_name="sum_counts")
-    result = ManageCluster(cluster["config"]).run(job)
+    result = ClusterManager(cluster["config"]).run(job)
     assert result.counters["files"] == 9
     received = sum(c.get("map", {}).get("received_files", 0) for c in result.per_server.values())
     assert received > 0, "no spill file crossed between hosts"
@@ -128,7 +128,7 @@ def test_a_job_with_auxiliary_data_on_every_host(cluster, hosts, words):
         (d / "auxiliary" / "wanted.data").write_text(json.dumps({"words": wanted}))
     job = make_job("mh_aux", "word_count", [f"{cluster['config'].compute_dir}/input"], "word_count_filtered",
                    "sum_counts", auxiliary_data_name_mapper="wanted")
-    ManageCluster(cluster["config"]).run(job)
+    ClusterManager(cluster["config"]).run(job)
     out = cli(cluster, MAPREDUCE, "output", "mh_aux")
     assert items_to_dict(json.loads(line) for line in out.stdout.splitlines()) == {
         w: words["counts"][w] for w in wanted}
@@ -144,7 +144,7 @@ def test_a_redis_that_dies_mid_shuffle_fails_the_job_cleanly(cluster, hosts, wor
         (d / "slow" / "b.txt").write_text("".join(f"u{i} w{i % 17}\n" for i in range(4000)))
     job = make_job("mh_redis_dies", "testjobs", [f"{config.compute_dir}/slow"], "slow_lines", "sum_values",
                    max_number_dumped_items_shuffler=100)
-    manager = ManageCluster(config)
+    manager = ClusterManager(config)
     outcome: dict = {}
 
     def target() -> None:
@@ -286,7 +286,7 @@ def test_a_mapreduce_job_past_its_timeout_leaves_the_cluster_ready(cluster, host
     assert run["phase"] == "map" and "timeout of 0.1 minute(s)" in run["exception"]
     # the servers dropped the run (their SLOW lines were interrupted), so the next job runs at once
     job = make_job("mh_after_timeout", "testjobs", [f"{config.compute_dir}/input"], "words", "sum_values")
-    result = ManageCluster(config).run(job, timeout_minutes=2)
+    result = ClusterManager(config).run(job, timeout_minutes=2)
     assert result.counters["files"] == 9
 
 

@@ -10,7 +10,7 @@ import pytest
 from cluster.config import ClusterConfig
 from cluster.exceptions import ClusterError, DeployError
 from cluster.master import deploy
-from cluster.master.manager import ManageCluster
+from cluster.master.manager import ClusterManager
 from cluster.master.remote import LocalRemote
 from cluster.node import location
 
@@ -92,9 +92,9 @@ def test_push_tree_replaces_the_whole_folder_without_caches(tmp_path):
 def test_attach_runs_screen_here_or_through_ssh(tmp_path):
     key = tmp_path / "key"
     key.write_text("k")
-    local = ManageCluster(ClusterConfig.from_dict({"cluster_name": "an", "number_of_servers_per_location": 2}))
+    local = ClusterManager(ClusterConfig.from_dict({"cluster_name": "an", "number_of_servers_per_location": 2}))
     assert local.attach_command("S_1") == ["screen", "-r", "an_S_1"]
-    remote = ManageCluster(ClusterConfig.from_dict({
+    remote = ClusterManager(ClusterConfig.from_dict({
         "cluster_name": "an", "locations": "localhost,10.1.2.3", "number_of_servers_per_location": 2,
         "ssh_user": "cl", "ssh_port": 2222, "ssh_key_file": str(key)}))
     assert remote.attach_command("S_3") == ["ssh", "-t", "-p", "2222", "-i", str(key), "cl@10.1.2.3",
