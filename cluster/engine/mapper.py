@@ -19,6 +19,8 @@ from typing import Any
 import ujson
 
 from cluster import defaults
+from cluster.counters import Merge
+from cluster.counters import names as counter_names
 from cluster.engine.reading import Compression, InputFile, count_bad_line, decode_error_types
 from cluster.engine.shuffler import Shuffler, describe_bad_output
 from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, NotTheInput, UserFunctionError
@@ -27,6 +29,9 @@ from cluster.layout import JobLayout
 log = logging.getLogger(__name__)
 
 MAX_BAD_LINE_EXAMPLES = 20
+# what the mapper counts itself (the shuffler counts the rest of the map phase's counters)
+MAPPER_COUNTERS = ("files", "files_done", "files_decompressed", "records_in", "records_sampled_out", "bytes_in",
+                   "bad_lines", "files_failed", "input_bytes_total", "input_bytes_done")
 
 
 def load_auxiliary_data(layout: JobLayout, name: str | None) -> Any:
@@ -93,18 +98,17 @@ class Mapper:
         self.shuffler = shuffler
         self.counters = counters
         self.progress = progress
-        for name in ("files", "files_done", "files_decompressed", "records_in", "records_sampled_out", "bytes_in",
-                     "bad_lines", "files_failed", "input_bytes_total", "input_bytes_done"):
+        for name in MAPPER_COUNTERS:
             counters.setdefault(name, 0)
-        counters.setdefault("bad_line_examples", [])
-        counters.setdefault("bad_lines_by_file", {})
-        counters.setdefault("failed_files", [])
+        for name in counter_names(Merge.LIST, "map"):
+            counters.setdefault(name, [])
+        for name in counter_names(Merge.SUM_BY_KEY, "map"):
+            counters.setdefault(name, {})
 
     def run(self, files: list[str], map_function: Callable | FileMapFunction | None = None,
             sample: bool = True) -> None:
         """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
         fn = map_function or self.map_function
-        self._sample = sample
         self.counters["files"] += len(files)
         self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
         if isinstance(fn, FileMapFunction):
@@ -113,26 +117,27 @@ class Mapper:
             if self.counters["files_failed"]:  # the job fails: only name the other files that cannot be read
                 self._check_file(path)
             else:
-                self._map_file(path, fn)
+                self._map_file(path, fn, sample)
             self.counters["files_done"] += 1
         if isinstance(fn, FileMapFunction):
             self.shuffler.add(fn.take(final=True))
             self.shuffler.maybe_flush()
 
-    def _sampler(self, path: str) -> Callable[[], float] | None:
+    def _sampler(self, path: str, sampled: bool) -> Callable[[], float] | None:
+        """The file's random stream when the job downsamples (and this input is `sampled`), else None."""
         fraction = float(self.job.get("downsample") or 1.0)
-        if fraction >= 1.0 or not getattr(self, "_sample", True):
+        if fraction >= 1.0 or not sampled:
             return None
         return random.Random(f"{self.job['job_name']}\0{path}").random
 
-    def _map_file(self, path: str, fn: Callable | FileMapFunction) -> None:
+    def _map_file(self, path: str, fn: Callable | FileMapFunction, sampled: bool) -> None:
         counters = self.counters
         aux = self.auxiliary_data
         add = self.shuffler.add
         held = fn if isinstance(fn, FileMapFunction) else None
         if isinstance(fn, FileMapFunction):  # held is fn
             fn = fn.for_file(path)
-        sample = self._sampler(path)
+        sample = self._sampler(path, sampled)
         fraction = float(self.job.get("downsample") or 1.0)
         check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
         lineno = records = skipped = 0
@@ -158,7 +163,7 @@ class Mapper:
                                 counters["records_sampled_out"] += skipped
                                 if held is not None:
                                     add(held.take())
-                                self._flush(path, fn, records + 1, lineno - 1)
+                                self._flush(path, fn, records + 1, lineno - 1, sampled)
                                 records, skipped = lineno - 1, 0
                                 counters["input_bytes_done"] = done_before + reader.raw_tell()
                                 if self.progress:
@@ -199,7 +204,7 @@ class Mapper:
         log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
         if held is not None:
             add(held.take())
-        self._flush(path, fn, records + 1, lineno)
+        self._flush(path, fn, records + 1, lineno, sampled)
         if self.progress:
             self.progress()
 
@@ -227,20 +232,21 @@ class Mapper:
             self._failed_file(failed)
         self.counters["input_bytes_done"] += _size(path)
 
-    def _flush(self, path: str, fn: Callable, first_line: int, last_line: int) -> None:
+    def _flush(self, path: str, fn: Callable, first_line: int, last_line: int, sampled: bool) -> None:
         try:
             self.shuffler.maybe_flush()
         except BadMapOutput as exc:
-            lineno, line = self._locate_bad_output(path, fn, first_line, last_line)
+            lineno, line = self._locate_bad_output(path, fn, first_line, last_line, sampled)
             where: dict[str, Any] = {"line_number": lineno, "line": line} if lineno else {}
             error = str(exc) if lineno else f"{exc} (in the output of lines {first_line}-{last_line})"
             raise UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
                                     server=self.server_id, error=error, traceback="", input_file=path,
                                     **where) from None
 
-    def _locate_bad_output(self, path: str, fn: Callable, first: int, last: int) -> tuple[int | None, str | None]:
+    def _locate_bad_output(self, path: str, fn: Callable, first: int, last: int,
+                           sampled: bool) -> tuple[int | None, str | None]:
         """Failure path only: map the batch's lines again to name the line whose output is malformed."""
-        sample = self._sampler(path)
+        sample = self._sampler(path, sampled)
         fraction = float(self.job.get("downsample") or 1.0)
         with InputFile(path) as reader:
             lines = list(islice(reader, last))

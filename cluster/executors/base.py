@@ -20,7 +20,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster import counters
 from cluster.config import ClusterConfig
+from cluster.counters import Merge
 from cluster.engine import functions
 from cluster.engine.mapper import new_run_id
 from cluster.engine.reading import input_problems
@@ -34,11 +36,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, dict]], None]  # (phase, {server: that phase's counters})
 Plan = dict[str, dict[str, Any]]  # server -> {"files": [...], "bytes": n, "previous_output": [...]}
 
-SUM_KEYS = ("files", "files_decompressed", "records_in", "records_sampled_out", "bytes_in", "bad_lines",
-            "files_failed", "map_items_out", "combine_calls", "combine_items_in", "combine_items_out", "spill_files",
-            "spilled_items", "spilled_bytes", "moved_bytes", "runs_in", "groups", "records_out",
-            "output_files", "output_bytes", "input_bytes_total", "input_bytes_done", "items_reduced",
-            "groups_on_disk")
+SUM_KEYS = counters.names(Merge.SUM)
+LIST_KEYS = counters.names(Merge.LIST)
+BY_KEY_KEYS = counters.names(Merge.SUM_BY_KEY)
+PER_SERVER_KEYS = counters.names(Merge.PER_SERVER)
 
 
 @dataclass
@@ -53,24 +54,25 @@ class JobResult:
 
 
 def merge_counters(per_server: dict[str, dict[str, dict]]) -> dict[str, Any]:
-    """Sum the servers' counters into one dict for the job."""
+    """The servers' counters merged into the job's, each as cluster/counters.py says: sums, lists one
+    after another, counts by key, and per-server values (their largest over the phases)."""
     total: dict[str, Any] = {k: 0 for k in SUM_KEYS}
-    total["bad_line_examples"] = []
-    total["failed_files"] = []
-    total["bad_lines_by_file"] = {}
+    total.update({k: [] for k in LIST_KEYS})
+    total.update({k: {} for k in (*BY_KEY_KEYS, *PER_SERVER_KEYS)})
     total["seconds"] = {}
-    total["peak_rss_bytes"] = {}
     for server, phases in per_server.items():
         for c in phases.values():
             for k in SUM_KEYS:
                 if k in c:
                     total[k] += c[k]
-            total["bad_line_examples"] += c.get("bad_line_examples", [])
-            total["failed_files"] += c.get("failed_files", [])
-            for path, n in c.get("bad_lines_by_file", {}).items():
-                total["bad_lines_by_file"][path] = total["bad_lines_by_file"].get(path, 0) + n
-            if "peak_rss_bytes" in c:
-                total["peak_rss_bytes"][server] = max(total["peak_rss_bytes"].get(server, 0), c["peak_rss_bytes"])
+            for k in LIST_KEYS:
+                total[k] += c.get(k, [])
+            for k in BY_KEY_KEYS:
+                for key, n in c.get(k, {}).items():
+                    total[k][key] = total[k].get(key, 0) + n
+            for k in PER_SERVER_KEYS:
+                if k in c:
+                    total[k][server] = max(total[k].get(server, 0), c[k])
     return total
 
 
