@@ -131,8 +131,8 @@ class MapReduceJob(CommonJob, total=False):
     merge_previous_output: Annotated[bool, Spec(
         "fold the job's previous output back into the reduce (items must be `(key, value)`), so a `hold_state` "
         "run ends with f(old + new)", default=False)]
-    job_script: Annotated[str | None, Spec("a Telemetry-style job script in the project (`python -m cluster.job` "
-                                           "sets it)")]
+    job_script: Annotated[str | None, Spec("set by `python -m cluster.telemetry`: the job script its one-file "
+                                           "project runs (the engine runs that project's functions)")]
     input_filter: Annotated[dict | None, Spec("the dimensions filter that selects a job script's input files")]
     combine_threshold: Annotated[int | None, Spec(
         f"a job script's in-mapper combine threshold (null: {defaults.COMBINE_THRESHOLD})")]

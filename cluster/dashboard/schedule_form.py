@@ -47,7 +47,7 @@ _DAY_FIELD = {"weekly": "day_of_week", "monthly": "day_of_month"}
 
 
 class Check:
-    """A WTForms validator from one of the job rules (jobs.py), so the form and `validate_job` agree."""
+    """A WTForms validator from one of the job rules (job_spec.py), so the form and `validate_job` agree."""
 
     def __init__(self, rule: Callable[[Any], bool], message: str):
         self.rule, self.message = rule, message

@@ -56,7 +56,9 @@ def load_module(projects_root: str, project_name: str, module: str, isolate: boo
     assert spec is not None and spec.loader is not None  # a .py file always has a spec with a loader
     mod = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
-    sys.path.insert(0, folder)
+    inserted = folder not in sys.path  # a load inside a load (a factory's) adds no second entry
+    if inserted:
+        sys.path.insert(0, folder)
     sys.modules[unique] = mod  # dataclasses and pickling look the module up while it runs
     try:
         spec.loader.exec_module(mod)
@@ -67,7 +69,7 @@ def load_module(projects_root: str, project_name: str, module: str, isolate: boo
                            f"(at {frame.filename}:{frame.lineno})") from exc
     finally:
         if isolate:
-            if folder in sys.path:
+            if inserted and folder in sys.path:
                 sys.path.remove(folder)
             # The project's own helper modules are loaded afresh each time, never shared between projects.
             for name in set(sys.modules) - before:

@@ -7,7 +7,7 @@ server a `start` and then each phase through its location's Redis, and polls eve
 heartbeat expired, or a Redis that stopped answering aborts the run everywhere; output is
 published on every location only after every server finished reduce.
 
-What it needs of the cluster (its manager: `ClusterManager` in manage_cluster.py) is passed in:
+What it needs of the cluster (its manager: `ClusterManager` in master/manager.py) is passed in:
 its Redis clients and keys, its management calls, and SSH to push the project.
 """
 from __future__ import annotations

@@ -103,6 +103,7 @@ class LocalExecutor(Executor):
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("worker of server %s did not exit after the job; stopping it", s)
+        self._stop_workers()  # nothing of the run may still write when its output is published
         layout = self._layout(job)
         hold = HoldState(layout)
         if job.get("hold_state"):

@@ -49,7 +49,7 @@ class _TLSAuthenticator(SSLAuthenticator):
 class ClusterServerService(rpyc.Service):
     """The RPyC service of one cluster server: who it is, what it does, stop it.
 
-    Work reaches the server through its location's Redis (process.py); this service
+    Work reaches the server through its location's Redis (node/server.py); this service
     only answers and stops. Answers are JSON strings: with pickling off, a dict would
     travel as a remote reference.
     """

@@ -23,6 +23,8 @@ import inspect
 import io
 import marshal
 import os
+import shutil
+import sys
 import traceback
 from collections.abc import Callable
 from types import ModuleType
@@ -316,55 +318,67 @@ class ScriptReduce:
 
 class ScriptFunction:
     """A job script's map, combine or reduce as a project function: a factory the engine asks
-    `for_job(job)` for what it runs (ScriptMap, ScriptCombine, ScriptReduce of the script)."""
+    `for_job(job)` for what it runs (ScriptMap, ScriptCombine, ScriptReduce of the script). The
+    script is loaded then, once for all three (load_script), not when the stub is imported."""
 
-    def __init__(self, module: ModuleType, role: str) -> None:
+    def __init__(self, project_file: str, module: str, role: str) -> None:
+        self.project_file = project_file
         self.module = module
         self.role = role
 
     def for_job(self, job: dict) -> Any:
-        map_fn, combine_fn, reduce_fn = engine_functions(self.module, job)
+        map_fn, combine_fn, reduce_fn = engine_functions(load_script(self.project_file, self.module), job)
         return {"map": map_fn, "combine": combine_fn, "reduce": reduce_fn}[self.role]
 
     def __call__(self, *args: Any) -> Any:
-        raise JobScriptError(f"job script {getattr(self.module, '__file__', '?')}: its {self.role} runs through "
-                             "the engine's adapters (for_job), not directly")
+        raise JobScriptError(f"job script {self.module}.py: its {self.role} runs through the engine's adapters "
+                             "(for_job), not directly")
 
 
 def load_script(project_file: str, module: str) -> ModuleType:
     """The job script `module` of the one-file project that `project_file` (its map_functions.py or
-    reduce_functions.py, written by python -m cluster.telemetry) belongs to."""
+    reduce_functions.py, written by python -m cluster.telemetry) belongs to: loaded once per version
+    of the file (its map, combine and reduce share one module, as in the original job.py)."""
     from cluster.engine import functions
 
     folder = os.path.dirname(os.path.abspath(project_file))
-    return functions.load_module(os.path.dirname(folder), os.path.basename(folder), module, isolate=False)
+    path = os.path.join(folder, module + ".py")
+    stamp = os.stat(path).st_mtime_ns
+    unique = f"_cluster_project_{os.path.basename(folder).replace('.', '_').replace('-', '_')}_{module}"
+    loaded = sys.modules.get(unique)
+    if loaded is not None and getattr(loaded, "__file__", None) == path and \
+            getattr(loaded, "_cluster_stamp", None) == stamp:
+        return loaded
+    script = functions.load_module(os.path.dirname(folder), os.path.basename(folder), module, isolate=False)
+    script._cluster_stamp = stamp  # type: ignore[attr-defined]  # which version of the file this is
+    return script
 
 
-PROJECT_MAP = '''"""Written by python -m cluster.telemetry: the engine's map function of job script {script}."""
-from cluster.telemetry.adapters import ScriptFunction, load_script
+RESERVED_MODULES = ("map_functions", "reduce_functions")  # the stubs' names: a script is copied under another
+PROJECT_MAP = '''"""Written by python -m cluster.telemetry: the engine's map function of a job script."""
+from cluster.telemetry.adapters import ScriptFunction
 
-map = ScriptFunction(load_script(__file__, {module!r}), "map")
+map = ScriptFunction(__file__, {module!r}, "map")
 '''
-PROJECT_REDUCE = '''"""Written by python -m cluster.telemetry: the engine's reduce and combine of {script}."""
-from cluster.telemetry.adapters import ScriptFunction, load_script
+PROJECT_REDUCE = '''"""Written by python -m cluster.telemetry: the engine's reduce and combine of a job script."""
+from cluster.telemetry.adapters import ScriptFunction
 
-_script = load_script(__file__, {module!r})
-reduce = ScriptFunction(_script, "reduce")
-combine = ScriptFunction(_script, "combine")
+reduce = ScriptFunction(__file__, {module!r}, "reduce")
+combine = ScriptFunction(__file__, {module!r}, "combine")
 '''
 
 
 def write_project(folder: str, script_file: str, module: str) -> None:
     """Make `folder` the one-file project of a job script: the script as `<module>.py`, and the
     map_functions.py / reduce_functions.py through which the engine runs it."""
-    import shutil
-
+    if module in RESERVED_MODULES:
+        raise JobScriptError(f"job script module name {module!r} is taken by the project's own files; "
+                             "JobScriptRunner renames such a script")
     shutil.copyfile(script_file, os.path.join(folder, module + ".py"))
-    name = os.path.basename(script_file)
     with open(os.path.join(folder, "map_functions.py"), "w") as fh:
-        fh.write(PROJECT_MAP.format(script=name, module=module))
+        fh.write(PROJECT_MAP.format(module=module))
     with open(os.path.join(folder, "reduce_functions.py"), "w") as fh:
-        fh.write(PROJECT_REDUCE.format(script=name, module=module))
+        fh.write(PROJECT_REDUCE.format(module=module))
 
 
 def engine_functions(module: ModuleType, job: dict) -> tuple[ScriptMap, ScriptCombine | None, ScriptReduce]:

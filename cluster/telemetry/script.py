@@ -4,7 +4,7 @@
 
 on this machine (worker processes, no servers), or with --cluster on the running cluster.
 The script defines map(key, dimensions, value, map_context) and optionally reduce,
-combine and setup_reduce (see job_script.py); the output is one text file. `--help`
+combine and setup_reduce (see adapters.py); the output is one text file. `--help`
 says the rest.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from cluster.job_spec import is_valid_name
 from cluster.layout import JobLayout
 from cluster.master.s3 import s3_client
 from cluster.progress import PhaseBars
-from cluster.telemetry.adapters import JobScript, write_project
+from cluster.telemetry.adapters import RESERVED_MODULES, JobScript, write_project
 from cluster.telemetry.remote_data import RemoteData
 
 log = logging.getLogger("cluster.job")  # the same name under `python -m`
@@ -85,6 +85,8 @@ class JobScriptRunner:
         if not os.path.isfile(run.script) or not run.script.endswith(".py"):
             raise JobScriptError(f"job script {run.script} not found (it must be a Python file ending in .py)")
         self.module = _name(os.path.basename(run.script)[:-3])
+        if self.module in RESERVED_MODULES:  # a script named map_functions.py: the stubs have that name
+            self.module = "script_" + self.module
         self.job_name = run.job_name or self.module
         if not is_valid_name(self.job_name):
             raise JobScriptError(f"job name {self.job_name!r} must be letters, digits, '_', '.', '-' and start with "

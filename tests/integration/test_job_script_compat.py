@@ -201,3 +201,39 @@ def test_the_bad_record_limit_of_a_job_script(tmp_path, v2, limit, status):
         assert not out.exists()
     else:
         assert out.exists()
+
+
+COUNTS_ITS_LOADS = '''
+import os
+with open(os.environ["LOADS"], "a") as fh:   # one line each time the module's code runs
+    fh.write(f"{os.getpid()}\\n")
+
+def map(key, dims, value, context):
+    context.write(dims[-1], 1)
+
+def combine(key, values, context):
+    context.write(key, sum(values))
+
+def reduce(key, values, context):
+    context.write(key, sum(values))
+'''
+
+
+@pytest.mark.parametrize("name", ["counter.py", "map_functions.py", "reduce_functions.py"])
+def test_a_script_runs_once_per_process_whatever_its_name(tmp_path, v2, name):
+    root, records = v2
+    script = tmp_path / name
+    script.write_text(COUNTS_ITS_LOADS)
+    out = tmp_path / "out.txt"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"), XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+               LOADS=str(tmp_path / "loads"))
+    env.pop("CLUSTER_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "cluster.job", str(script), "-d", str(root), "-o", str(out), "-f",
+                        str(write_filter(tmp_path / "f.json")), "-w", str(tmp_path / "w"), "-m", "2", "-r", "1"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert {k: int(v) for k, v in output(out).items()} == collections.Counter(d[-1] for d, _ in records)
+    pids = collections.Counter((tmp_path / "loads").read_text().split())
+    # the master: once to check the script, once to load its functions (map, combine and reduce share
+    # one module); each of the two workers once
+    assert sorted(pids.values()) == [1, 1, 2], pids

@@ -1,6 +1,7 @@
-"""The rooms and the one way imports run (DESIGN.md, Layout): core <- engine <- node <- executors <-
-master <- scheduling / telemetry <- cli / dashboard. A module may import its own room and rooms
-below it, never one above: the engine knows nothing of machines, queues or job scripts."""
+"""The rooms and the one way imports run (../shared/DESIGN.md, "Layout"; the README's module map):
+core <- engine <- node <- executors <- master <- scheduling / telemetry <- cli / dashboard. A module
+may import its own room and rooms below it, never one above: the engine knows nothing of machines,
+queues or job scripts."""
 from __future__ import annotations
 
 import ast

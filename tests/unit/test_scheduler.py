@@ -164,3 +164,19 @@ def test_the_runner_lock_holder_is_seen_without_taking_the_lock(scheduler):
     finally:
         fh.close()
     assert flock_holder(scheduler.runner_lock_path) is None
+
+
+def test_a_bad_input_filter_is_refused_when_submitted(tmp_path):
+    from cluster.config import ClusterConfig
+    from cluster.exceptions import JobSpecError
+    from cluster.job_spec import get_mapreduce_job_template
+    from cluster.scheduling.store import Scheduler
+
+    scheduler = Scheduler(ClusterConfig.from_dict({"compute_dir": str(tmp_path / "c"),
+                                                   "local_working_dir": str(tmp_path / "m")}))
+    job = get_mapreduce_job_template()
+    job.update(job_name="j", project_name="p", input_dirs=["/d"], map_function_name="map",
+               reduce_function_name="reduce", job_script="x.py", input_filter={"version": 1})
+    with pytest.raises(JobSpecError, match="input_filter is not a valid dimensions filter"):
+        scheduler.submit_job(job)
+    assert scheduler.list_jobs() == []

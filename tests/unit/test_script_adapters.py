@@ -196,3 +196,26 @@ def test_job_script_keys_are_validated(tmp_path):
     assert any("input_filter is not a valid dimensions filter" in p for p in problems), problems
     with pytest.raises(FilterError, match="input_filter is not a valid dimensions filter"):  # the planner
         plan_inputs(validate_job(job), ["S_0"], JobLayout(str(tmp_path), str(tmp_path), "j"))
+
+
+def test_loading_a_job_script_project_again_and_again_keeps_sys_path_as_it_was(tmp_path):
+    import sys
+
+    from cluster.engine import functions
+    from cluster.telemetry.adapters import write_project
+
+    script = tmp_path / "s.py"
+    script.write_text("def map(key, dims, value, context):\n    context.write(key, 1)\n\n"
+                      "def reduce(key, values, context):\n    context.write(key, len(values))\n")
+    project = tmp_path / "projects" / "s"
+    project.mkdir(parents=True)
+    write_project(str(project), str(script), "s")
+    job = get_mapreduce_job_template()
+    job.update(job_name="s", project_name="s", input_dirs=[str(tmp_path)], map_function_name="map",
+               reduce_function_name="reduce", job_script="s.py")
+    before = list(sys.path)
+    for _ in range(3):
+        map_fn, combine_fn, reduce_fn = functions.load_job_functions(str(tmp_path / "projects"), job)
+        assert type(map_fn).__name__ == "ScriptMap" and combine_fn is None and reduce_fn.writes_text
+        assert map_fn.script.map.__module__ == reduce_fn.reduce.__module__, "one module for map and reduce"
+    assert [p for p in sys.path if p not in before] in ([], [str(project)])  # at most the project, once
