@@ -6,16 +6,12 @@ import os
 
 import click
 
-import cluster
-from cluster.cli.options import DISTRIBUTION, Group, config_option, setup_logging
+from cluster.cli.options import config_option, console_group, setup_logging
 from cluster.config import ClusterConfig
 from cluster.progress import human_size
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name="manage_cluster",
-                      message="%(prog)s (" + DISTRIBUTION + ") %(version)s")
+@console_group("manage_cluster")
 def manage_cluster(verbose: int) -> None:
     """Set up and run the cluster's servers (RPyC services in GNU screen, a Redis per machine).
 

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 import click
 
-import cluster
 from cluster import defaults, job_spec
-from cluster.cli.options import DASHBOARD_MODULES, DISTRIBUTION, Group, config_option, setup_logging
+from cluster.cli.options import DASHBOARD_MODULES, config_option, console_group, setup_logging
 from cluster.config import ClusterConfig
 from cluster.engine.reading import iter_lines
 from cluster.exceptions import MissingExtra
@@ -21,10 +20,7 @@ from cluster.layout import JobLayout
 log = logging.getLogger("cluster.cli")
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name="mapreduce",
-                      message="%(prog)s (" + DISTRIBUTION + ") %(version)s")
+@console_group("mapreduce")
 def mapreduce(verbose: int) -> None:
     """Run MapReduce jobs written as plain Python functions.
 

@@ -3,9 +3,11 @@ ClusterError into one `error:` line and exit status 1."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import click
 
+import cluster
 from cluster.exceptions import ClusterError
 
 DISTRIBUTION = "mapreduce-cluster"  # the name on the package index; the import package is `cluster`
@@ -31,3 +33,14 @@ class Group(click.Group):
         except ClusterError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
+
+
+def console_group(prog_name: str) -> Callable[[Callable], click.Group]:
+    """What makes a console script's command group: -h/--help, -v (counted) and --version, with
+    ClusterErrors ending in one `error:` line (Group)."""
+    def decorate(fn: Callable) -> click.Group:
+        fn = click.version_option(cluster.__version__, "--version", package_name=DISTRIBUTION, prog_name=prog_name,
+                                  message="%(prog)s (" + DISTRIBUTION + ") %(version)s")(fn)
+        fn = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")(fn)
+        return click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})(fn)
+    return decorate
