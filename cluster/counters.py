@@ -76,3 +76,8 @@ BY_NAME = {c.name: c for c in COUNTERS}
 def names(how: Merge, phase: str | None = None) -> tuple[str, ...]:
     """The counters merged `how` (of `phase`, when given)."""
     return tuple(c.name for c in COUNTERS if c.how is how and (phase is None or c.phase == phase))
+
+
+def worst_files(by_file: dict[str, int]) -> list[tuple[str, int]]:
+    """`bad_lines_by_file` as (path, count), the most bad records first (then by path)."""
+    return sorted(by_file.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -5,6 +5,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cluster.counters import worst_files
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
@@ -141,7 +143,7 @@ def format_counters(result: Any) -> str:
         "  seconds:       " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()),
         "  peak memory:   " + ", ".join(f"{s} {_mb(v)}" for s, v in sorted(rss.items())),
     ]
-    by_file = sorted((c.get("bad_lines_by_file") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    by_file = worst_files(c.get("bad_lines_by_file") or {})
     if by_file:
         lines.append("  bad lines by file:")
         lines += [f"    {n:>10,}  {path}" for path, n in by_file[:10]]

@@ -13,7 +13,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.engine import functions
-from cluster.engine.partitions import DimensionsFilter
+from cluster.engine.partitions import filter_problems
 from cluster.exceptions import ClusterError
 from cluster.job_spec import JobType
 from cluster.layout import JobLayout
@@ -46,10 +46,7 @@ def check_master(job: dict[str, Any], config: ClusterConfig) -> list[str]:
     kind = JobType(job["job_type"])
     if kind is JobType.MAPREDUCE:
         if job.get("input_filter"):
-            try:
-                DimensionsFilter(job["input_filter"], source="input_filter")
-            except ClusterError as exc:
-                problems.append(str(exc))
+            problems += filter_problems(job["input_filter"])
         try:
             functions.load_job_functions(config.projects_dir, job)
         except ClusterError as exc:
@@ -107,11 +104,7 @@ def _check_here(report: Preflight, config: ClusterConfig, servers: int) -> None:
             load_auxiliary_data(layout, job.get(key))
         except ClusterError as exc:
             report.problems.append(f"{key}: {exc}")
-    missing = [d for d in job["input_dirs"] if not os.path.isdir(d)]
-    if missing:
-        report.problems.append(f"input_dirs not found on this machine: {', '.join(missing)}")
-        return
-    try:
+    try:  # missing input_dirs are named by the planner, as a run would name them
         plan, _ = plan_inputs(job, [f"S_{i}" for i in range(servers)], layout)
     except ClusterError as exc:
         report.problems.append(str(exc))

@@ -190,12 +190,10 @@ class Mapper:
                 except NotTheInput as wrapped:
                     raise wrapped.error from None
                 except decode_error_types() as exc:  # raised by the codec, reading the next line
-                    error = reader.failure(exc, lineno)
-                    if error is None:
-                        raise
-                    if not isinstance(error, FailedFile):
-                        raise error from exc
-                    self._failed_file(error)
+                    try:
+                        reader.raise_failure(exc, lineno)
+                    except FailedFile as failed:  # named; the job fails after the map phase
+                        self._failed_file(failed)
                 counters["bytes_in"] = bytes_before + (reader.tell() or counters["bytes_in"] - bytes_before)
         finally:
             counters["records_in"] += max(0, lineno - records - skipped)
@@ -224,10 +222,7 @@ class Mapper:
                     for lineno, _ in enumerate(reader, 1):  # noqa: B007 - lineno names where it broke
                         pass
                 except decode_error_types() as exc:
-                    error = reader.failure(exc, lineno)
-                    if error is None:
-                        raise
-                    raise error from exc
+                    reader.raise_failure(exc, lineno)
         except FailedFile as failed:
             self._failed_file(failed)
         self.counters["input_bytes_done"] += _size(path)

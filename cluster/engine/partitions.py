@@ -145,6 +145,15 @@ def _dimensions(dirs: list[str], file_name: str, count: int) -> list[str] | None
     return [*dirs, pieces[0], pieces[1]]
 
 
+def filter_problems(spec: Any, source: str = "input_filter") -> list[str]:
+    """Why `spec` is not a valid dimensions filter (one message listing every problem), or []."""
+    try:
+        DimensionsFilter(spec, source=source)
+    except FilterError as exc:
+        return [str(exc)]
+    return []
+
+
 def dimensions_from_path(relative_path: str, count: int | None = None) -> list[str] | None:
     """A file's dimension values from its path relative to the data dir; None when the path does
     not have the layout's shape (`count` dimensions; any depth when None; two dots in the name)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import functools
 import gzip
 import io
 import lzma
@@ -18,9 +19,10 @@ import zlib
 from collections.abc import Iterator
 from enum import StrEnum
 from types import ModuleType
-from typing import IO
+from typing import IO, NoReturn
 
 from cluster import defaults
+from cluster.counters import worst_files
 from cluster.exceptions import FailedFile, InputError
 
 SNIFF_BYTES = 64 * 1024
@@ -149,6 +151,7 @@ class _ZstdRaw(io.RawIOBase):
         return self._pos
 
 
+@functools.cache
 def decode_error_types() -> tuple[type[BaseException], ...]:
     """What a codec raises for data it cannot decode (a disk error is an OSError with an errno)."""
     types: list[type[BaseException]] = [EOFError, zlib.error, lzma.LZMAError, OSError, RuntimeError]
@@ -195,10 +198,7 @@ class InputFile:
         try:
             head = self.stream.read(SNIFF_BYTES)
         except decode_error_types() as exc:
-            error = self.failure(exc, 0)
-            if error is None:
-                raise
-            raise error from exc
+            self.raise_failure(exc, 0)
         self.stream.close()
         self.raw.seek(0)
         self.stream = _open_codec(self.compression, self.raw)
@@ -227,6 +227,13 @@ class InputFile:
         if isinstance(exc, EOFError):
             reason = f"{self.compression} data ends early (truncated) after line {after_line:,}: {exc}"
         return FailedFile(self.path, reason, after_line=after_line)
+
+    def raise_failure(self, exc: BaseException, after_line: int) -> NoReturn:
+        """Raise what `failure` makes of `exc` (FailedFile or InputError), or `exc` itself when it is neither."""
+        error = self.failure(exc, after_line)
+        if error is None:
+            raise exc
+        raise error from exc
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.stream)
@@ -283,7 +290,7 @@ def input_problems(counters: dict, max_bad_fraction: float | None) -> str | None
     limit = defaults.MAX_BAD_FRACTION if max_bad_fraction is None else max_bad_fraction
     bad, records = counters.get("bad_lines", 0), counters.get("records_in", 0)
     if bad > limit * records:
-        worst = sorted((counters.get("bad_lines_by_file") or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        worst = worst_files(counters.get("bad_lines_by_file") or {})[:5]
         problems.append(f"{bad:,} of {records:,} records ({bad / max(records, 1):.2%}) are bad, more than "
                         f"max_bad_fraction allows ({limit:.2%}); nothing was published. Worst files:"
                         + "".join(f"\n  {path}: {n:,} bad" for path, n in worst)

@@ -18,8 +18,8 @@ from enum import StrEnum
 from typing import Any
 
 from cluster.config import ClusterConfig
-from cluster.engine.partitions import DimensionsFilter
-from cluster.exceptions import FilterError, JobSpecError
+from cluster.engine.partitions import filter_problems
+from cluster.exceptions import JobSpecError
 from cluster.job_spec import (  # noqa: F401 - the templates are part of the Scheduler's API
     get_file_transfer_template,
     get_mapreduce_job_template,
@@ -152,11 +152,9 @@ class Scheduler:
     def submit_job(self, job: dict[str, Any]) -> bool:
         """Queue a validated job; return True when it replaced a queued job of the same name."""
         job = validate_job(job)
-        if job.get("input_filter"):  # checked here, where the queue takes it, not hours later in a run
-            try:
-                DimensionsFilter(job["input_filter"], source="input_filter")
-            except FilterError as exc:
-                raise JobSpecError([str(exc)], job.get("job_name")) from None
+        problems = filter_problems(job["input_filter"]) if job.get("input_filter") else []
+        if problems:  # checked here, where the queue takes it, not hours later in a run
+            raise JobSpecError(problems, job.get("job_name"))
         try:
             text = json.dumps(job)
         except (TypeError, ValueError) as exc:

@@ -25,6 +25,7 @@ import cluster
 from cluster import defaults, job_spec
 from cluster.api import make_executor
 from cluster.config import ClusterConfig
+from cluster.counters import worst_files
 from cluster.engine import functions
 from cluster.engine.partitions import DimensionsFilter, select_local_files
 from cluster.exceptions import ClusterError, JobScriptError
@@ -234,7 +235,7 @@ class JobScriptRunner:
                      "%.1fs", server, m.get("files", 0), m.get("files_decompressed", 0), m.get("files_failed", 0),
                      f"{m.get('records_in', 0) - m.get('bad_lines', 0):,}", f"{m.get('bad_lines', 0):,}",
                      m.get("bytes_in", 0) / 1e6, m.get("seconds", 0.0))
-        for path, n in sorted(c.get("bad_lines_by_file", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+        for path, n in worst_files(c.get("bad_lines_by_file", {}))[:10]:
             log.info("bad lines: %s in %s", f"{n:,}", path)
         for example in c.get("bad_line_examples", [])[:10]:
             log.info("bad line: %s", example)
