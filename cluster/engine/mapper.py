@@ -86,6 +86,49 @@ def _tuplify(value: Any) -> Any:
     return value
 
 
+class _FileState:
+    """How far the mapping of one file has come, and how much of it the counters already show:
+    they move forward at every checkpoint and once at the end, by the difference."""
+
+    __slots__ = ("path", "reader", "fn", "held", "sampled", "counters", "bytes_before", "done_before",
+                 "lines", "skipped", "first_line", "shown_records", "shown_skipped")
+
+    def __init__(self, path: str, reader: InputFile, fn: Callable, held: FileMapFunction | None, sampled: bool,
+                 counters: dict):
+        self.path, self.reader, self.fn, self.held, self.sampled = path, reader, fn, held, sampled
+        self.counters = counters
+        self.bytes_before = counters["bytes_in"]
+        self.done_before = counters["input_bytes_done"]
+        self.lines = self.skipped = 0  # lines read, of which sampled out
+        self.first_line = 1            # the first line whose output has not been flushed
+        self.shown_records = self.shown_skipped = 0
+
+    def show(self, unread_bytes: int = 0) -> None:
+        """Counters to where the file stands (`unread_bytes`: read from the codec, not yet mapped)."""
+        counters = self.counters
+        self._show_records()
+        counters["bytes_in"] = self.bytes_before + self.reader.tell() - unread_bytes
+        counters["input_bytes_done"] = self.done_before + self.reader.raw_tell()
+
+    def read_to_end(self) -> None:
+        """The decoded bytes of a file read to its end (or to where it broke, when the codec can say)."""
+        decoded = self.reader.tell()
+        if decoded:
+            self.counters["bytes_in"] = self.bytes_before + decoded
+
+    def finish(self) -> None:
+        """The last counts, whatever ended the file: every record counted, every byte of it done."""
+        self._show_records()
+        self.counters["input_bytes_done"] = self.done_before + _size(self.path)
+
+    def _show_records(self) -> None:
+        counters = self.counters
+        records = self.lines - self.skipped
+        counters["records_in"] += records - self.shown_records
+        counters["records_sampled_out"] += self.skipped - self.shown_skipped
+        self.shown_records, self.shown_skipped = records, self.skipped
+
+
 class Mapper:
     """Runs one server's map phase over its files, feeding a Shuffler."""
 
@@ -131,80 +174,102 @@ class Mapper:
         return random.Random(f"{self.job['job_name']}\0{path}").random
 
     def _map_file(self, path: str, fn: Callable | FileMapFunction, sampled: bool) -> None:
-        counters = self.counters
-        aux = self.auxiliary_data
-        add = self.shuffler.add
-        held = fn if isinstance(fn, FileMapFunction) else None
-        if isinstance(fn, FileMapFunction):  # held is fn
-            fn = fn.for_file(path)
-        sample = self._sampler(path, sampled)
-        fraction = float(self.job.get("downsample") or 1.0)
-        check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
-        lineno = records = skipped = 0
-        done_before = counters["input_bytes_done"]
-        bytes_before = counters["bytes_in"]
+        """Map one file's lines. A file that cannot be decoded is named (the job fails after map)."""
         started = time.monotonic()
+        reader = self._open(path)
+        if reader is None:
+            return
+        if isinstance(fn, FileMapFunction):
+            file = _FileState(path, reader, fn.for_file(path), fn, sampled, self.counters)
+        else:
+            file = _FileState(path, reader, fn, None, sampled, self.counters)
+        held = file.held
+        try:
+            with reader:
+                self._read_lines(file)
+        finally:
+            file.finish()
+        log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, file.lines, time.monotonic() - started)
+        if held is not None:
+            self.shuffler.add(held.take())
+        self._flush(path, file.fn, file.first_line, file.lines, sampled)
+        if self.progress:
+            self.progress()
+
+    def _open(self, path: str) -> InputFile | None:
+        """The file opened for reading, or None when its data cannot be decoded at all (it is named)."""
         try:
             reader = InputFile(path)
         except FailedFile as failed:
             self._failed_file(failed)
-            counters["input_bytes_done"] = done_before + _size(path)
-            return
+            self.counters["input_bytes_done"] += _size(path)
+            return None
         if reader.compression is not Compression.PLAIN:
-            counters["files_decompressed"] += 1
+            self.counters["files_decompressed"] += 1
+        return reader
+
+    def _read_lines(self, file: _FileState) -> None:
+        """Map the lines, telling the codec's failure (the file is named) from the shuffle's or
+        the master's (raised as they are)."""
         try:
-            with reader:
+            self._map_lines(file)
+        except NotTheInput as wrapped:
+            raise wrapped.error from None
+        except decode_error_types() as exc:  # raised by the codec, reading the next line
+            try:
+                file.reader.raise_failure(exc, file.lines)
+            except FailedFile as failed:  # named; the job fails after the map phase
+                self._failed_file(failed)
+        file.read_to_end()
+
+    def _map_lines(self, file: _FileState) -> None:
+        """The hot loop: sample, decode, map, hand the output to the shuffler; a checkpoint every
+        MEMORY_CHECK_EVERY_LINES lines. Everything it touches per line is a local."""
+        path, fn, held = file.path, file.fn, file.held is not None
+        add = self.shuffler.add
+        aux = self.auxiliary_data
+        sample = self._sampler(path, file.sampled)
+        fraction = float(self.job.get("downsample") or 1.0)
+        check_every = defaults.MEMORY_CHECK_EVERY_LINES - 1
+        lineno = skipped = 0
+        try:
+            for lineno, data in enumerate(file.reader, 1):
+                if not lineno & check_every:  # before any `continue`: every 1024th line checks
+                    self._checkpoint(file, lineno - 1, skipped, len(data))
+                if sample is not None and sample() >= fraction:
+                    skipped += 1
+                    continue
                 try:
-                    for lineno, data in enumerate(reader, 1):
-                        if not lineno & check_every:  # before any `continue`: every 1024th line checks
-                            try:
-                                counters["records_in"] += lineno - 1 - records - skipped
-                                counters["bytes_in"] = bytes_before + reader.tell() - len(data)
-                                counters["records_sampled_out"] += skipped
-                                if held is not None:
-                                    add(held.take())
-                                self._flush(path, fn, records + 1, lineno - 1, sampled)
-                                records, skipped = lineno - 1, 0
-                                counters["input_bytes_done"] = done_before + reader.raw_tell()
-                                if self.progress:
-                                    self.progress()
-                            except decode_error_types() as exc:  # the shuffle's or the master's: not the input's
-                                raise NotTheInput(exc) from exc
-                        if sample is not None and sample() >= fraction:
-                            skipped += 1
-                            continue
-                        try:
-                            line = data.decode()
-                        except UnicodeDecodeError as exc:
-                            self._bad_line(path, lineno, f"not UTF-8: {exc.reason}")
-                            continue
-                        try:
-                            if held is None:
-                                add(fn(line, aux))
-                            else:  # its output comes through take()
-                                fn(line, aux)
-                        except BadRecord as exc:
-                            self._bad_line(path, lineno, str(exc))
-                        except Exception as exc:
-                            raise self._user_error(exc, path, lineno, line) from exc
-                except NotTheInput as wrapped:
-                    raise wrapped.error from None
-                except decode_error_types() as exc:  # raised by the codec, reading the next line
-                    try:
-                        reader.raise_failure(exc, lineno)
-                    except FailedFile as failed:  # named; the job fails after the map phase
-                        self._failed_file(failed)
-                counters["bytes_in"] = bytes_before + (reader.tell() or counters["bytes_in"] - bytes_before)
+                    line = data.decode()
+                except UnicodeDecodeError as exc:
+                    self._bad_line(path, lineno, f"not UTF-8: {exc.reason}")
+                    continue
+                try:
+                    if held:  # its output comes through take()
+                        fn(line, aux)
+                    else:
+                        add(fn(line, aux))
+                except BadRecord as exc:
+                    self._bad_line(path, lineno, str(exc))
+                except Exception as exc:
+                    raise self._user_error(exc, path, lineno, line) from exc
         finally:
-            counters["records_in"] += max(0, lineno - records - skipped)
-            counters["records_sampled_out"] += skipped
-            counters["input_bytes_done"] = done_before + _size(path)
-        log.info("%s: mapped %s (%d lines, %.1fs)", self.server_id, path, lineno, time.monotonic() - started)
-        if held is not None:
-            add(held.take())
-        self._flush(path, fn, records + 1, lineno, sampled)
-        if self.progress:
-            self.progress()
+            file.lines, file.skipped = lineno, skipped
+
+    def _checkpoint(self, file: _FileState, lines: int, skipped: int, unread_bytes: int) -> None:
+        """Counters and progress up to date, the held items to the shuffler, and a flush (a combine or
+        a spill when memory says so). What fails here is the shuffle's or the master's, not the input's."""
+        try:
+            file.lines, file.skipped = lines, skipped
+            file.show(unread_bytes)
+            if file.held is not None:
+                self.shuffler.add(file.held.take())
+            self._flush(file.path, file.fn, file.first_line, lines, file.sampled)
+            file.first_line = lines + 1
+            if self.progress:
+                self.progress()
+        except decode_error_types() as exc:
+            raise NotTheInput(exc) from exc
 
     def _failed_file(self, failed: FailedFile) -> None:
         """Name a file that cannot be decoded; the job fails when the map phase ends (what it yielded

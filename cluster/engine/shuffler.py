@@ -51,8 +51,9 @@ except ImportError:  # pragma: no cover - other Pythons
             mapping[element] = get(element, 0) + 1
 
 log = logging.getLogger(__name__)
-_PER_KEY_BYTES = 160   # a dict entry, a list header and its spare slots
-_PER_COUNT_BYTES = 100  # a Counter entry
+_BYTES_PER_GROUP = 160   # a dict entry, a list header and its spare slots
+_BYTES_PER_COUNT = 100   # a Counter entry
+_BYTES_PER_ITEM_GUESS = 128.0  # before the first batch is measured
 _key0 = itemgetter(0)
 _value1 = itemgetter(1)
 _append = list.append
@@ -80,18 +81,126 @@ def describe_bad_output(items: Iterable) -> str | None:
     return None
 
 
+class CountedItems:
+    """Identical (key, value) items held as counts, for a job with a combiner: millions of
+    ("word", 1) take the memory of their distinct items, and the combiner later gets `[item] * n`.
+
+    Two kinds of entry: whole items counted (`by_item`), and the keys of `with_value(keys, value)`
+    output counted per value (`by_value`), so no tuple is built per key. The last value seen keeps
+    its key Counter at hand (`last_value`, `last_keys`): a map call with the same value adds its keys
+    in one C loop, as a hand-written Counter loop would.
+    """
+
+    __slots__ = ("by_item", "by_value", "items", "new_items", "last_value", "last_keys")
+
+    def __init__(self) -> None:
+        self.by_item: Counter = Counter()  # (key, value) -> how many
+        self.by_value: dict = {}           # (type(value), value) -> (value, Counter of keys)
+        self.items = 0                     # items the counts stand for, settled
+        self.new_items = 0                 # of which not yet settled (the hot path only adds here)
+        self.last_value: Any = _NOTHING
+        self.last_keys: Counter = Counter()
+
+    def clear(self) -> None:
+        self.by_item, self.by_value, self.items, self.new_items = Counter(), {}, 0, 0
+        self.last_value, self.last_keys = _NOTHING, Counter()
+
+    def keys_for(self, value: Any) -> Counter:
+        """The Counter of `value`'s keys, which becomes the last one (values of plain types only:
+        (1.0, 2) == (1, 2), so only values equal in type and value share)."""
+        entry = self.by_value.get((type(value), value))
+        if entry is None:
+            entry = self.by_value[(type(value), value)] = (value, Counter())
+        self.last_value, self.last_keys = value, entry[1]
+        return entry[1]
+
+    def settle(self) -> int:
+        """Move the hot path's new items into the total; return how many there were."""
+        new, self.new_items = self.new_items, 0
+        self.items += new
+        return new
+
+    def entries(self) -> int:
+        """Distinct entries held: what the counts cost in memory."""
+        return len(self.by_item) + sum(len(keys) for _, keys in self.by_value.values())
+
+    def take(self) -> dict:
+        """The counted items by key, as {key: [(item, n), ...]}; the buffer starts empty again."""
+        by_key: defaultdict = defaultdict(list)
+        for item, n in self.by_item.items():
+            by_key[item[0]].append((item, n))
+        for value, keys in self.by_value.values():
+            for key, n in keys.items():
+                by_key[key].append(((key, value), n))
+        self.clear()
+        return by_key
+
+
+class GroupedItems:
+    """Items grouped by key, one list per key: what the combiner reads and a spill writes."""
+
+    __slots__ = ("groups", "items")
+
+    def __init__(self) -> None:
+        self.groups: defaultdict = defaultdict(list)
+        self.items = 0  # items held in the groups
+
+    def add_batch(self, items: list) -> None:
+        """Append every (key, value) item to its key's list (lookup and append chained in C)."""
+        group_into(self.groups, items)
+        self.items += len(items)
+
+    def add_combined(self, key: Any, group: list, combine: Callable[[Any, list], list]) -> None:
+        """Put one key's items back, combined first when there are several (`combine(key, group)`)."""
+        out = combine(key, group) if len(group) > 1 else group
+        groups = self.groups
+        for item in out:  # by each item's own key: a combiner may change keys
+            groups[item[0]].append(item)
+        self.items += len(out)
+
+    def pop(self, key: Any) -> list:
+        """Take one key's items out (empty when it has none)."""
+        group = self.groups.pop(key, None) or []
+        self.items -= len(group)
+        return group
+
+    def add_counted(self, counted: dict) -> None:
+        """Expand counted items ({key: [(item, n), ...]}) into their groups."""
+        groups = self.groups
+        for key, entries in counted.items():
+            group = groups[key]
+            for item, n in entries:
+                group += [item] * n
+                self.items += n
+
+    def take(self) -> defaultdict:
+        """All groups; the buffer starts empty again."""
+        groups = self.groups
+        self.groups, self.items = defaultdict(list), 0
+        return groups
+
+
+def group_into(groups: defaultdict, items: list) -> None:
+    """Append each item to `groups[item[0]]`; malformed items are BadMapOutput."""
+    try:
+        _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
+    except (TypeError, IndexError, KeyError) as exc:
+        raise BadMapOutput(describe_bad_output(items)
+                           or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
+
+
 class Shuffler:
     """Collects one map server's output, combines it, spills and ships it to its reducers."""
 
     def __init__(self, *, server_id: str, partitions: list[str], spill_dir: str, transport: Transport,
-                 memory_budget: int, max_items_per_file: int,
+                 memory_budget_bytes: int, max_items_per_file: int,
                  combine: Callable[[list, Any], Iterable] | None = None, combine_name: str = "combine",
                  auxiliary_data: Any = None, counters: dict | None = None):
         self.server_id = server_id
         self.partitions = list(partitions)
         self.spill_dir = spill_dir
         self.transport = transport
-        self.memory_budget = memory_budget
+        self.memory_budget_bytes = memory_budget_bytes
         self.max_items_per_file = max(1, max_items_per_file)
         self.combine = combine
         self.combine_name = combine_name
@@ -101,42 +210,34 @@ class Shuffler:
         for name in ("map_items_out", "combine_calls", "combine_items_in", "combine_items_out",
                      "spills", "spilled_items", "spilled_bytes", "spill_files", "moved_bytes"):
             self.counters.setdefault(name, 0)
-        self._pending: list = []
-        self._pending_keys: dict = {}   # (type(value), value) -> [value, keys...] from with_value()
-        self._counts: Counter = Counter()   # identical items -> how many
-        self._key_counts: dict = {}     # (type(value), value) -> (value, Counter of keys)
-        self._counted = 0               # items represented by the counters
-        self._new_counted = 0           # of which counted since the last drain
-        self._last_value: Any = _NOTHING  # the value, and its Counter, of the last with_value() counted
-        self._last_counts: Counter = Counter()
+        self._pending: list = []          # map output not yet counted or grouped
+        self._pending_keys: dict = {}     # (type(value), value) -> [value, keys...] from with_value()
+        self._counted = CountedItems()
+        self._grouped = GroupedItems()
         self._use_counts = combine is not None
-        self._groups: defaultdict = defaultdict(list)
-        self._held = 0
-        self._item_bytes: float | None = None
-        self._drains = 0
-        self._after_combine = 0.0
-        self._held_after_combine = 0
-        self._seq = 0
+        self._bytes_per_item: float | None = None  # estimated from the batches
+        self._batches = 0
+        self._bytes_after_combine = 0.0
+        self._items_after_combine = 0
+        self._spill_seq = 0
         os.makedirs(spill_dir, exist_ok=True)
 
     def add(self, items: Iterable | None) -> None:
         """Take one map call's output (the hot path: one C-level extend, or one C-level count)."""
         if type(items) is SameValue:
             value = items.value
-            if value is self._last_value and self.combine is not None:
+            counted = self._counted
+            if value is counted.last_value:  # only set when the job has a combiner
                 # counted now, while split() has them in the cache: what a Counter loop costs per key
                 keys = items.keys if type(items.keys) is list else list(items.keys)
-                _count_elements(self._last_counts, keys)
-                self._new_counted += len(keys)
+                _count_elements(counted.last_keys, keys)
+                counted.new_items += len(keys)
                 return
             if type(value) not in _COUNT_VALUE_TYPES:  # (1.0, 2) == (1, 2): only exact plain types share
                 self._pending += items
                 return
             if self.combine is not None:
-                entry = self._key_counts.get((type(value), value))
-                if entry is None:
-                    entry = self._key_counts[(type(value), value)] = (value, Counter())
-                self._last_value, self._last_counts = value, entry[1]
+                counted.keys_for(value)
                 self.add(items)
                 return
             bucket: list | None = self._pending_keys.get((type(value), value))
@@ -153,10 +254,7 @@ class Shuffler:
     # --- batches -----------------------------------------------------------------------
     def drain(self) -> None:
         """Count or group the pending batch. Raises BadMapOutput for malformed map output."""
-        if self._new_counted:
-            self._counted += self._new_counted
-            self.counters["map_items_out"] += self._new_counted
-            self._new_counted = 0
+        self.counters["map_items_out"] += self._counted.settle()
         if self._pending_keys:
             self._drain_keys()
         items = self._pending
@@ -166,55 +264,43 @@ class Shuffler:
         if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
             raise BadMapOutput(describe_bad_output(items))
         self.counters["map_items_out"] += len(items)
-        self._drains += 1
-        if self._item_bytes is None:
-            self._item_bytes = estimate_item_bytes(items)
-        elif not self._drains % defaults.RESAMPLE_EVERY_BATCHES or len(items) > 4 * defaults.BATCH_ITEMS:
-            # items vary: a small sample now and then (and of every big batch) keeps the estimate honest
-            sample = estimate_item_bytes(items, defaults.RESAMPLE_ITEMS)
-            self._item_bytes = max(sample, (self._item_bytes + sample) / 2)
+        self._measure(items)
         if self._use_counts and not self._countable(items):
             self._use_counts = False  # map output types rarely change: stop checking
         if self._use_counts:
-            before = len(self._counts)
-            self._counts.update(items)
-            self._counted += len(items)
-            if len(items) > 10_000 and len(self._counts) - before > 0.8 * len(items):
+            counts = self._counted.by_item
+            before = len(counts)
+            counts.update(items)
+            self._counted.items += len(items)
+            if len(items) > 10_000 and len(counts) - before > 0.8 * len(items):
                 self._use_counts = False  # nearly every item is distinct: counting only costs time
             return
         if self.combine is None:
-            self._group_into(self._groups, items)
-            self._held += len(items)
+            self._grouped.add_batch(items)
             return
         batch: defaultdict = defaultdict(list)
-        self._group_into(batch, items)
-        groups = self._groups
+        group_into(batch, items)
+        grouped = self._grouped
         if len(items) >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(batch):
             # many items per key: combine them now, while they are young and in the cache
             for key, group in batch.items():
-                old = groups.pop(key, None)
-                if old:
-                    group = old + group
-                    self._held -= len(old)
-                self._held += self._combine_into(groups, key, group)
+                old = grouped.pop(key)
+                grouped.add_combined(key, old + group if old else group, self._combine_group)
         else:
+            groups = grouped.groups
             for key, group in batch.items():
                 groups[key] += group
-            self._held += len(items)
+            grouped.items += len(items)
 
-    def _group_into(self, groups: defaultdict, items: list) -> None:
-        try:
-            _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
-        except (TypeError, IndexError, KeyError) as exc:
-            raise BadMapOutput(describe_bad_output(items)
-                               or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
-
-    def _combine_into(self, groups: defaultdict, key: Any, group: list) -> int:
-        """Combine one key's items (when there are several) into `groups`; return how many items that adds."""
-        out = self._combine_group(key, group) if len(group) > 1 else group
-        for item in out:  # by each item's own key: a combiner may change keys
-            groups[item[0]].append(item)
-        return len(out)
+    def _measure(self, items: list) -> None:
+        """Keep the bytes-per-item estimate honest: the first batch, then a small sample now and then
+        (and of every big batch), since items vary."""
+        self._batches += 1
+        if self._bytes_per_item is None:
+            self._bytes_per_item = estimate_item_bytes(items)
+        elif not self._batches % defaults.RESAMPLE_EVERY_BATCHES or len(items) > 4 * defaults.BATCH_ITEMS:
+            sample = estimate_item_bytes(items, defaults.RESAMPLE_ITEMS)
+            self._bytes_per_item = max(sample, (self._bytes_per_item + sample) / 2)
 
     def _combine_group(self, key: Any, group: list) -> list:
         """The combiner's output for one key's items, with the user's errors named."""
@@ -245,55 +331,33 @@ class Shuffler:
             return False
         return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
 
-    def _take_counted(self) -> dict:
-        """Counted items by key, as {key: [(item, n), ...]}; the counters start empty again."""
-        by_key: defaultdict = defaultdict(list)
-        for item, n in self._counts.items():
-            by_key[item[0]].append((item, n))
-        for value, counts in self._key_counts.values():
-            for key, n in counts.items():
-                by_key[key].append(((key, value), n))
-        self._counts = Counter()
-        self._key_counts = {}
-        self._last_value, self._last_counts = _NOTHING, Counter()
-        self._counted = 0
-        return by_key
-
-    def _absorb_counts(self) -> None:
-        """Move counted items into their groups."""
-        groups = self._groups
-        for key, entries in self._take_counted().items():
-            group = groups[key]
-            for item, n in entries:
-                group += [item] * n
-                self._held += n
-
     # --- memory ------------------------------------------------------------------------
     def held_bytes(self) -> float:
         """Estimated bytes held by buffered items."""
-        per_item = self._item_bytes or 128.0
-        counted_keys = len(self._counts) + sum(len(c) for _, c in self._key_counts.values())
+        per_item = self._bytes_per_item or _BYTES_PER_ITEM_GUESS
+        counted = self._counted
         # a counted item costs a pointer once its group is built for the combiner
-        return (self._held * per_item + len(self._groups) * _PER_KEY_BYTES + self._counted * 8
-                + counted_keys * (per_item + _PER_COUNT_BYTES) + len(self._pending) * per_item)
+        return (self._grouped.items * per_item + len(self._grouped.groups) * _BYTES_PER_GROUP
+                + counted.items * 8 + counted.entries() * (per_item + _BYTES_PER_COUNT)
+                + len(self._pending) * per_item)
 
     def maybe_flush(self) -> None:
         """Drain the batch; combine past the combine size; spill past the memory budget."""
         self.drain()
         held = self.held_bytes()
         if self.combine is not None:
-            new_items = self._held - self._held_after_combine
+            new_items = self._grouped.items - self._items_after_combine
             # combine when it pays: many new items per key (cheap, keeps memory hot), or a full buffer
             if (new_items >= defaults.COMBINE_MIN_ITEMS
-                    and new_items >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(self._groups)) or \
-                    held - self._after_combine > min(self.memory_budget / 2, self.combine_buffer_bytes):
+                    and new_items >= defaults.EAGER_COMBINE_ITEMS_PER_KEY * len(self._grouped.groups)) or \
+                    held - self._bytes_after_combine > min(self.memory_budget_bytes / 2, self.combine_buffer_bytes):
                 self._combine_all()
-                held = self._after_combine = self.held_bytes()
-                self._held_after_combine = self._held
-        if held > self.memory_budget:
+                held = self._bytes_after_combine = self.held_bytes()
+                self._items_after_combine = self._grouped.items
+        if held > self.memory_budget_bytes:
             self._spill_all()
-            self._after_combine = 0.0
-            self._held_after_combine = 0
+            self._bytes_after_combine = 0.0
+            self._items_after_combine = 0
 
     def close(self) -> dict:
         """Spill what is left, wait for the transport; return the counters."""
@@ -306,10 +370,9 @@ class Shuffler:
 
     # --- combine -----------------------------------------------------------------------
     def _combine_all(self) -> None:
-        counted = self._take_counted()
-        groups = self._groups
-        new: defaultdict = defaultdict(list)
-        held = 0
+        counted = self._counted.take()
+        groups = self._grouped.take()
+        combined = self._grouped
         for key in set(groups).union(counted):
             group = groups.get(key) or []
             entries = counted.get(key)
@@ -317,14 +380,12 @@ class Shuffler:
                 group = list(group)
                 for item, n in entries:
                     group += [item] * n
-            held += self._combine_into(new, key, group)
-        self._groups = new
-        self._held = held
+            combined.add_combined(key, group, self._combine_group)
 
     # --- spill -------------------------------------------------------------------------
     def _spill_all(self) -> None:
-        self._absorb_counts()
-        groups = self._groups
+        self._grouped.add_counted(self._counted.take())
+        groups = self._grouped.take()
         if not groups:
             return
         keys = list(groups)
@@ -337,8 +398,6 @@ class Shuffler:
             stable_hash = codec.stable_hash
             for k in keys:  # each key once per spill
                 per_part[stable_hash(k) % n].append(k)
-        self._groups = defaultdict(list)
-        self._held = 0
         self.counters["spills"] += 1
         getitem = groups.__getitem__
         for index, pkeys in enumerate(per_part):
@@ -349,8 +408,8 @@ class Shuffler:
                 self._write(items[start:start + self.max_items_per_file], self.partitions[index], universal)
 
     def _write(self, items: list, dest: str, universal: bool) -> None:
-        self._seq += 1
-        name = f"{self.server_id}-{self._seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
+        self._spill_seq += 1
+        name = f"{self.server_id}-{self._spill_seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
         tmp = os.path.join(self.spill_dir, name + ".tmp")
         path = os.path.join(self.spill_dir, name)
         try:

@@ -128,7 +128,7 @@ class ServerTask:
         shuffler = Shuffler(
             server_id=self.server_id, partitions=self.partitions,
             spill_dir=self.layout.spill_dir(self.server_id), transport=self.transport,
-            memory_budget=self.config.server_memory_budget,
+            memory_budget_bytes=self.config.server_memory_budget,
             max_items_per_file=self.job.get("max_number_dumped_items_shuffler")
             or defaults.MAX_NUMBER_DUMPED_ITEMS_SHUFFLER,
             combine=self.combine_fn, combine_name=self.job.get("combine_function_name") or "combine",

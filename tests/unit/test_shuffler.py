@@ -44,7 +44,7 @@ def make(tmp_path, partitions=SERVERS, memory_budget=64 * 1024 ** 2, max_items_p
          combine=None, server_id="S_9"):
     transport = FakeTransport()
     sh = Shuffler(server_id=server_id, partitions=partitions, spill_dir=str(tmp_path / "spill"),
-                  transport=transport, memory_budget=memory_budget, max_items_per_file=max_items_per_file,
+                  transport=transport, memory_budget_bytes=memory_budget, max_items_per_file=max_items_per_file,
                   combine=combine, auxiliary_data={"aux": 1})
     return sh, transport
 
