@@ -10,13 +10,33 @@ from cluster.exceptions import ConfigError
 if TYPE_CHECKING:
     from cluster.executors.base import Executor, JobResult
 
-EXECUTORS = ("local", "cluster")
+EXECUTORS = ("local", "cluster", "dask")
+
+
+def executor_kind(config: ClusterConfig, *, local: bool = False, dask: str | None = None) -> str:
+    """Which executor a command runs mapreduce jobs on: "local" with --local, "dask" with --dask ADDRESS
+    (or when the config names a dask_scheduler), else "cluster"."""
+    if local and dask:
+        raise ConfigError("--local and --dask exclude each other: run on this machine's workers, or on Dask")
+    if local:
+        return "local"
+    return "dask" if dask or config.dask_scheduler else "cluster"
 
 
 def make_executor(kind: str, config: ClusterConfig, *, servers: int | None = None,
                   on_progress: Callable[[str, dict[str, dict]], None] | None = None, **options: Any) -> Executor:
     """The executor of `kind`: "local" (worker processes on this machine, `servers` of them; `options`
-    go to LocalExecutor) or "cluster" (the running cluster's servers). The one place that choice is made."""
+    go to LocalExecutor), "cluster" (the running cluster's servers) or "dask" (the Dask scheduler at
+    `options["address"]`, default the config's dask_scheduler; "local" starts a LocalCluster). The one
+    place that choice is made."""
+    if kind == "dask":
+        address = options.pop("address", None) or config.dask_scheduler
+        if servers is not None or options:
+            raise ConfigError("servers (and reducers, worker_log_level, profile_dir) are the local executor's "
+                              "settings; on Dask, every worker thread maps and reduces")
+        from cluster.executors.dask import DaskExecutor
+
+        return DaskExecutor(config, address or "", on_progress=on_progress)
     if kind == "local":
         from cluster.executors.local import LocalExecutor
 
@@ -34,13 +54,17 @@ def make_executor(kind: str, config: ClusterConfig, *, servers: int | None = Non
 
 def run_job(job: dict[str, Any], config: ClusterConfig | None = None, executor: str = "local", *,
             servers: int | None = None, timeout_minutes: float | None = None,
-            on_progress: Callable[[str, dict[str, dict]], None] | None = None) -> JobResult:
+            on_progress: Callable[[str, dict[str, dict]], None] | None = None,
+            dask_address: str | None = None) -> JobResult:
     """Run one mapreduce job to the end and return its JobResult (output_dir, counters, per_server).
 
     `job`: a job dict (only the keys without a default are needed); `config`: a ClusterConfig (default:
     `ClusterConfig.load()`: $CLUSTER_CONFIG, ~/.config/cluster/cluster.cfg, built-in defaults);
-    `executor`: "local" (worker processes here, `servers` of them) or "cluster" (the running cluster).
+    `executor`: "local" (worker processes here, `servers` of them), "cluster" (the running cluster) or
+    "dask" (the scheduler at `dask_address`, default the config's dask_scheduler; "local" starts a
+    LocalCluster, which, as Dask's processes do, needs the calling script's `if __name__ == "__main__":`).
     Raises a ClusterError subclass (JobSpecError, JobFailed, ...) when the job cannot run or fails."""
     config = config if config is not None else ClusterConfig.load(None)
-    return make_executor(executor, config, servers=servers, on_progress=on_progress).run(
+    options = {"address": dask_address} if dask_address else {}
+    return make_executor(executor, config, servers=servers, on_progress=on_progress, **options).run(
         job, timeout_minutes=timeout_minutes)

@@ -61,6 +61,7 @@ class ClusterConfig:
     python_executable: str
     publish_url: str
     s3_endpoint_url: str | None
+    dask_scheduler: str | None = None
     source: str = "built-in defaults"
     dashboard_password: str | None = field(default=None, repr=False)  # the master's only; never shipped
 
@@ -110,7 +111,7 @@ class ClusterConfig:
         merged: dict[str, Any] = dict(defaults.CONFIG_DEFAULTS)  # raw values: strings or typed
         merged.update({k: v for k, v in values.items() if k in defaults.CONFIG_DEFAULTS})
         for key in ("redis_auth", "ssh_user", "ssh_key_file", *_DERIVED_DIRS, "projects_dir", "python_executable",
-                    "publish_url", "s3_endpoint_url", "dashboard_password"):
+                    "publish_url", "s3_endpoint_url", "dashboard_password", "dask_scheduler"):
             if isinstance(merged[key], str) and not merged[key].strip():
                 merged[key] = None
         out: dict[str, Any] = {}  # the typed fields, each of its own type
@@ -184,7 +185,8 @@ class ClusterConfig:
                               "\n".join(f"  - {p}" for p in problems))
         return cls(cluster_name=name, locations=locations, compute_dir=compute_dir,
                    redis_auth=merged["redis_auth"], local_working_dir=local_working_dir, publish_url=publish_url,
-                   s3_endpoint_url=merged["s3_endpoint_url"], dashboard_password=merged["dashboard_password"],
+                   s3_endpoint_url=merged["s3_endpoint_url"], dask_scheduler=merged["dask_scheduler"],
+                   dashboard_password=merged["dashboard_password"],
                    ssh_user=merged["ssh_user"], ssh_key_file=key_file, source=source,
                    python_executable=str(merged["python_executable"] or sys.executable), **out)
 

@@ -37,6 +37,7 @@ CONFIG_DEFAULTS: dict[str, object] = {
     #                                (default: <local_working_dir>/published)
     "s3_endpoint_url": None,       # an S3-compatible store's URL (default: AWS); credentials: boto3's usual chain
     "dashboard_password": None,    # the web dashboard's login (or $CLUSTER_DASHBOARD_PASSWORD); master only
+    "dask_scheduler": None,        # the Dask executor's scheduler, tcp://HOST:8786 or "local" (--dask overrides)
 }
 CONFIG_ENV = "CLUSTER_CONFIG"
 CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")
@@ -100,3 +101,11 @@ DASHBOARD_MAX_UPLOAD_BYTES = 512 * 1024 ** 2  # the largest code tarball the for
 DASHBOARD_TARBALLS_KEPT = 2    # uploaded tarballs kept per job (the current one and the one before)
 DASHBOARD_RUNTIMES_CHARTED = 30  # runs in a job page's runtime chart
 DASHBOARD_THREADS = 8          # requests served at once
+
+# --- the Dask executor ---------------------------------------------------------------------------
+DASK_MAP_BATCH_BYTES = 64 * 1024 ** 2   # input per map task (at least one task per worker thread)
+DASK_MEMORY_SHARE = 0.3                 # of a worker thread's memory limit, for a task's sort and shuffle
+DASK_MIN_MEMORY_BUDGET = 16 * 1024 ** 2
+DASK_TASK_RETRIES = 3                   # an infrastructure error's retries (a job's own errors: none)
+DASK_CONNECT_TIMEOUT_SECONDS = 30.0     # reaching the scheduler, and its first worker
+DASK_MAX_PROJECT_BYTES = 64 * 1024 ** 2  # a project's files, sent with every Dask job

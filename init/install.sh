@@ -2,7 +2,7 @@
 # Idempotent set-up of this machine for the cluster: OS packages when missing,
 # a virtualenv in .venv, and the package (the runtime a cluster machine needs).
 #   init/install.sh                      the runtime only (every cluster machine)
-#   EXTRAS=dashboard init/install.sh     + the web dashboard (the master), or s3, or dashboard,s3
+#   EXTRAS=dashboard init/install.sh     + the web dashboard (the master), or s3, or dask, or dashboard,s3
 #   EXTRAS=test init/install.sh          + what the tests need (scripts/test asks for it)
 #   EXTRAS=test,bench init/install.sh    + the benchmarks' comparisons (scripts/bench asks for it)
 set -euo pipefail

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import click
 
 from cluster import defaults, job_spec
-from cluster.cli.options import DASHBOARD_MODULES, config_option, console_group, setup_logging
+from cluster.cli.options import DASHBOARD_MODULES, config_option, console_group, dask_option, setup_logging
 from cluster.config import ClusterConfig
 from cluster.engine.reading import iter_lines
 from cluster.exceptions import MissingExtra
@@ -101,16 +101,17 @@ def validate(job_file: str, config_path: str | None, cluster: bool, servers: int
 @click.option("--local", is_flag=True, help="Run now on this machine with worker processes (no cluster).")
 @click.option("--servers", type=click.IntRange(1, 512), default=None,
               help="Worker processes with --local (default: number_of_servers_per_location).")
+@dask_option
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 @click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=None,
               help="Fail the job when more than this share of the records is bad (0: any bad record fails, "
                    "1: never; default: the job's max_bad_fraction, 0.01).")
-def run(job_file: str, config_path: str | None, local: bool, servers: int | None,
+def run(job_file: str, config_path: str | None, local: bool, servers: int | None, dask: str | None,
         progress: bool | None, as_json: bool, max_bad_fraction: float | None) -> None:
     """Run a mapreduce job file now and print its counters.
 
-    Without --local the job runs on the running cluster (`manage_cluster start`).
+    Without --local or --dask the job runs on the running cluster (`manage_cluster start`).
 
     \b
     Input files are read by their content (gzip, bzip2, xz, LZMA-alone, lz4, zstd or plain text).
@@ -118,7 +119,7 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
     max_bad_fraction of them the job fails, naming the worst files and the first bad lines. A
     file that cannot be decoded (binary, truncated, corrupt) fails the job, named with the
     reason. A failed job publishes nothing."""
-    from cluster.api import make_executor
+    from cluster.api import executor_kind, make_executor
     from cluster.progress import PhaseBars, format_counters
 
     job = _read_job(job_file)
@@ -128,11 +129,13 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
     if servers is not None and not local:
         raise click.UsageError("--servers goes with --local; a cluster has number_of_servers_per_location servers "
                                "on each location")
+    kind = executor_kind(config, local=local, dask=dask)
     bars = PhaseBars(enabled=progress)
     try:
-        options = {"worker_log_level": logging.getLogger().level} if local else {}
-        result = make_executor("local" if local else "cluster", config, servers=servers, on_progress=bars.update,
-                               **options).run(job)
+        options: dict = {"worker_log_level": logging.getLogger().level} if local else {}
+        if dask:
+            options["address"] = dask
+        result = make_executor(kind, config, servers=servers, on_progress=bars.update, **options).run(job)
     finally:
         bars.close()
     if as_json:
@@ -295,7 +298,8 @@ def estimate(job_name: str, config_path: str | None, as_json: bool) -> None:
 @click.option("--local", is_flag=True, help="Run mapreduce jobs on this machine's worker processes, not the cluster.")
 @click.option("--servers", type=click.IntRange(1, 512), default=None,
               help="Worker processes with --local (default: number_of_servers_per_location).")
-def runner(config_path: str | None, once: bool, local: bool, servers: int | None) -> None:
+@dask_option
+def runner(config_path: str | None, once: bool, local: bool, servers: int | None, dask: str | None) -> None:
     """Work through the queue, round after round (run it in screen or as a service).
 
     \b
@@ -309,10 +313,11 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
     if servers is not None and not local:
         raise click.UsageError("--servers goes with --local")
     config = ClusterConfig.load(config_path)
-    r = Runner(config, local=local, servers=servers, echo=lambda m: click.echo(f"{_now()} {m}"))
+    r = Runner(config, local=local, servers=servers, dask=dask, echo=lambda m: click.echo(f"{_now()} {m}"))
     r.install_signal_handlers()
-    click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} "
-               f"({'local executor' if local else 'cluster ' + repr(config.cluster_name)}"
+    where = {"local": "local executor", "dask": f"Dask at {dask or config.dask_scheduler}",
+             "cluster": f"cluster {config.cluster_name!r}"}[r.executor]
+    click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} ({where}"
                f"{', one round' if once else ''})")
     r.serve(once=once)
 

@@ -18,6 +18,12 @@ config_option = click.option(
     help="INI file with a [CLUSTER] section (default: $CLUSTER_CONFIG, then "
          "~/.config/cluster/cluster.cfg, then built-in one-machine defaults).")
 
+dask_option = click.option(
+    "--dask", "dask", metavar="ADDRESS", default=None,
+    help="Run mapreduce jobs on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786), or on a "
+         "LocalCluster of number_of_servers_per_location workers started for the run (`local`); default: the "
+         "config's dask_scheduler. Needs the dask extra here and on the workers.")
+
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG

@@ -127,9 +127,10 @@ class HoldState:
                 os.unlink(os.path.join(self.directory, name))
 
 
-def plan_inputs(job: dict, servers: list[str], layout: JobLayout
-                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Decide, once for the location, which server maps which file."""
+def choose_inputs(job: dict, layout: JobLayout
+                  ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, Any]]:
+    """The job's input files to map now and its previous output (merge_previous_output), each as
+    (path, size), and notes for the counters (locked files skipped, files hold_state already mapped)."""
     if job.get("input_filter"):
         dims_filter = DimensionsFilter(job["input_filter"], source=f"job {job['job_name']!r} input_filter")
         files = sorted(f for d in job["input_dirs"] for f in select_local_files(d, dims_filter))
@@ -147,12 +148,20 @@ def plan_inputs(job: dict, servers: list[str], layout: JobLayout
             notes["locked_files_skipped"].append(f)
         else:
             unlocked.append((f, s))
-    sizes = dict(unlocked)
-    plan: dict[str, dict[str, Any]] = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
-                                       for s, fs in assign_files(unlocked, servers).items()}
     previous = []
     if job.get("merge_previous_output"):
         previous = [(p, os.path.getsize(p)) for p in layout.output_files()]
+    return unlocked, previous, notes
+
+
+def plan_inputs(job: dict, servers: list[str], layout: JobLayout
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Decide, once for the location, which server maps which file: {server: {"files", "bytes",
+    "previous_output"}}, and the notes of `choose_inputs`."""
+    files, previous, notes = choose_inputs(job, layout)
+    sizes = dict(files)
+    plan: dict[str, dict[str, Any]] = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
+                                       for s, fs in assign_files(files, servers).items()}
     for server, fs in assign_files(previous, servers).items():
         plan[server]["previous_output"] = fs
     return plan, notes

@@ -12,13 +12,14 @@ import resource
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine import functions
-from cluster.engine.mapper import Mapper, load_auxiliary_data, read_previous_output
+from cluster.engine.mapper import FileMapFunction, Mapper, load_auxiliary_data, read_previous_output
 from cluster.engine.reducer import Reducer
 from cluster.engine.shuffler import Shuffler
 from cluster.engine.transport import LocalTransport, Transport
@@ -63,6 +64,26 @@ def error_report(exc: BaseException, server_id: str, phase: str) -> dict[str, An
         report.update(input_file=exc.input_file, line_number=exc.line_number,
                       key=repr(exc.key) if exc.has_key else None, traceback=exc.traceback)
     return report
+
+
+def map_inputs(*, server_id: str, job: dict, files: list[str], previous_output: list[str],
+               map_fn: Callable | FileMapFunction, combine_fn: Callable | None, aux_map: Any, aux_reduce: Any,
+               partitions: list[str], spill_dir: str, transport: Transport, memory_budget_bytes: int,
+               counters: dict, progress: Callable[[], None] | None = None) -> None:
+    """One map task: the files (and the previous output, never sampled) through the map function into
+    a Shuffler, whose spills `transport` takes to the partitions' reducers. What every executor's map
+    runs."""
+    shuffler = Shuffler(
+        server_id=server_id, partitions=partitions, spill_dir=spill_dir, transport=transport,
+        memory_budget_bytes=memory_budget_bytes,
+        max_items_per_file=job.get("max_number_dumped_items_shuffler") or defaults.MAX_NUMBER_DUMPED_ITEMS_SHUFFLER,
+        combine=combine_fn, combine_name=job.get("combine_function_name") or "combine",
+        auxiliary_data=aux_reduce, counters=counters)
+    mapper = Mapper(server_id=server_id, job=job, map_function=map_fn, auxiliary_data=aux_map,
+                    shuffler=shuffler, counters=counters, progress=progress)
+    mapper.run(files)
+    mapper.run(previous_output, map_function=read_previous_output, sample=False)
+    shuffler.close()
 
 
 class ServerTask:
@@ -124,21 +145,14 @@ class ServerTask:
     def _map(self, counters: dict) -> None:
         for d in self.layout.server_dirs(self.server_id):
             os.makedirs(d, exist_ok=True)
-        aux_reduce = load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_reducer"))
-        shuffler = Shuffler(
-            server_id=self.server_id, partitions=self.partitions,
-            spill_dir=self.layout.spill_dir(self.server_id), transport=self.transport,
-            memory_budget_bytes=self.config.server_memory_budget,
-            max_items_per_file=self.job.get("max_number_dumped_items_shuffler")
-            or defaults.MAX_NUMBER_DUMPED_ITEMS_SHUFFLER,
-            combine=self.combine_fn, combine_name=self.job.get("combine_function_name") or "combine",
-            auxiliary_data=aux_reduce, counters=counters)
-        mapper = Mapper(server_id=self.server_id, job=self.job, map_function=self.map_fn,
-                        auxiliary_data=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_mapper")),
-                        shuffler=shuffler, counters=counters, progress=self.progress)
-        mapper.run(self.inputs.get("files", []))
-        mapper.run(self.inputs.get("previous_output", []), map_function=read_previous_output, sample=False)
-        shuffler.close()
+        map_inputs(server_id=self.server_id, job=self.job, files=self.inputs.get("files", []),
+                   previous_output=self.inputs.get("previous_output", []), map_fn=self.map_fn,
+                   combine_fn=self.combine_fn,
+                   aux_map=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_mapper")),
+                   aux_reduce=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_reducer")),
+                   partitions=self.partitions, spill_dir=self.layout.spill_dir(self.server_id),
+                   transport=self.transport, memory_budget_bytes=self.config.server_memory_budget,
+                   counters=counters, progress=self.progress)
 
     def _reducer_for(self, counters: dict) -> Reducer:
         if self._reducer is None:

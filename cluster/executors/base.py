@@ -24,11 +24,14 @@ from cluster import counters
 from cluster.config import ClusterConfig
 from cluster.counters import Merge
 from cluster.engine import functions
+from cluster.engine.inputs import HoldState
 from cluster.engine.mapper import new_run_id
 from cluster.engine.reading import input_problems
+from cluster.engine.reducer import commit_output, discard_run
 from cluster.engine.task import Phase
 from cluster.exceptions import JobFailed
 from cluster.job_spec import JobType, validate_job
+from cluster.layout import JobLayout
 from cluster.timing import Deadline
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,25 @@ def check_map_phase(job: dict, per_server: dict[str, dict[str, dict]]) -> None:
                              job.get("max_bad_fraction"))
     if problem:
         raise JobFailed(job["job_name"], problem, phase=Phase.MAP.value)
+
+
+def publish_output(layout: JobLayout, job: dict, run_id: str, mapped: dict[str, list[str]]) -> str:
+    """Publish a run's staged output on this machine (the local and the Dask executors): with hold_state,
+    what each task mapped is recorded, and counts from the moment the output is published."""
+    hold = HoldState(layout)
+    if job.get("hold_state"):
+        for task, files in mapped.items():
+            hold.record(run_id, task, files)
+    output_dir = commit_output(layout, run_id, replace=bool(job.get("delete_job_data")
+                                                             or job.get("merge_previous_output")))
+    hold.commit(run_id)
+    return output_dir
+
+
+def discard_output(layout: JobLayout, run_id: str) -> None:
+    """Drop what a failed run staged on this machine; the previous output stays."""
+    discard_run(layout, run_id)
+    HoldState(layout).discard(run_id)
 
 
 def failure_from_report(name: str, report: dict) -> JobFailed:

@@ -21,12 +21,11 @@ from typing import Any
 import cluster
 from cluster import defaults
 from cluster.config import ClusterConfig
-from cluster.engine.inputs import HoldState, plan_inputs
+from cluster.engine.inputs import plan_inputs
 from cluster.engine.mapper import load_auxiliary_data
-from cluster.engine.reducer import commit_output, discard_run
 from cluster.engine.task import Phase, Report
 from cluster.exceptions import JobFailed
-from cluster.executors.base import Executor, Plan, Progress, failure_from_report
+from cluster.executors.base import Executor, Plan, Progress, discard_output, failure_from_report, publish_output
 from cluster.executors.local_worker import Channel
 from cluster.layout import JobLayout
 
@@ -104,21 +103,11 @@ class LocalExecutor(Executor):
             except subprocess.TimeoutExpired:
                 log.warning("worker of server %s did not exit after the job; stopping it", s)
         self._stop_workers()  # nothing of the run may still write when its output is published
-        layout = self._layout(job)
-        hold = HoldState(layout)
-        if job.get("hold_state"):
-            for s in self.servers:
-                hold.record(run_id, s, plan[s]["files"])
-        output_dir = commit_output(layout, run_id, replace=bool(job.get("delete_job_data")
-                                                                 or job.get("merge_previous_output")))
-        hold.commit(run_id)
-        return output_dir
+        return publish_output(self._layout(job), job, run_id, {s: plan[s]["files"] for s in self.servers})
 
     def abort(self, job: dict, run_id: str) -> None:
-        layout = self._layout(job)
         self._stop_workers()
-        discard_run(layout, run_id)
-        HoldState(layout).discard(run_id)
+        discard_output(self._layout(job), run_id)
 
     def finish(self, job: dict, run_id: str) -> None:
         self._stop_workers()

@@ -58,11 +58,14 @@ class Runner:
     machine's worker processes), script jobs and file transfers."""
 
     def __init__(self, config: ClusterConfig, *, scheduler: Scheduler | None = None, local: bool = False,
-                 servers: int | None = None, clock: Callable[[], dt.datetime] = utc_now,
+                 servers: int | None = None, dask: str | None = None, clock: Callable[[], dt.datetime] = utc_now,
                  echo: Callable[[str], None] | None = None):
+        from cluster.api import executor_kind
+
         self.config = config
         self.scheduler = scheduler or Scheduler(config)
-        self.local = local
+        self.executor = executor_kind(config, local=local, dask=dask)  # where mapreduce jobs run
+        self.dask = dask
         self.servers = servers
         self.clock = clock
         self.echo = echo or log.info
@@ -199,8 +202,9 @@ class Runner:
             progress = self._progress_recorder(run_id)
             from cluster.api import make_executor
 
-            executor = make_executor("local" if self.local else "cluster", self.config,
-                                     servers=self.servers if self.local else None, on_progress=progress)
+            options = {"address": self.dask} if self.dask else {}
+            executor = make_executor(self.executor, self.config, on_progress=progress,
+                                     servers=self.servers if self.executor == "local" else None, **options)
             result = executor.run(job, timeout_minutes=timeout)
             return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
         if job_type is JobType.SCRIPT:
@@ -268,7 +272,7 @@ class Runner:
                 pids = stop_leftover_run(run_mark(self.scheduler.path, run["id"]))
                 did.append(f"stopped its leftover process(es) {', '.join(map(str, pids))}" if pids
                            else "none of its processes was left")
-            if run["job_type"] == JobType.MAPREDUCE.value and not self.local:
+            if run["job_type"] == JobType.MAPREDUCE.value and self.executor == "cluster":
                 from cluster.master.manager import ClusterManager
 
                 try:

@@ -59,6 +59,7 @@ class ScriptRun:
     delete_data: bool = False
     profile: bool = False
     cluster: bool = False
+    dask: str | None = None  # the Dask scheduler's address ("local": a LocalCluster for the run)
     combine_threshold: int = defaults.COMBINE_THRESHOLD
     max_bad_fraction: float = defaults.MAX_BAD_FRACTION
     aws_credentials: tuple[str, str] | None = None
@@ -192,6 +193,8 @@ class JobScriptRunner:
         try:
             if r.cluster:
                 return make_executor("cluster", self.config, on_progress=bars.update).run(job)
+            if r.dask:
+                return make_executor("dask", self.config, on_progress=bars.update, address=r.dask).run(job)
             return make_executor("local", self.config, servers=r.num_mappers, reducers=r.num_reducers,
                                  on_progress=bars.update, worker_log_level=r.worker_log_level,
                                  profile_dir=self.work_dir if r.profile else None).run(job)
@@ -313,6 +316,9 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--profile", "-p", is_flag=True, help="Write a cProfile file per mapper and reducer phase into WORK.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every file mapped and the engine's own steps.")
 @click.option("--cluster", is_flag=True, help="Run on the running cluster; each location filters its own --data-dir.")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="Run on the Dask cluster whose scheduler is at ADDRESS (or `local`: a LocalCluster for the run); "
+                   "its workers must see --data-dir and WORK (the same machine, or a shared folder).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Cluster config (default: $CLUSTER_CONFIG, ~/.config/cluster/cluster.cfg, built-in defaults).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
@@ -320,7 +326,7 @@ def _setup_logging(verbose: bool) -> None:
 def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, output: str, num_mappers: int | None,
          num_reducers: int, local_only: bool, bucket: str | None, aws_key: str | None, aws_secret_key: str | None,
          delete_data: bool, max_bad_fraction: float, combine_threshold: int, job_name: str | None, profile: bool,
-         verbose: bool, cluster: bool, config_path: str | None, progress: bool | None) -> None:
+         verbose: bool, cluster: bool, dask: str | None, config_path: str | None, progress: bool | None) -> None:
     """Run the Telemetry-style job SCRIPT over the files of --data-dir that --input-filter selects.
 
     \b
@@ -349,16 +355,23 @@ def main(script: str, input_filter: str, data_dir: str | None, work_dir: str, ou
                                "or a --data-dir inside WORK/cache (it never deletes other data)")
     if (aws_key is None) != (aws_secret_key is None):
         raise click.UsageError("--aws-key and --aws-secret-key go together")
+    if cluster and dask:
+        raise click.UsageError("--cluster and --dask exclude each other")
     if cluster:
         for flag, given in (("--bucket", bucket), ("--profile", profile), ("--num-mappers", num_mappers),
                             ("--num-reducers", num_reducers != 1)):
             if given:
                 raise click.UsageError(f"{flag} does not go with --cluster: the cluster's servers map and reduce "
                                        "the files each location has in --data-dir")
+    if dask:
+        for flag, given in (("--profile", profile), ("--num-mappers", num_mappers),
+                            ("--num-reducers", num_reducers != 1)):
+            if given:
+                raise click.UsageError(f"{flag} does not go with --dask: every Dask worker thread maps and reduces")
     run = ScriptRun(script=script, input_filter=input_filter, data_dir=data_dir, work_dir=work_dir, output=output,
                     num_mappers=num_mappers or os.cpu_count() or 1, num_reducers=num_reducers,
                     local_only=local_only, bucket=bucket, delete_data=delete_data, profile=profile, cluster=cluster,
-                    combine_threshold=combine_threshold, job_name=job_name, config_path=config_path,
+                    dask=dask, combine_threshold=combine_threshold, job_name=job_name, config_path=config_path,
                     max_bad_fraction=max_bad_fraction,
                     aws_credentials=(aws_key, aws_secret_key) if aws_key and aws_secret_key else None,
                     progress=progress, worker_log_level=logging.INFO if verbose else logging.WARNING)

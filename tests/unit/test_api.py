@@ -7,10 +7,11 @@ import sys
 import pytest
 
 import cluster
-from cluster.api import make_executor
+from cluster.api import executor_kind, make_executor
 from cluster.config import ClusterConfig
 from cluster.exceptions import ConfigError
 from cluster.executors.cluster import ClusterExecutor
+from cluster.executors.dask import DaskExecutor
 from cluster.executors.local import LocalExecutor
 
 
@@ -34,5 +35,24 @@ def test_the_factory_picks_the_executor(tmp_path):
     assert on_cluster.server_ids == ["S_0", "S_1", "S_2"]
     with pytest.raises(ConfigError, match="are the local executor's"):
         make_executor("cluster", config, servers=2)
-    with pytest.raises(ConfigError, match="unknown executor 'dask': one of local, cluster"):
+    with pytest.raises(ConfigError, match="unknown executor 'spark': one of local, cluster, dask"):
+        make_executor("spark", config)
+    on_dask = make_executor("dask", config, address="tcp://127.0.0.1:8786")
+    assert isinstance(on_dask, DaskExecutor) and on_dask.address == "tcp://127.0.0.1:8786"
+    with pytest.raises(ConfigError, match="needs a scheduler address"):
         make_executor("dask", config)
+    named = config.with_overrides(dask_scheduler="tcp://10.0.0.5:8786")
+    assert make_executor("dask", named).address == "tcp://10.0.0.5:8786"
+    with pytest.raises(ConfigError, match="on Dask, every worker thread"):
+        make_executor("dask", named, servers=2)
+
+
+def test_which_executor_a_command_runs_on(tmp_path):
+    config = ClusterConfig.from_dict({"compute_dir": str(tmp_path)})
+    assert executor_kind(config) == "cluster"
+    assert executor_kind(config, local=True) == "local"
+    assert executor_kind(config, dask="local") == "dask"
+    assert executor_kind(config.with_overrides(dask_scheduler="tcp://h:8786")) == "dask"
+    assert executor_kind(config.with_overrides(dask_scheduler="tcp://h:8786"), local=True) == "local"
+    with pytest.raises(ConfigError, match="exclude each other"):
+        executor_kind(config, local=True, dask="local")

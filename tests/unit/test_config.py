@@ -57,7 +57,9 @@ def test_config_keys_are_exactly_the_design_keys():
         # added by the Runner (issue 4): where script jobs publish their output
         "publish_url", "s3_endpoint_url",
         # added by the dashboard (issue 6): its login password, kept on the master
-        "dashboard_password"]
+        "dashboard_password",
+        # added by the Dask executor (issue 15): the scheduler `mapreduce run` uses by default
+        "dask_scheduler"]
 
 
 # --- from_file ---------------------------------------------------------------------------

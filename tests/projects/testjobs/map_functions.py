@@ -143,3 +143,13 @@ def weighted_words(line, auxiliary_data):
     weights = auxiliary_data["weights"]
     for w in line.split():
         yield w, weights.get(w, 0)
+
+
+def fail_on_boom_noting(line, auxiliary_data):
+    """Word count that raises on a line containing 'boom', first noting the raise in a file of its own
+    under auxiliary_data["dir"] (so a test can count how often it ran)."""
+    if "boom" in line:
+        with open(os.path.join(auxiliary_data["dir"], f"raised-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+            pass
+        raise ValueError("cannot map a line with boom")
+    return [(word, 1) for word in line.split()]

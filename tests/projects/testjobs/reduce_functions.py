@@ -90,3 +90,12 @@ def group_shape(group, auxiliary_data):
     return [(key, {"len": len(group), "sum": total, "again": again, "last_key": group[-1][0],
                    "middle": len(middle), "tail": [k == key for k, _ in group[-3:]],
                    "type": type(group).__name__})]
+
+
+def sum_values_slow_on_marker(group, auxiliary_data):
+    """sum_values that sleeps auxiliary_data["seconds"] on the key 'SLOW' (to catch a reducer mid-phase)."""
+    import time
+
+    if group[0][0] == "SLOW":
+        time.sleep(float((auxiliary_data or {}).get("seconds", 3)))
+    return [(group[0][0], sum(value for _, value in group))]

@@ -1,0 +1,251 @@
+"""The Dask executor: the same jobs on a Dask distributed cluster (`mapreduce run JOB --dask ADDRESS`).
+
+The lifecycle is base.py's. A run connects a `distributed.Client` to the scheduler at ADDRESS (or,
+for `--dask local`, to a LocalCluster of number_of_servers_per_location worker processes it starts),
+checks that every worker runs the client's Python and package, and sends the project's files and
+the auxiliary data once. The map phase is one task per batch of input files (by size), each running
+the engine's Mapper and Shuffler and returning one sorted spill per reduce partition; the reduce
+phase is one task per partition (the workers' threads at the start of the run), running DiskSort
+and Reducer under the worker's memory limit. The spills move between tasks through Dask, which
+recomputes what a lost worker held; the client publishes the output only when every task succeeded.
+On Dask the sort is part of each reduce task (the summary's sort time is within reduce).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cluster import defaults
+from cluster.config import ClusterConfig
+from cluster.engine.inputs import assign_files, choose_inputs
+from cluster.engine.mapper import load_auxiliary_data
+from cluster.engine.task import Phase
+from cluster.exceptions import ConfigError, JobFailed, MissingExtra
+from cluster.executors import dask_tasks
+from cluster.executors.base import Executor, Plan, Progress, discard_output, failure_from_report, publish_output
+from cluster.layout import JobLayout
+
+log = logging.getLogger(__name__)
+LOCAL = "local"
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingExtra("the Dask executor", "dask", exc.name or "distributed") from None
+    return distributed
+
+
+class DaskExecutor(Executor):
+    """Runs mapreduce jobs as tasks on the Dask cluster whose scheduler is at `address` ("local":
+    a LocalCluster started for the run)."""
+
+    description = "the Dask executor"
+
+    def __init__(self, config: ClusterConfig, address: str, on_progress: Progress | None = None) -> None:
+        super().__init__(config, on_progress)
+        if not address:
+            raise ConfigError("the Dask executor needs a scheduler address (--dask tcp://HOST:8786, or --dask local "
+                              "for a cluster on this machine; or the config key dask_scheduler)")
+        self.address = address
+        self._client: Any = None
+        self._local_cluster: Any = None
+        self._map_ids: list[str] = []
+        self._partitions: list[str] = []
+        self._futures: dict[str, Any] = {}
+        self._map_results: dict[str, Any] = {}
+        self._reduced: dict[str, list[str]] = {}
+        self._shared: dict[str, Any] = {}
+
+    @property
+    def server_ids(self) -> list[str]:
+        return self._map_ids + self._partitions
+
+    def _layout(self, job: dict) -> JobLayout:
+        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
+
+    def check(self, job: dict) -> None:
+        _distributed()
+        layout = self._layout(job)
+        for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
+            load_auxiliary_data(layout, job.get(aux))
+
+    def lock(self, job: dict) -> Any:
+        return self._layout(job).lock()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        distributed = _distributed()
+        self._futures, self._map_results, self._reduced = {}, {}, {}
+        if self.address == LOCAL:
+            self._local_cluster = distributed.LocalCluster(
+                n_workers=self.config.number_of_servers_per_location, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.WARNING)
+            address = self._local_cluster.scheduler_address
+        else:
+            address = self.address
+        try:
+            try:
+                self._client = distributed.Client(address, timeout=defaults.DASK_CONNECT_TIMEOUT_SECONDS)
+            except OSError as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc} (start one with "
+                                  "`dask scheduler`, or check the address)") from None
+            self._check_workers()
+            yield
+        finally:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            if self._local_cluster is not None:
+                self._local_cluster.close()
+                self._local_cluster = None
+
+    def _check_workers(self) -> None:
+        """Every worker must run this Python, this package and this code: a task runs the workers' copy."""
+        client = self._client
+        try:
+            client.wait_for_workers(1, timeout=defaults.DASK_CONNECT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise ConfigError(f"the Dask scheduler at {client.scheduler.address} has no workers (start some with "
+                              f"`dask worker {client.scheduler.address}`)") from None
+        mine = dask_tasks.versions()
+        differ = []
+        for worker, theirs in client.run(dask_tasks.versions).items():
+            wrong = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
+            if wrong:
+                differ.append(f"{worker}: {', '.join(wrong)}")
+        if differ:
+            raise ConfigError("these Dask workers do not run what this client runs (install the same Python and "
+                              "the same mapreduce-cluster on the workers, then restart them):\n  "
+                              + "\n  ".join(differ))
+
+    def _threads(self) -> int:
+        return max(1, sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values()))
+
+    def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
+        layout = self._layout(job)
+        layout.clear_intermediate()
+        files, previous, notes = choose_inputs(job, layout)
+        threads = self._threads()
+        total = sum(size for _, size in files)
+        batches = max(1, min(len(files), max(threads, math.ceil(total / defaults.DASK_MAP_BATCH_BYTES))))
+        self._map_ids = [f"M_{i:04d}" for i in range(batches)]
+        self._partitions = [f"P_{i:03d}" for i in range(threads)]
+        sizes = dict(files)
+        plan: Plan = {m: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
+                      for m, fs in assign_files(files, self._map_ids).items()}
+        for m, fs in assign_files(previous, self._map_ids).items():
+            plan[m]["previous_output"] = fs
+        return plan, notes
+
+    def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
+        layout = self._layout(job)
+        client = self._client
+        project = dask_tasks.bundle_project(self.config.projects_dir, job["project_name"])
+        aux_map = load_auxiliary_data(layout, job.get("auxiliary_data_name_mapper"))
+        aux_reduce = load_auxiliary_data(layout, job.get("auxiliary_data_name_reducer"))
+        staging = layout.staging_dir(run_id)
+        os.makedirs(staging, exist_ok=True)
+        spec = {"job": job, "run_id": run_id, "partitions": self._partitions, "staging": staging,
+                "memory_budget": self.config.server_memory_budget}
+        # sent once to every worker, not once per task
+        shared = client.scatter({"spec": spec, "project": project, "aux_map": aux_map, "aux_reduce": aux_reduce},
+                                broadcast=True, hash=False)
+        self._shared = shared
+        self._plan = plan
+
+    def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
+        if phase is Phase.MAP:
+            self._run_map(job, run_id, per_server)
+        elif phase is Phase.REDUCE:
+            self._run_reduce(job, run_id, per_server)
+        # Phase.SORT: each reduce task sorts its partition first
+
+    def _run_map(self, job: dict, run_id: str, per_server: dict[str, dict[str, dict]]) -> None:
+        s = self._shared
+        retries = defaults.DASK_TASK_RETRIES
+        futures = {m: self._client.submit(dask_tasks.map_task, m, s["spec"], self._plan[m]["files"],
+                                          self._plan[m].get("previous_output", []), s["project"], s["aux_map"],
+                                          s["aux_reduce"], key=f"map-{m}-{run_id}", retries=retries, pure=False)
+                   for m in self._map_ids}
+        self._futures.update(futures)
+
+        def done(m: str, result: dict) -> None:
+            per_server[m]["map"] = result["counters"]
+            self.report_progress("map", per_server)
+
+        self._await(job, "map", futures, done)
+        self._map_results = futures
+
+    def _run_reduce(self, job: dict, run_id: str, per_server: dict[str, dict[str, dict]]) -> None:
+        s = self._shared
+        client = self._client
+        futures = {}
+        for p in self._partitions:
+            spills = [client.submit(dask_tasks.partition_of, self._map_results[m], p, key=f"part-{m}-{p}-{run_id}")
+                      for m in self._map_ids]
+            futures[p] = client.submit(dask_tasks.reduce_task, p, s["spec"], s["project"], s["aux_reduce"], *spills,
+                                       key=f"reduce-{p}-{run_id}", retries=defaults.DASK_TASK_RETRIES, pure=False)
+        self._futures.update(futures)
+
+        def done(p: str, result: dict) -> None:
+            per_server[p].update(result["counters"])
+            self._reduced[p] = result["files"]
+            self.report_progress("reduce", per_server)
+
+        self._await(job, "reduce", futures, done)
+
+    def _await(self, job: dict, phase: str, futures: dict[str, Any], done) -> None:
+        """Wait for every task of a phase, handing each result to `done` as it comes; raise on the
+        first failure or past the deadline."""
+        distributed = _distributed()
+        name = job["job_name"]
+        by_future = {f: k for k, f in futures.items()}
+        pending = set(futures.values())
+        while pending:
+            self.deadline.check(name, phase)
+            try:
+                finished, pending = distributed.wait(list(pending), timeout=self.deadline.remaining(1.0),
+                                                     return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            for future in finished:
+                task = by_future[future]
+                if future.status != "finished":
+                    exc = future.exception()
+                    raise JobFailed(name, f"Dask task {task} failed: {type(exc).__name__}: {exc}"
+                                    + (" (a worker died running it too often; see the workers' logs)"
+                                       if type(exc).__name__ == "KilledWorker" else ""),
+                                    server=task, phase=phase)
+                result = future.result()
+                if "error" in result:
+                    raise failure_from_report(name, result["error"])
+                done(task, result)
+
+    def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
+        layout = self._layout(job)
+        staging = layout.staging_dir(run_id)
+        for files in self._reduced.values():  # only the attempts Dask kept
+            for path in files:
+                os.replace(path, os.path.join(staging, os.path.basename(path)))
+        shutil.rmtree(os.path.join(staging, ".attempts"), ignore_errors=True)
+        self._release()
+        return publish_output(layout, job, run_id, {m: plan[m]["files"] for m in self._map_ids})
+
+    def abort(self, job: dict, run_id: str) -> None:
+        self._release(cancel=True)
+        discard_output(self._layout(job), run_id)
+
+    def _release(self, cancel: bool = False) -> None:
+        """Let go of the run's tasks, so their results leave the workers' memory (`cancel`: stop the
+        ones still running, after a failure)."""
+        futures = list(self._futures.values())
+        self._futures, self._map_results, self._shared = {}, {}, {}
+        if cancel and futures and self._client is not None:
+            self._client.cancel(futures)
