@@ -131,6 +131,10 @@ class MapReduceJob(CommonJob, total=False):
     merge_previous_output: Annotated[bool, Spec(
         "fold the job's previous output back into the reduce (items must be `(key, value)`), so a `hold_state` "
         "run ends with f(old + new)", default=False)]
+    output_url: Annotated[str | None, Spec(
+        "publish the output on a store instead (any fsspec URL: `s3://bucket/prefix`, `gs://...`, `file:///...`): "
+        "each run under `<output_url>/<run_id>/`, published by one marker, `<output_url>/_LATEST`, which names "
+        "its files (null: `<base_dir>/<job_name>/reduce/` on each location)")]
     job_script: Annotated[str | None, Spec("set by `python -m cluster.telemetry`: the job script its one-file "
                                            "project runs (the engine runs that project's functions)")]
     input_filter: Annotated[dict | None, Spec("the dimensions filter that selects a job script's input files")]
@@ -318,6 +322,10 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
             for d in dirs:
                 if not isinstance(d, str) or not d:
                     problems.append(f"input_dirs entries must be folder paths, got {d!r}")
+        url = job.get("output_url")
+        if url is not None and (not isinstance(url, str) or "://" not in url):
+            problems.append(f"output_url must be a store URL such as s3://bucket/prefix (or file:///folder), got "
+                            f"{url!r}; leave it out to publish under base_dir")
         ds = job.get("downsample")
         if isinstance(ds, (int, float)) and not isinstance(ds, bool) and not 0 < ds <= 1:
             problems.append(f"downsample must be in (0, 1], got {ds}")

@@ -22,8 +22,8 @@ PY = sys.executable
 
 
 def dataset(kind: str, size_mb: int, files: int) -> tuple[str, dict]:
-    """(input dir, expected answers), generating the data once."""
-    base = os.path.join(DATA, kind)
+    """(input dir, expected answers), generating the data once (per kind and size)."""
+    base = os.path.join(DATA, kind if size_mb == 300 else f"{kind}-{size_mb}mb")
     meta = base + ".meta"
     if not os.path.exists(os.path.join(meta, "EXPECTED.json")):
         shutil.rmtree(base, ignore_errors=True)

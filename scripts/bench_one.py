@@ -165,7 +165,11 @@ def executor_case(spec: dict) -> dict:
         # every group from disk (`-a`: only the groups that outgrow a quarter of a worker's share, the
         # default: the hottest words)
         job["disk_based_input"] = True
-    if spec["case"].startswith("cluster"):  # the running bench cluster (bench.py starts it, kills it after)
+    if spec["case"].startswith("daskexec"):  # the Dask cluster bench_dask.py started (a scheduler, 2 workers)
+        from cluster.executors.dask import DaskExecutor
+
+        result = DaskExecutor(config, spec["dask"]).run(job)
+    elif spec["case"].startswith("cluster"):  # the running bench cluster (bench.py starts it, kills it after)
         from cluster.master.manager import ClusterManager
 
         os.environ["XDG_CONFIG_HOME"] = spec["xdg"]

@@ -15,16 +15,28 @@ import ujson
 
 from cluster.engine import codec
 from cluster.engine.partitions import DimensionsFilter, select_local_files
+from cluster.engine.store import StoreOptions, exists, is_url, list_files, local_path
+from cluster.engine.store import size as store_size
+from cluster.engine.store_output import StoreOutput
 from cluster.exceptions import InputError
 from cluster.layout import JobLayout
 
 
 # --- choosing input files ----------------------------------------------------------------
-def list_input_files(input_dirs: Iterable[str]) -> list[tuple[str, int]]:
-    """Every file under the input dirs (recursively, hidden names skipped) with its size."""
+def list_input_files(input_dirs: Iterable[str], store: StoreOptions | None = None) -> list[tuple[str, int]]:
+    """Every file under the input dirs (recursively, hidden names skipped) with its size; an entry may
+    be a store URL (any fsspec one: s3://bucket/prefix, gs://..., with `store`'s options)."""
     found: dict[str, int] = {}
     missing = []
     for top in input_dirs:
+        if is_url(top):
+            listed = list_files(top, store)
+            if not listed and not exists(top, store):
+                raise InputError(f"input_dirs entry {top} names nothing on its store (no such bucket, folder or "
+                                 "prefix); fix the URL, or the store's credentials")
+            found.update(listed)
+            continue
+        top = local_path(top)
         if not os.path.isdir(top):
             missing.append(top)
             continue
@@ -55,7 +67,10 @@ def list_input_files(input_dirs: Iterable[str]) -> list[tuple[str, int]]:
 
 
 def is_locked(path: str) -> bool:
-    """True when another process holds a lock on the file (it is still being written)."""
+    """True when another process holds a lock on the file (it is still being written; a store's
+    objects are whole when they are listed)."""
+    if is_url(path):
+        return False
     try:
         with open(path, "rb") as fh:
             try:
@@ -92,8 +107,9 @@ class HoldState:
     the job succeeded, so a failed run maps the same files again next time.
     """
 
-    def __init__(self, layout: JobLayout):
+    def __init__(self, layout: JobLayout, store: StoreOptions | None = None):
         self.directory = layout.state_dir
+        self.store = store
 
     def mapped(self) -> set[str]:
         done: set[str] = set()
@@ -109,7 +125,7 @@ class HoldState:
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, f"{run_id}-{server_id}.pending")
         with open(path, "w") as fh:
-            ujson.dump({f: os.path.getsize(f) if os.path.exists(f) else None for f in files}, fh)
+            ujson.dump({f: store_size(f, self.store) for f in files}, fh)
 
     def commit(self, run_id: str) -> None:
         if not os.path.isdir(self.directory):
@@ -127,19 +143,24 @@ class HoldState:
                 os.unlink(os.path.join(self.directory, name))
 
 
-def choose_inputs(job: dict, layout: JobLayout
+def choose_inputs(job: dict, layout: JobLayout, store: StoreOptions | None = None
                   ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, Any]]:
     """The job's input files to map now and its previous output (merge_previous_output), each as
     (path, size), and notes for the counters (locked files skipped, files hold_state already mapped)."""
     if job.get("input_filter"):
+        urls = [d for d in job["input_dirs"] if is_url(d)]
+        if urls:
+            raise InputError(f"input_filter selects from local folders only, not {', '.join(urls)} (a job "
+                             "script fetches from S3 with --bucket; or list the folders to read)")
         dims_filter = DimensionsFilter(job["input_filter"], source=f"job {job['job_name']!r} input_filter")
         files = sorted(f for d in job["input_dirs"] for f in select_local_files(d, dims_filter))
     else:
-        files = list_input_files(job["input_dirs"])
+        files = list_input_files(job["input_dirs"], store)
     notes: dict[str, Any] = {"locked_files_skipped": [], "files_already_mapped": 0,
                              "auxiliary_missing": missing_auxiliary_data(job, layout)}
+    published = StoreOutput(job["output_url"], store) if job.get("output_url") else None
     if job.get("hold_state"):
-        seen = HoldState(layout).mapped()
+        seen = published.mapped() if published is not None else HoldState(layout, store).mapped()
         notes["files_already_mapped"] = sum(1 for f, _ in files if f in seen)
         files = [(f, s) for f, s in files if f not in seen]
     unlocked = []
@@ -150,15 +171,16 @@ def choose_inputs(job: dict, layout: JobLayout
             unlocked.append((f, s))
     previous = []
     if job.get("merge_previous_output"):
-        previous = [(p, os.path.getsize(p)) for p in layout.output_files()]
+        previous = (published.output_files() if published is not None
+                    else [(p, os.path.getsize(p)) for p in layout.output_files()])
     return unlocked, previous, notes
 
 
-def plan_inputs(job: dict, servers: list[str], layout: JobLayout
+def plan_inputs(job: dict, servers: list[str], layout: JobLayout, store: StoreOptions | None = None
                 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Decide, once for the location, which server maps which file: {server: {"files", "bytes",
     "previous_output"}}, and the notes of `choose_inputs`."""
-    files, previous, notes = choose_inputs(job, layout)
+    files, previous, notes = choose_inputs(job, layout, store)
     sizes = dict(files)
     plan: dict[str, dict[str, Any]] = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
                                        for s, fs in assign_files(files, servers).items()}

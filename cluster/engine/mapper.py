@@ -7,7 +7,6 @@ over its share and feeds every map call's output to its `Shuffler`.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import traceback
@@ -23,6 +22,8 @@ from cluster.counters import Merge
 from cluster.counters import names as counter_names
 from cluster.engine.reading import Compression, InputFile, count_bad_line, decode_error_types
 from cluster.engine.shuffler import Shuffler, describe_bad_output
+from cluster.engine.store import StoreOptions
+from cluster.engine.store import size as store_size
 from cluster.exceptions import BadMapOutput, BadRecord, FailedFile, InputError, NotTheInput, UserFunctionError
 from cluster.layout import JobLayout
 
@@ -90,13 +91,14 @@ class _FileState:
     """How far the mapping of one file has come, and how much of it the counters already show:
     they move forward at every checkpoint and once at the end, by the difference."""
 
-    __slots__ = ("path", "reader", "fn", "held", "sampled", "counters", "bytes_before", "done_before",
+    __slots__ = ("path", "reader", "fn", "held", "sampled", "counters", "size", "bytes_before", "done_before",
                  "lines", "skipped", "first_line", "shown_records", "shown_skipped")
 
     def __init__(self, path: str, reader: InputFile, fn: Callable, held: FileMapFunction | None, sampled: bool,
-                 counters: dict):
+                 counters: dict, size: int):
         self.path, self.reader, self.fn, self.held, self.sampled = path, reader, fn, held, sampled
         self.counters = counters
+        self.size = size
         self.bytes_before = counters["bytes_in"]
         self.done_before = counters["input_bytes_done"]
         self.lines = self.skipped = 0  # lines read, of which sampled out
@@ -119,7 +121,7 @@ class _FileState:
     def finish(self) -> None:
         """The last counts, whatever ended the file: every record counted, every byte of it done."""
         self._show_records()
-        self.counters["input_bytes_done"] = self.done_before + _size(self.path)
+        self.counters["input_bytes_done"] = self.done_before + self.size
 
     def _show_records(self) -> None:
         counters = self.counters
@@ -133,8 +135,11 @@ class Mapper:
     """Runs one server's map phase over its files, feeding a Shuffler."""
 
     def __init__(self, *, server_id: str, job: dict, map_function: Callable | FileMapFunction, auxiliary_data: Any,
-                 shuffler: Shuffler, counters: dict, progress: Callable[[], None] | None = None):
+                 shuffler: Shuffler, counters: dict, progress: Callable[[], None] | None = None,
+                 store: StoreOptions | None = None):
+        """`store`: the options of the stores (fsspec URLs) the input files may be on."""
         self.server_id = server_id
+        self.store = store
         self.job = job
         self.map_function = map_function
         self.auxiliary_data = auxiliary_data
@@ -153,7 +158,7 @@ class Mapper:
         """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
         fn = map_function or self.map_function
         self.counters["files"] += len(files)
-        self.counters["input_bytes_total"] += sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        self.counters["input_bytes_total"] += sum(self._size(f) for f in files)
         if isinstance(fn, FileMapFunction):
             fn.start(self.counters)
         for path in files:
@@ -180,9 +185,9 @@ class Mapper:
         if reader is None:
             return
         if isinstance(fn, FileMapFunction):
-            file = _FileState(path, reader, fn.for_file(path), fn, sampled, self.counters)
+            file = _FileState(path, reader, fn.for_file(path), fn, sampled, self.counters, self._size(path))
         else:
-            file = _FileState(path, reader, fn, None, sampled, self.counters)
+            file = _FileState(path, reader, fn, None, sampled, self.counters, self._size(path))
         held = file.held
         try:
             with reader:
@@ -199,10 +204,10 @@ class Mapper:
     def _open(self, path: str) -> InputFile | None:
         """The file opened for reading, or None when its data cannot be decoded at all (it is named)."""
         try:
-            reader = InputFile(path)
+            reader = InputFile(path, self.store)
         except FailedFile as failed:
             self._failed_file(failed)
-            self.counters["input_bytes_done"] += _size(path)
+            self.counters["input_bytes_done"] += self._size(path)
             return None
         if reader.compression is not Compression.PLAIN:
             self.counters["files_decompressed"] += 1
@@ -282,7 +287,7 @@ class Mapper:
         """After a failed file: decode the next one without mapping it, to name it too if it fails."""
         lineno = 0
         try:
-            with InputFile(path) as reader:
+            with InputFile(path, self.store) as reader:
                 try:
                     for lineno, _ in enumerate(reader, 1):  # noqa: B007 - lineno names where it broke
                         pass
@@ -290,7 +295,10 @@ class Mapper:
                     reader.raise_failure(exc, lineno)
         except FailedFile as failed:
             self._failed_file(failed)
-        self.counters["input_bytes_done"] += _size(path)
+        self.counters["input_bytes_done"] += self._size(path)
+
+    def _size(self, path: str) -> int:
+        return store_size(path, self.store) or 0
 
     def _flush(self, path: str, fn: Callable, first_line: int, last_line: int, sampled: bool) -> None:
         try:
@@ -308,7 +316,7 @@ class Mapper:
         """Failure path only: map the batch's lines again to name the line whose output is malformed."""
         sample = self._sampler(path, sampled)
         fraction = float(self.job.get("downsample") or 1.0)
-        with InputFile(path) as reader:
+        with InputFile(path, self.store) as reader:
             lines = list(islice(reader, last))
         for lineno, data in enumerate(lines, 1):
             if (sample is not None and sample() >= fraction) or lineno < first:
@@ -345,13 +353,6 @@ class Mapper:
         return UserFunctionError(function=f"map function {self.job['map_function_name']!r}", phase="map",
                                  server=self.server_id, error=error, traceback=traceback.format_exc(),
                                  input_file=path, line_number=lineno, line=line)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _raised_in_shuffler(exc: BaseException) -> bool:

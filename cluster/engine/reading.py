@@ -23,6 +23,7 @@ from typing import IO, NoReturn
 
 from cluster import defaults
 from cluster.counters import worst_files
+from cluster.engine.store import StoreOptions, open_binary
 from cluster.exceptions import FailedFile, InputError
 
 SNIFF_BYTES = 64 * 1024
@@ -172,10 +173,11 @@ class InputFile:
     there raises FailedFile, as does a codec failing while the lines are read.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, store: StoreOptions | None = None) -> None:
+        """`path`: a local path or a store URL (any fsspec one; `store`: its options)."""
         self.path = path
         try:
-            self.raw: IO[bytes] = open(path, "rb")
+            self.raw: IO[bytes] = open_binary(path, store)
         except OSError as exc:
             raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
         try:

@@ -22,6 +22,7 @@ from cluster.engine import functions
 from cluster.engine.mapper import FileMapFunction, Mapper, load_auxiliary_data, read_previous_output
 from cluster.engine.reducer import Reducer
 from cluster.engine.shuffler import Shuffler
+from cluster.engine.store import StoreOptions, store_options
 from cluster.engine.transport import LocalTransport, Transport
 from cluster.exceptions import ClusterError, JobAborted, ShuffleError, UserFunctionError
 from cluster.layout import JobLayout
@@ -69,7 +70,7 @@ def error_report(exc: BaseException, server_id: str, phase: str) -> dict[str, An
 def map_inputs(*, server_id: str, job: dict, files: list[str], previous_output: list[str],
                map_fn: Callable | FileMapFunction, combine_fn: Callable | None, aux_map: Any, aux_reduce: Any,
                partitions: list[str], spill_dir: str, transport: Transport, memory_budget_bytes: int,
-               counters: dict, progress: Callable[[], None] | None = None) -> None:
+               counters: dict, progress: Callable[[], None] | None = None, store: StoreOptions | None = None) -> None:
     """One map task: the files (and the previous output, never sampled) through the map function into
     a Shuffler, whose spills `transport` takes to the partitions' reducers. What every executor's map
     runs."""
@@ -80,7 +81,7 @@ def map_inputs(*, server_id: str, job: dict, files: list[str], previous_output: 
         combine=combine_fn, combine_name=job.get("combine_function_name") or "combine",
         auxiliary_data=aux_reduce, counters=counters)
     mapper = Mapper(server_id=server_id, job=job, map_function=map_fn, auxiliary_data=aux_map,
-                    shuffler=shuffler, counters=counters, progress=progress)
+                    shuffler=shuffler, counters=counters, progress=progress, store=store)
     mapper.run(files)
     mapper.run(previous_output, map_function=read_previous_output, sample=False)
     shuffler.close()
@@ -152,7 +153,7 @@ class ServerTask:
                    aux_reduce=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_reducer")),
                    partitions=self.partitions, spill_dir=self.layout.spill_dir(self.server_id),
                    transport=self.transport, memory_budget_bytes=self.config.server_memory_budget,
-                   counters=counters, progress=self.progress)
+                   counters=counters, progress=self.progress, store=store_options(self.config.s3_endpoint_url))
 
     def _reducer_for(self, counters: dict) -> Reducer:
         if self._reducer is None:

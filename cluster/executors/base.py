@@ -13,6 +13,7 @@ cluster.py: the running cluster through each location's Redis).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from cluster.engine.inputs import HoldState
 from cluster.engine.mapper import new_run_id
 from cluster.engine.reading import input_problems
 from cluster.engine.reducer import commit_output, discard_run
+from cluster.engine.store import StoreOptions
+from cluster.engine.store import size as store_size
+from cluster.engine.store_output import StoreOutput
 from cluster.engine.task import Phase
 from cluster.exceptions import JobFailed
 from cluster.job_spec import JobType, validate_job
@@ -88,23 +92,41 @@ def check_map_phase(job: dict, per_server: dict[str, dict[str, dict]]) -> None:
         raise JobFailed(job["job_name"], problem, phase=Phase.MAP.value)
 
 
-def publish_output(layout: JobLayout, job: dict, run_id: str, mapped: dict[str, list[str]]) -> str:
-    """Publish a run's staged output on this machine (the local and the Dask executors): with hold_state,
+def publish_output(layout: JobLayout, job: dict, run_id: str, mapped: dict[str, list[str]],
+                   store: StoreOptions | None = None, on_store: list[str] | None = None) -> str:
+    """Publish a run's output (the local and the Dask executors), staged on this machine or already on
+    the store (`on_store`: the reduce attempts' URLs that count); return where it is. With hold_state,
     what each task mapped is recorded, and counts from the moment the output is published."""
-    hold = HoldState(layout)
+    if job.get("output_url"):
+        published = StoreOutput(job["output_url"], store)
+        staging = layout.staging_dir(run_id)
+        local = [os.path.join(staging, f) for f in os.listdir(staging)] if os.path.isdir(staging) else []
+        files = published.upload(run_id, local) + published.adopt(run_id, on_store or [])
+        record = ({f: store_size(f, store) for fs in mapped.values() for f in fs}
+                  if job.get("hold_state") else {})
+        prefix = published.commit(run_id, files, record, replace=_replaces(job))
+        discard_run(layout, run_id)  # the local staging copy
+        return prefix
+    hold = HoldState(layout, store)
     if job.get("hold_state"):
         for task, files in mapped.items():
             hold.record(run_id, task, files)
-    output_dir = commit_output(layout, run_id, replace=bool(job.get("delete_job_data")
-                                                             or job.get("merge_previous_output")))
+    output_dir = commit_output(layout, run_id, replace=_replaces(job))
     hold.commit(run_id)
     return output_dir
 
 
-def discard_output(layout: JobLayout, run_id: str) -> None:
-    """Drop what a failed run staged on this machine; the previous output stays."""
+def _replaces(job: dict) -> bool:
+    """Whether a run's output takes the place of the previous one (else it is added beside it)."""
+    return bool(job.get("delete_job_data") or job.get("merge_previous_output"))
+
+
+def discard_output(layout: JobLayout, job: dict, run_id: str, store: StoreOptions | None = None) -> None:
+    """Drop what a failed run staged (on this machine, and on the store); the previous output stays."""
     discard_run(layout, run_id)
     HoldState(layout).discard(run_id)
+    if job.get("output_url"):
+        StoreOutput(job["output_url"], store).discard(run_id)
 
 
 def failure_from_report(name: str, report: dict) -> JobFailed:

@@ -22,6 +22,10 @@ import redis
 import ujson
 
 from cluster import defaults
+from cluster.engine.inputs import assign_files, list_input_files
+from cluster.engine.store import is_url, store_options
+from cluster.engine.store import size as store_size
+from cluster.engine.store_output import StoreOutput
 from cluster.engine.task import Phase
 from cluster.exceptions import ClusterError, ClusterNotRunning, InputError, JobFailed
 from cluster.executors.base import Executor, Plan, Progress, failure_from_report
@@ -45,6 +49,7 @@ class ClusterExecutor(Executor):
         self.by_location = self.config.servers_by_location()
         self.clients: dict[str, redis.Redis] = {}
         self.master_ttl = max(defaults.MASTER_TTL_SECONDS, int(3 * self.config.poll_every) + 1)
+        self.store = store_options(self.config.s3_endpoint_url)
 
     @property
     def server_ids(self) -> list[str]:
@@ -90,9 +95,14 @@ class ClusterExecutor(Executor):
                                         "master; wait for it to finish (`manage_cluster status`)")
 
     def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
-        """Push the project to every location, and let each plan its own files."""
+        """Push the project to every location and let each plan its own files; files on a store
+        (input_dirs URLs, and the previous output under output_url) are planned here, once, over
+        every server of every location."""
         name = job["job_name"]
-        job_json = ujson.dumps(job)
+        on_store = bool(job.get("output_url"))
+        # what each location plans: its local folders, and its own previous output
+        job_json = ujson.dumps({**job, "input_dirs": [d for d in job["input_dirs"] if not is_url(d)],
+                                "merge_previous_output": bool(job.get("merge_previous_output")) and not on_store})
 
         def prepare(host: str) -> dict:
             self.manager.push_project(host, job["project_name"])
@@ -111,7 +121,31 @@ class ClusterExecutor(Executor):
             plan.update(plans[host]["plan"])
             notes["locked_files_skipped"] += plans[host]["notes"]["locked_files_skipped"]
             notes["files_already_mapped"] += plans[host]["notes"]["files_already_mapped"]
+        self._plan_store_files(job, plan, notes)
         return plan, notes
+
+    def _plan_store_files(self, job: dict, plan: Plan, notes: dict[str, Any]) -> None:
+        """The input files on stores (and, with output_url, the previous output), over every server."""
+        urls = [d for d in job["input_dirs"] if is_url(d)]
+        published = StoreOutput(job["output_url"], self.store) if job.get("output_url") else None
+        files = list_input_files(urls, self.store) if urls else []
+        if files and job.get("hold_state"):
+            if published is not None:
+                seen = published.mapped()
+            else:  # each location recorded what its servers mapped
+                seen = {f for got in self.manager.for_each_location(
+                    lambda host: self.manager.call(host, "mapped_files", job["job_name"])).values()
+                    for f in ujson.loads(got)}
+            notes["files_already_mapped"] += sum(1 for f, _ in files if f in seen)
+            files = [(f, size) for f, size in files if f not in seen]
+        servers = self.server_ids
+        sizes = dict(files)
+        for s, fs in assign_files(files, servers).items():
+            plan[s]["files"] = plan[s].get("files", []) + fs
+            plan[s]["bytes"] = plan[s].get("bytes", 0) + sum(sizes[f] for f in fs)
+        if published is not None and job.get("merge_previous_output"):
+            for s, fs in assign_files(published.output_files(), servers).items():
+                plan[s]["previous_output"] = fs
 
     def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
         name = job["job_name"]
@@ -128,13 +162,36 @@ class ClusterExecutor(Executor):
 
     def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
         replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
-        self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
+        if job.get("output_url"):
+            output = self._commit_to_store(job, run_id, replace, plan)
+        else:
+            self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
+            output = JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"]).output_dir
         for s in self.server_ids:
             self._send(job["job_name"], s, control.Command.END, run_id=run_id)
-        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"]).output_dir
+        return output
+
+    def _commit_to_store(self, job: dict, run_id: str, replace: bool, plan: Plan) -> str:
+        """Every location uploads its reduce output under the run's prefix; then one marker publishes it
+        (with the hold_state record), and the locations drop their staged copies."""
+        name, url = job["job_name"], job["output_url"]
+        uploaded = self.manager.for_each_location(lambda host: self.manager.call(host, "upload_output", name, run_id,
+                                                                                  url))
+        files = [f for host in self.config.locations for f in ujson.loads(uploaded[host])]
+        mapped = ({f: store_size(f, self.store) for s in self.server_ids for f in plan[s]["files"]}
+                  if job.get("hold_state") else {})
+        prefix = StoreOutput(url, self.store).commit(run_id, files, mapped, replace=replace)
+        for host in self.config.locations:
+            try:
+                self.manager.call(host, "discard_job", name, run_id)
+            except ClusterError as exc:  # published already: a staged copy left over is only disk space
+                log.warning("could not remove run %s's staged copy on %s: %s", run_id, host, exc)
+        return prefix
 
     def abort(self, job: dict, run_id: str) -> None:
         self._abort(job["job_name"], run_id)
+        if job.get("output_url"):
+            StoreOutput(job["output_url"], self.store).discard(run_id)
 
     def finish(self, job: dict, run_id: str) -> None:
         self._forget(job["job_name"], run_id)

@@ -24,6 +24,7 @@ from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine.inputs import assign_files, choose_inputs
 from cluster.engine.mapper import load_auxiliary_data
+from cluster.engine.store import store_options
 from cluster.engine.task import Phase
 from cluster.exceptions import ConfigError, JobFailed, MissingExtra
 from cluster.executors import dask_tasks
@@ -54,6 +55,7 @@ class DaskExecutor(Executor):
             raise ConfigError("the Dask executor needs a scheduler address (--dask tcp://HOST:8786, or --dask local "
                               "for a cluster on this machine; or the config key dask_scheduler)")
         self.address = address
+        self.store = store_options(config.s3_endpoint_url)  # what tasks need to reach the input's store
         self._client: Any = None
         self._local_cluster: Any = None
         self._map_ids: list[str] = []
@@ -131,7 +133,7 @@ class DaskExecutor(Executor):
     def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
         layout = self._layout(job)
         layout.clear_intermediate()
-        files, previous, notes = choose_inputs(job, layout)
+        files, previous, notes = choose_inputs(job, layout, self.store)
         threads = self._threads()
         total = sum(size for _, size in files)
         batches = max(1, min(len(files), max(threads, math.ceil(total / defaults.DASK_MAP_BATCH_BYTES))))
@@ -153,7 +155,7 @@ class DaskExecutor(Executor):
         staging = layout.staging_dir(run_id)
         os.makedirs(staging, exist_ok=True)
         spec = {"job": job, "run_id": run_id, "partitions": self._partitions, "staging": staging,
-                "memory_budget": self.config.server_memory_budget}
+                "memory_budget": self.config.server_memory_budget, "store": self.store}
         # sent once to every worker, not once per task
         shared = client.scatter({"spec": spec, "project": project, "aux_map": aux_map, "aux_reduce": aux_reduce},
                                 broadcast=True, hash=False)
@@ -231,16 +233,18 @@ class DaskExecutor(Executor):
     def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
         layout = self._layout(job)
         staging = layout.staging_dir(run_id)
-        for files in self._reduced.values():  # only the attempts Dask kept
-            for path in files:
+        kept = [path for files in self._reduced.values() for path in files]  # only the attempts Dask kept
+        if not job.get("output_url"):
+            for path in kept:
                 os.replace(path, os.path.join(staging, os.path.basename(path)))
         shutil.rmtree(os.path.join(staging, ".attempts"), ignore_errors=True)
         self._release()
-        return publish_output(layout, job, run_id, {m: plan[m]["files"] for m in self._map_ids})
+        return publish_output(layout, job, run_id, {m: plan[m]["files"] for m in self._map_ids}, self.store,
+                              on_store=kept if job.get("output_url") else None)
 
     def abort(self, job: dict, run_id: str) -> None:
         self._release(cancel=True)
-        discard_output(self._layout(job), run_id)
+        discard_output(self._layout(job), job, run_id, self.store)
 
     def _release(self, cancel: bool = False) -> None:
         """Let go of the run's tasks, so their results leave the workers' memory (`cancel`: stop the

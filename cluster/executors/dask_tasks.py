@@ -27,8 +27,10 @@ import ujson
 from cluster import defaults
 from cluster.engine import functions
 from cluster.engine.reducer import Reducer
+from cluster.engine.store import put_files
+from cluster.engine.store_output import StoreOutput
 from cluster.engine.task import error_report, map_inputs, peak_rss_bytes
-from cluster.exceptions import ClusterError, ProjectError
+from cluster.exceptions import ClusterError, OutputError, ProjectError
 from cluster.layout import JobLayout
 
 SCRATCH = "mapreduce-cluster"
@@ -152,7 +154,8 @@ def map_task(task_id: str, spec: dict[str, Any], files: list[str], previous: lis
         map_inputs(server_id=task_id, job=spec["job"], files=files, previous_output=previous,
                    map_fn=map_fn, combine_fn=combine_fn, aux_map=aux_map, aux_reduce=aux_reduce,
                    partitions=spec["partitions"], spill_dir=scratch, transport=transport,
-                   memory_budget_bytes=memory_budget(spec["memory_budget"]), counters=counters)
+                   memory_budget_bytes=memory_budget(spec["memory_budget"]), counters=counters,
+                   store=spec.get("store"))
     except ClusterError as exc:
         return {"error": error_report(exc, f"{task_id} (worker {worker})", "map")}
     finally:
@@ -198,7 +201,7 @@ def reduce_task(partition: str, spec: dict[str, Any], project: dict[str, Any], a
         reducer.reduce()
         reduce_counters["seconds"] = round(time.monotonic() - started, 3)
         reduce_counters["peak_rss_bytes"] = peak_rss_bytes()
-        files = _publish_attempt(layout.staging_dir(spec["run_id"]), spec["staging"], partition)
+        files = _publish_attempt(layout.staging_dir(spec["run_id"]), spec, partition)
     except ClusterError as exc:
         return {"error": error_report(exc, f"{partition} (worker {worker})", phase)}
     finally:
@@ -208,14 +211,25 @@ def reduce_task(partition: str, spec: dict[str, Any], project: dict[str, Any], a
     return {"counters": {"sort": sort_counters, "reduce": reduce_counters}, "files": files, "worker": worker}
 
 
-def _publish_attempt(source: str, staging: str, partition: str) -> list[str]:
-    """Move a reduce attempt's output files into a folder of their own under the run's staging
-    folder; return their paths."""
-    attempt = os.path.join(staging, ".attempts", f"{partition}-{uuid.uuid4().hex[:12]}")
-    os.makedirs(attempt)
+def _publish_attempt(source: str, spec: dict[str, Any], partition: str) -> list[str]:
+    """Move a reduce attempt's output files to a folder of their own, under the run's staging folder
+    (or, with output_url, under the store's `_attempts/<run>/`); return their paths or URLs. The
+    client publishes the attempts Dask kept, and drops the others."""
+    names = sorted(os.listdir(source)) if os.path.isdir(source) else []
+    attempt = f"{partition}-{uuid.uuid4().hex[:12]}"
+    if spec["job"].get("output_url"):
+        prefix = StoreOutput(spec["job"]["output_url"], spec.get("store")).attempt_prefix(spec["run_id"], attempt)
+        pairs = [(os.path.join(source, name), f"{prefix}/{name}") for name in names]
+        try:
+            put_files(pairs, spec.get("store"))
+        except OSError as exc:
+            raise OutputError(f"uploading reduce output to {prefix} failed: {exc}") from exc
+        return [url for _, url in pairs]
+    folder = os.path.join(spec["staging"], ".attempts", attempt)
+    os.makedirs(folder)
     out = []
-    for name in sorted(os.listdir(source)) if os.path.isdir(source) else []:
-        dest = os.path.join(attempt, name)
+    for name in names:
+        dest = os.path.join(folder, name)
         shutil.move(os.path.join(source, name), dest)
         out.append(dest)
     return out

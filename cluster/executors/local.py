@@ -23,6 +23,7 @@ from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine.inputs import plan_inputs
 from cluster.engine.mapper import load_auxiliary_data
+from cluster.engine.store import store_options
 from cluster.engine.task import Phase, Report
 from cluster.exceptions import JobFailed
 from cluster.executors.base import Executor, Plan, Progress, discard_output, failure_from_report, publish_output
@@ -78,7 +79,7 @@ class LocalExecutor(Executor):
     def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
         layout = self._layout(job)
         layout.clear_intermediate()
-        plan, notes = plan_inputs(job, self.mappers, layout)
+        plan, notes = plan_inputs(job, self.mappers, layout, store_options(self.config.s3_endpoint_url))
         for s in self.servers:  # a reducer that maps nothing
             plan.setdefault(s, {"files": []})
         return plan, notes
@@ -103,11 +104,12 @@ class LocalExecutor(Executor):
             except subprocess.TimeoutExpired:
                 log.warning("worker of server %s did not exit after the job; stopping it", s)
         self._stop_workers()  # nothing of the run may still write when its output is published
-        return publish_output(self._layout(job), job, run_id, {s: plan[s]["files"] for s in self.servers})
+        return publish_output(self._layout(job), job, run_id, {s: plan[s]["files"] for s in self.servers},
+                              store_options(self.config.s3_endpoint_url))
 
     def abort(self, job: dict, run_id: str) -> None:
         self._stop_workers()
-        discard_output(self._layout(job), run_id)
+        discard_output(self._layout(job), job, run_id, store_options(self.config.s3_endpoint_url))
 
     def finish(self, job: dict, run_id: str) -> None:
         self._stop_workers()

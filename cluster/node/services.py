@@ -25,6 +25,8 @@ from rpyc.utils.server import ThreadedServer
 from cluster.config import ClusterConfig
 from cluster.engine.inputs import HoldState, plan_inputs
 from cluster.engine.reducer import commit_output, discard_run
+from cluster.engine.store import store_options
+from cluster.engine.store_output import StoreOutput
 from cluster.layout import JobLayout
 from cluster.node import control, location
 from cluster.node.location import code_digest
@@ -147,8 +149,20 @@ class ManagementService(rpyc.Service):
     def exposed_plan_inputs(self, job: str, servers: str) -> str:
         """Which of this location's servers maps which of its files (decided once, here)."""
         job_dict = ujson.loads(job)
-        plan, notes = plan_inputs(job_dict, ujson.loads(servers), self._layout(job_dict["job_name"]))
+        plan, notes = plan_inputs(job_dict, ujson.loads(servers), self._layout(job_dict["job_name"]),
+                                  store_options(self.config.s3_endpoint_url))
         return ujson.dumps({"plan": plan, "notes": notes})
+
+    def exposed_mapped_files(self, job_name: str) -> str:
+        """The files this location's servers mapped in successful runs (hold_state)."""
+        return ujson.dumps(sorted(HoldState(self._layout(job_name)).mapped()))
+
+    def exposed_upload_output(self, job_name: str, run_id: str, output_url: str) -> str:
+        """Put this location's staged reduce output of a run under the run's prefix at output_url; the
+        master publishes it (one marker) once every location has."""
+        staging = self._layout(job_name).staging_dir(run_id)
+        local = [os.path.join(staging, f) for f in os.listdir(staging)] if os.path.isdir(staging) else []
+        return ujson.dumps(StoreOutput(output_url, store_options(self.config.s3_endpoint_url)).upload(run_id, local))
 
     def exposed_prepare_job(self, job_name: str) -> None:
         """Remove what an earlier run of the job left between phases."""

@@ -20,7 +20,7 @@ SERVERS = 2
 class Cluster:
     """One test cluster: its config, its console scripts, its sessions, its Redis."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_config: str = "", env: dict[str, str] | None = None):
         self.root = root
         self.name = "t" + uuid.uuid4().hex[:8]
         base = free_port_block(SERVERS)
@@ -36,8 +36,8 @@ class Cluster:
             f"management_port = {free_port()}\n"
             f"redis_port = {free_port()}\n"
             "max_number_of_bytes_in_memory = 256M\n"
-            "poll_every = 0.2\n")
-        self.env = dict(os.environ, XDG_CONFIG_HOME=str(root / "xdg"))
+            "poll_every = 0.2\n" + extra_config)
+        self.env = dict(os.environ, XDG_CONFIG_HOME=str(root / "xdg"), **(env or {}))
         self.config = ClusterConfig.from_file(str(self.config_path))
 
     def cli(self, tool: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -27,8 +27,8 @@ MAPREDUCE = COMMON | {
     "simultaneous_files_in_redis", "reduce_function_name", "auxiliary_data_name_reducer",
     "max_number_dumped_items_reducer", "disk_based_input", "disk_based_output", "compress",
     # added by later issues
-    "combine_function_name", "merge_previous_output", "job_script", "input_filter", "combine_threshold",
-    "max_bad_fraction"}
+    "combine_function_name", "merge_previous_output", "output_url", "job_script", "input_filter",
+    "combine_threshold", "max_bad_fraction"}
 SCRIPT = COMMON | {"script_location", "script_arguments", "code_tarball", "execution_commandline", "output_dir"}
 TRANSFER = COMMON | {"input_dir", "output_dir", "transfer_type", "reload_files", "delete_files", "compress",
                      "input_file_name", "auxiliary_data_name"}
@@ -294,8 +294,8 @@ TODAY = {  # the templates before the spec was written once (job_submitter aside
                   "max_number_dumped_items_shuffler": None, "simultaneous_files_in_redis": None,
                   "combine_function_name": None, "reduce_function_name": None, "auxiliary_data_name_reducer": None,
                   "max_number_dumped_items_reducer": None, "disk_based_input": False, "disk_based_output": False,
-                  "compress": False, "merge_previous_output": False, "job_script": None, "input_filter": None,
-                  "combine_threshold": None},
+                  "compress": False, "merge_previous_output": False, "output_url": None, "job_script": None,
+                  "input_filter": None, "combine_threshold": None},
     "script": {"job_type": "script", "force_run": False, "start_time": None, "end_time": None, "job_name": None,
                "group_name": None, "job_priority": None, "run_once": False, "exception": None,
                "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None, "day_of_month": None,
