@@ -1,6 +1,7 @@
 """Progress bars per phase (files, records, bytes) and the end-of-job counters table."""
 from __future__ import annotations
 
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,14 @@ class PhaseBars:
             self.bar = None
 
 
+def _peaks(rss: dict[str, float]) -> str:
+    """Each server's peak memory; past 8 of them (a Dask run's tasks), the largest and the median."""
+    if len(rss) <= 8:
+        return ", ".join(f"{s} {_mb(v)}" for s, v in sorted(rss.items()))
+    top = max(rss, key=lambda s: rss[s])
+    return f"largest {top} {_mb(rss[top])}, median {_mb(statistics.median(rss.values()))} over {len(rss)} tasks"
+
+
 def format_counters(result: Any) -> str:
     """A few lines a person reads after a job: output, records, bytes, time per phase, memory."""
     c = result.counters
@@ -141,7 +150,7 @@ def format_counters(result: Any) -> str:
         f"  reduce:        {c['groups']:,} groups -> {c['records_out']:,} records"
         + (f" ({c['groups_on_disk']:,} groups read from disk)" if c.get("groups_on_disk") else ""),
         "  seconds:       " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()),
-        "  peak memory:   " + ", ".join(f"{s} {_mb(v)}" for s, v in sorted(rss.items())),
+        "  peak memory:   " + _peaks(rss),
     ]
     by_file = worst_files(c.get("bad_lines_by_file") or {})
     if by_file:

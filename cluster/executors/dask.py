@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 
 
+@contextmanager
+def _dask_logs_quiet() -> Iterator[None]:
+    """Dask's own INFO lines (connections, workers coming and going) only when our logging asks for
+    INFO: a run's output is our summary, not the scheduler's chatter."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "dask")]
+    saved = [lg.level for lg in loggers]
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+
+
 def _distributed() -> Any:
     try:
         import distributed
@@ -83,6 +99,10 @@ class DaskExecutor(Executor):
 
     @contextmanager
     def session(self) -> Iterator[None]:
+        with _dask_logs_quiet():
+            yield from self._session()
+
+    def _session(self) -> Iterator[None]:
         distributed = _distributed()
         self._futures, self._map_results, self._reduced = {}, {}, {}
         if self.address == LOCAL:
