@@ -109,3 +109,5 @@ DASK_MIN_MEMORY_BUDGET = 16 * 1024 ** 2
 DASK_TASK_RETRIES = 3                   # an infrastructure error's retries (a job's own errors: none)
 DASK_CONNECT_TIMEOUT_SECONDS = 30.0     # reaching the scheduler, and its first worker
 DASK_MAX_PROJECT_BYTES = 64 * 1024 ** 2  # a project's files, sent with every Dask job
+DASK_PARTITION_INPUT_BYTES = 512 * 1024 ** 2  # input per reduce partition, past one per worker thread
+DASK_NO_WORKERS_SECONDS = 60.0          # a run fails once its scheduler has had no worker this long

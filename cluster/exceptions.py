@@ -205,3 +205,8 @@ class FailedFile(InputError):
         self.reason = reason
         self.after_line = after_line
         super().__init__(f"{path}: {reason}")
+
+
+class TaskFailed(ClusterError):
+    """A Dask task of a run failed in a way the client learns of only from another task (its message
+    says which task and why); raised on a worker, so it keeps to a message (it crosses a pickle)."""

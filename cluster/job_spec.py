@@ -326,6 +326,12 @@ def _check_values(job_type: JobType, job: dict[str, Any]) -> list[str]:
         if url is not None and (not isinstance(url, str) or "://" not in url):
             problems.append(f"output_url must be a store URL such as s3://bucket/prefix (or file:///folder), got "
                             f"{url!r}; leave it out to publish under base_dir")
+        elif isinstance(url, str) and isinstance(dirs, list):
+            inside = [d for d in dirs if isinstance(d, str)
+                      and (d.rstrip("/") + "/").startswith(url.rstrip("/") + "/")]
+            if inside:
+                problems.append(f"output_url {url} holds input_dirs {', '.join(inside)}: a run replaces what is "
+                                "under output_url, so give the output a prefix of its own")
         ds = job.get("downsample")
         if isinstance(ds, (int, float)) and not isinstance(ds, bool) and not 0 < ds <= 1:
             problems.append(f"downsample must be in (0, 1], got {ds}")

@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--out", default=os.path.join(bench.ROOT, "bench-data", "dask-bench.md"))
     a = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally below stops what this started
     address, procs = start_dask(os.path.join(bench.DATA, "dask"))
     spec_cluster = bench.start_cluster()
     lines: list[str] = []

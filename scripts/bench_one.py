@@ -332,7 +332,7 @@ def main() -> None:
         report = jobscript_case(spec)
     elif case.startswith("loop"):
         report = loop(spec)
-    elif case.startswith("dask"):
+    elif case.startswith("dask-"):  # Dask bag (`daskexec-...` is our Dask executor, in executor_case)
         report = dask_case(spec)
     else:
         report = executor_case(spec)

@@ -143,15 +143,22 @@ class HoldState:
                 os.unlink(os.path.join(self.directory, name))
 
 
-def choose_inputs(job: dict, layout: JobLayout, store: StoreOptions | None = None
+def check_filter_inputs(job: dict) -> None:
+    """An input_filter selects from local folders: a job that filters store URLs is refused."""
+    urls = [d for d in job["input_dirs"] if is_url(d)]
+    if job.get("input_filter") and urls:
+        raise InputError(f"input_filter selects from local folders only, not {', '.join(urls)} (a job "
+                         "script fetches from S3 with --bucket; or list the folders to read)")
+
+
+def choose_inputs(job: dict, layout: JobLayout, store: StoreOptions | None = None, location: str | None = None
                   ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, Any]]:
     """The job's input files to map now and its previous output (merge_previous_output), each as
-    (path, size), and notes for the counters (locked files skipped, files hold_state already mapped)."""
+    (path, size), and notes for the counters (locked files skipped, files hold_state already mapped).
+    `location`: the cluster location planning its own files (hold_state on a store keeps its local
+    paths apart from other locations' same paths)."""
+    check_filter_inputs(job)
     if job.get("input_filter"):
-        urls = [d for d in job["input_dirs"] if is_url(d)]
-        if urls:
-            raise InputError(f"input_filter selects from local folders only, not {', '.join(urls)} (a job "
-                             "script fetches from S3 with --bucket; or list the folders to read)")
         dims_filter = DimensionsFilter(job["input_filter"], source=f"job {job['job_name']!r} input_filter")
         files = sorted(f for d in job["input_dirs"] for f in select_local_files(d, dims_filter))
     else:
@@ -160,7 +167,7 @@ def choose_inputs(job: dict, layout: JobLayout, store: StoreOptions | None = Non
                              "auxiliary_missing": missing_auxiliary_data(job, layout)}
     published = StoreOutput(job["output_url"], store) if job.get("output_url") else None
     if job.get("hold_state"):
-        seen = published.mapped() if published is not None else HoldState(layout, store).mapped()
+        seen = published.mapped(location) if published is not None else HoldState(layout, store).mapped()
         notes["files_already_mapped"] = sum(1 for f, _ in files if f in seen)
         files = [(f, s) for f, s in files if f not in seen]
     unlocked = []
@@ -176,11 +183,11 @@ def choose_inputs(job: dict, layout: JobLayout, store: StoreOptions | None = Non
     return unlocked, previous, notes
 
 
-def plan_inputs(job: dict, servers: list[str], layout: JobLayout, store: StoreOptions | None = None
-                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def plan_inputs(job: dict, servers: list[str], layout: JobLayout, store: StoreOptions | None = None,
+                location: str | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Decide, once for the location, which server maps which file: {server: {"files", "bytes",
     "previous_output"}}, and the notes of `choose_inputs`."""
-    files, previous, notes = choose_inputs(job, layout, store)
+    files, previous, notes = choose_inputs(job, layout, store, location)
     sizes = dict(files)
     plan: dict[str, dict[str, Any]] = {s: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
                                        for s, fs in assign_files(files, servers).items()}

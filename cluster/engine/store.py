@@ -120,7 +120,18 @@ def put_files(pairs: Iterable[tuple[str, str]], options: StoreOptions | None = N
 
 
 def write_bytes(url: str, data: bytes, options: StoreOptions | None = None) -> None:
-    """One object written whole (a store's PUT is atomic: readers see all of it or none)."""
+    """One object written whole: readers see all of it or none (a store's PUT is; a local file is
+    written aside and renamed into place)."""
+    if url.startswith("file://"):
+        path = local_path(url)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return
     with filesystem(url, options).open(url, "wb") as fh:
         fh.write(data)
 

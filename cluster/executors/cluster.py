@@ -22,7 +22,7 @@ import redis
 import ujson
 
 from cluster import defaults
-from cluster.engine.inputs import assign_files, list_input_files
+from cluster.engine.inputs import assign_files, check_filter_inputs, list_input_files
 from cluster.engine.store import is_url, store_options
 from cluster.engine.store import size as store_size
 from cluster.engine.store_output import StoreOutput
@@ -99,6 +99,7 @@ class ClusterExecutor(Executor):
         (input_dirs URLs, and the previous output under output_url) are planned here, once, over
         every server of every location."""
         name = job["job_name"]
+        check_filter_inputs(job)
         on_store = bool(job.get("output_url"))
         # what each location plans: its local folders, and its own previous output
         job_json = ujson.dumps({**job, "input_dirs": [d for d in job["input_dirs"] if not is_url(d)],
@@ -168,7 +169,10 @@ class ClusterExecutor(Executor):
             self.manager.for_each_location(lambda host: self._commit(host, job, run_id, replace, plan, per_server))
             output = JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"]).output_dir
         for s in self.server_ids:
-            self._send(job["job_name"], s, control.Command.END, run_id=run_id)
+            try:
+                self._send(job["job_name"], s, control.Command.END, run_id=run_id)
+            except ClusterError as exc:  # published: a server that missed its END drops the run by itself
+                log.warning("run %s is published, but server %s did not get its END: %s", run_id, s, exc)
         return output
 
     def _commit_to_store(self, job: dict, run_id: str, replace: bool, plan: Plan) -> str:
@@ -178,9 +182,17 @@ class ClusterExecutor(Executor):
         uploaded = self.manager.for_each_location(lambda host: self.manager.call(host, "upload_output", name, run_id,
                                                                                   url))
         files = [f for host in self.config.locations for f in ujson.loads(uploaded[host])]
-        mapped = ({f: store_size(f, self.store) for s in self.server_ids for f in plan[s]["files"]}
-                  if job.get("hold_state") else {})
-        prefix = StoreOutput(url, self.store).commit(run_id, files, mapped, replace=replace)
+        mapped: dict[str, int | None] = {}
+        by_location: dict[str, dict[str, int | None]] = {}
+        if job.get("hold_state"):  # store files once; a location's own files under its name
+            for s in self.server_ids:
+                for f in plan[s]["files"]:
+                    if is_url(f):
+                        mapped[f] = store_size(f, self.store)
+                    else:
+                        by_location.setdefault(self.config.location_of(s), {})[f] = None  # sized by its location
+        prefix = StoreOutput(url, self.store).commit(run_id, files, mapped, replace=replace,
+                                                     mapped_by_location=by_location)
         for host in self.config.locations:
             try:
                 self.manager.call(host, "discard_job", name, run_id)

@@ -16,7 +16,9 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,6 +82,8 @@ class DaskExecutor(Executor):
         self._map_results: dict[str, Any] = {}
         self._reduced: dict[str, list[str]] = {}
         self._shared: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
+        self._plan: Plan = {}
 
     @property
     def server_ids(self) -> list[str]:
@@ -148,17 +152,20 @@ class DaskExecutor(Executor):
                               + "\n  ".join(differ))
 
     def _threads(self) -> int:
-        return max(1, sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values()))
+        return max(1, sum(w["nthreads"] for w in self._client.scheduler_info(n_workers=-1)["workers"].values()))
 
     def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
         layout = self._layout(job)
         layout.clear_intermediate()
         files, previous, notes = choose_inputs(job, layout, self.store)
+        self._sizes = dict(files)
         threads = self._threads()
         total = sum(size for _, size in files)
         batches = max(1, min(len(files), max(threads, math.ceil(total / defaults.DASK_MAP_BATCH_BYTES))))
         self._map_ids = [f"M_{i:04d}" for i in range(batches)]
-        self._partitions = [f"P_{i:03d}" for i in range(threads)]
+        # at least one per thread; more for big inputs, so no reduce task takes more than a share of a worker
+        partitions = max(threads, math.ceil(total / defaults.DASK_PARTITION_INPUT_BYTES))
+        self._partitions = [f"P_{i:03d}" for i in range(partitions)]
         sizes = dict(files)
         plan: Plan = {m: {"files": fs, "bytes": sum(sizes[f] for f in fs)}
                       for m, fs in assign_files(files, self._map_ids).items()}
@@ -175,11 +182,12 @@ class DaskExecutor(Executor):
         staging = layout.staging_dir(run_id)
         os.makedirs(staging, exist_ok=True)
         spec = {"job": job, "run_id": run_id, "partitions": self._partitions, "staging": staging,
-                "memory_budget": self.config.server_memory_budget, "store": self.store}
-        # sent once to every worker, not once per task
-        shared = client.scatter({"spec": spec, "project": project, "aux_map": aux_map, "aux_reduce": aux_reduce},
-                                broadcast=True, hash=False)
-        self._shared = shared
+                "memory_budget": self.config.server_memory_budget, "store": self.store,
+                "versions": dask_tasks.versions()}  # a worker that joins later is checked by each task
+        # sent once to every worker, not once per task, under keys of this run (a scheduler is shared)
+        values = {"spec": spec, "project": project, "aux_map": aux_map, "aux_reduce": aux_reduce}
+        shared = client.scatter({f"{k}-{run_id}": v for k, v in values.items()}, broadcast=True, hash=False)
+        self._shared = {k: shared[f"{k}-{run_id}"] for k in values}
         self._plan = plan
 
     def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
@@ -192,18 +200,22 @@ class DaskExecutor(Executor):
     def _run_map(self, job: dict, run_id: str, per_server: dict[str, dict[str, dict]]) -> None:
         s = self._shared
         retries = defaults.DASK_TASK_RETRIES
-        futures = {m: self._client.submit(dask_tasks.map_task, m, s["spec"], self._plan[m]["files"],
-                                          self._plan[m].get("previous_output", []), s["project"], s["aux_map"],
-                                          s["aux_reduce"], key=f"map-{m}-{run_id}", retries=retries, pure=False)
-                   for m in self._map_ids}
-        self._futures.update(futures)
+        client = self._client
+        for m in self._map_ids:
+            files = {f: self._sizes.get(f) for f in self._plan[m]["files"]}  # a recomputed task checks them
+            self._map_results[m] = client.submit(
+                dask_tasks.map_task, m, s["spec"], files, self._plan[m].get("previous_output", []), s["project"],
+                s["aux_map"], s["aux_reduce"], key=f"map-{m}-{run_id}", retries=retries, pure=False)
+        # what the client waits on: the map results without their spills (those stay on the workers)
+        summaries = {m: client.submit(dask_tasks.map_summary, f, key=f"mapsum-{m}-{run_id}", pure=False)
+                     for m, f in self._map_results.items()}
+        self._futures.update({f"map-{m}": f for m, f in self._map_results.items()})
 
         def done(m: str, result: dict) -> None:
             per_server[m]["map"] = result["counters"]
             self.report_progress("map", per_server)
 
-        self._await(job, "map", futures, done)
-        self._map_results = futures
+        self._await(job, "map", summaries, done)
 
     def _run_reduce(self, job: dict, run_id: str, per_server: dict[str, dict[str, dict]]) -> None:
         s = self._shared
@@ -214,41 +226,73 @@ class DaskExecutor(Executor):
                       for m in self._map_ids]
             futures[p] = client.submit(dask_tasks.reduce_task, p, s["spec"], s["project"], s["aux_reduce"], *spills,
                                        key=f"reduce-{p}-{run_id}", retries=defaults.DASK_TASK_RETRIES, pure=False)
-        self._futures.update(futures)
+        self._futures.update({f"reduce-{p}": f for p, f in futures.items()})
+        # the reduce tasks hold what they need (Dask recomputes a lost map result they wait for); held here,
+        # a map result would be computed again after a worker is lost even when nothing needs it any more
+        for m in self._map_ids:
+            self._futures.pop(f"map-{m}", None)
+        self._map_results = {}
 
         def done(p: str, result: dict) -> None:
             per_server[p].update(result["counters"])
             self._reduced[p] = result["files"]
+            # let go of it: a worker lost from now on must not make Dask reduce this partition again
+            self._futures.pop(f"reduce-{p}", None)
             self.report_progress("reduce", per_server)
 
         self._await(job, "reduce", futures, done)
 
-    def _await(self, job: dict, phase: str, futures: dict[str, Any], done) -> None:
+    def _await(self, job: dict, phase: str, futures: dict[str, Any], done: Callable[[str, dict], None]) -> None:
         """Wait for every task of a phase, handing each result to `done` as it comes; raise on the
-        first failure or past the deadline."""
+        first failure, past the deadline, or when the cluster has had no worker for a while."""
         distributed = _distributed()
         name = job["job_name"]
         by_future = {f: k for k, f in futures.items()}
         pending = set(futures.values())
+        no_workers_since: float | None = None
         while pending:
             self.deadline.check(name, phase)
             try:
                 finished, pending = distributed.wait(list(pending), timeout=self.deadline.remaining(1.0),
                                                      return_when="FIRST_COMPLETED")
             except TimeoutError:
+                no_workers_since = self._check_workers_left(name, phase, no_workers_since)
                 continue
             for future in finished:
                 task = by_future[future]
-                if future.status != "finished":
-                    exc = future.exception()
-                    raise JobFailed(name, f"Dask task {task} failed: {type(exc).__name__}: {exc}"
-                                    + (" (a worker died running it too often; see the workers' logs)"
-                                       if type(exc).__name__ == "KilledWorker" else ""),
-                                    server=task, phase=phase)
-                result = future.result()
+                if future.status == "lost":  # its result died with a worker: Dask computes it again
+                    pending.add(future)
+                    continue
+                try:
+                    if future.status != "finished":
+                        exc = future.exception()
+                        raise JobFailed(name, f"Dask task {task} failed: {type(exc).__name__}: {exc}"
+                                        + (" (a worker died running it too often; see the workers' logs)"
+                                           if type(exc).__name__ == "KilledWorker" else ""),
+                                        server=task, phase=phase)
+                    result = future.result()
+                except CancelledError:
+                    raise JobFailed(name, f"Dask task {task} was cancelled: the connection to the scheduler at "
+                                    f"{self.address} was lost, or someone cancelled it", server=task,
+                                    phase=phase) from None
                 if "error" in result:
                     raise failure_from_report(name, result["error"])
                 done(task, result)
+
+    def _check_workers_left(self, name: str, phase: str, since: float | None) -> float | None:
+        """Fail once the cluster has had no worker for DASK_NO_WORKERS_SECONDS (Dask would wait forever)."""
+        if self._client.scheduler_info(n_workers=-1)["workers"]:
+            return None
+        now = time.monotonic()
+        if since is None:
+            log.warning("the Dask scheduler at %s has no workers; waiting up to %.0fs for one", self.address,
+                        defaults.DASK_NO_WORKERS_SECONDS)
+            return now
+        if now - since > defaults.DASK_NO_WORKERS_SECONDS:
+            raise JobFailed(name, f"the Dask scheduler at {self.address} has had no workers for "
+                            f"{defaults.DASK_NO_WORKERS_SECONDS:.0f}s; start some (`dask worker {self.address}`) "
+                            "and run the job again", phase=phase)
+        return since
 
     def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
         layout = self._layout(job)
@@ -268,8 +312,11 @@ class DaskExecutor(Executor):
 
     def _release(self, cancel: bool = False) -> None:
         """Let go of the run's tasks, so their results leave the workers' memory (`cancel`: stop the
-        ones still running, after a failure)."""
+        ones still running, after a failure; a lost scheduler must not hide that failure)."""
         futures = list(self._futures.values())
         self._futures, self._map_results, self._shared = {}, {}, {}
         if cancel and futures and self._client is not None:
-            self._client.cancel(futures)
+            try:
+                self._client.cancel(futures)
+            except (OSError, TimeoutError, CancelledError) as exc:
+                log.warning("could not cancel the run's Dask tasks: %s", exc)

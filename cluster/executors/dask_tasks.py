@@ -12,7 +12,9 @@ fails the same way every time. Anything else is raised, for Dask's retries.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import os
 import shutil
@@ -20,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import ujson
@@ -28,12 +31,13 @@ from cluster import defaults
 from cluster.engine import functions
 from cluster.engine.reducer import Reducer
 from cluster.engine.store import put_files
+from cluster.engine.store import size as store_size
 from cluster.engine.store_output import StoreOutput
 from cluster.engine.task import error_report, map_inputs, peak_rss_bytes
-from cluster.exceptions import ClusterError, OutputError, ProjectError
+from cluster.exceptions import ClusterError, ConfigError, InputError, OutputError, ProjectError, TaskFailed
 from cluster.layout import JobLayout
 
-SCRATCH = "mapreduce-cluster"
+SCRATCH = "mapreduce-cluster"  # under the worker's own folder
 
 
 # --- the project's code, shipped with the job ----------------------------------------------
@@ -55,7 +59,7 @@ def bundle_project(projects_root: str, project_name: str) -> dict[str, Any]:
         raise ProjectError(f"project {project_name!r} ({folder}) holds {size / 2**20:.0f} MB, more than the "
                            f"{defaults.DASK_MAX_PROJECT_BYTES / 2**20:.0f} MB sent with a Dask job: keep data out "
                            "of the project folder (auxiliary data, or an input)")
-    digest = hashlib.blake2b(digest_size=12)
+    digest = hashlib.blake2b(project_name.encode() + b"\0", digest_size=12)
     for rel, data in sorted(files.items()):
         digest.update(rel.encode() + b"\0" + data + b"\0")
     return {"name": project_name, "digest": digest.hexdigest(), "files": files}
@@ -63,7 +67,7 @@ def bundle_project(projects_root: str, project_name: str) -> dict[str, Any]:
 
 def _project_root(bundle: dict[str, Any]) -> str:
     """The bundle written out once on this worker (by digest), as a projects root."""
-    root = os.path.join(tempfile.gettempdir(), SCRATCH, "projects", bundle["digest"])
+    root = os.path.join(_work_dir(), "projects", bundle["digest"])
     if os.path.isdir(os.path.join(root, bundle["name"])):
         return root
     tmp = f"{root}.{uuid.uuid4().hex}.tmp"
@@ -83,8 +87,10 @@ def _project_root(bundle: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _job_functions(digest: str, job_json: str, root: str) -> tuple:
-    """The job's functions, loaded once per worker process for each job (and version of the project)."""
-    return functions.load_job_functions(root, ujson.loads(job_json), isolate=False)
+    """The job's functions, loaded once per worker process for each job (and version of the project);
+    isolated, as on a cluster server: a long-lived worker runs many projects and versions, and a
+    helper module must come from the project that imports it."""
+    return functions.load_job_functions(root, ujson.loads(job_json), isolate=True)
 
 
 def job_functions(bundle: dict[str, Any], job: dict) -> tuple:
@@ -116,10 +122,33 @@ def memory_budget(default: int) -> int:
     return max(defaults.DASK_MIN_MEMORY_BUDGET, min(default, share))
 
 
+def _work_dir() -> str:
+    """This worker's own folder (Dask removes a dead worker's), else the temporary folder."""
+    from distributed import get_worker
+
+    try:
+        base = get_worker().local_directory
+    except ValueError:  # not on a worker (a test calling the task directly)
+        base = tempfile.gettempdir()
+    return os.path.join(base, SCRATCH)
+
+
 def _scratch(task_id: str) -> str:
-    base = os.path.join(tempfile.gettempdir(), SCRATCH, "tasks")
+    base = os.path.join(_work_dir(), "tasks")
     os.makedirs(base, exist_ok=True)
     return tempfile.mkdtemp(prefix=f"{task_id}-", dir=base)
+
+
+@contextlib.contextmanager
+def engine_gc() -> Iterator[None]:
+    """The garbage collector tuned as in our own workers and servers while a task runs (the engine
+    makes millions of small objects that live until a spill), then as the worker had it."""
+    saved = gc.get_threshold()
+    gc.set_threshold(*defaults.WORKER_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
 
 
 class CollectingTransport:
@@ -140,18 +169,30 @@ class CollectingTransport:
 
 
 # --- the tasks ---------------------------------------------------------------------------
-def map_task(task_id: str, spec: dict[str, Any], files: list[str], previous: list[str],
+def map_task(task_id: str, spec: dict[str, Any], files: dict[str, int | None], previous: list[str],
              project: dict[str, Any], aux_map: Any, aux_reduce: Any) -> dict[str, Any]:
-    """Map a batch of files: {"counters", "parts": {partition: [(spill name, bytes), ...]}, "worker"},
-    or {"error": report} for the job's own errors."""
+    """A map task (see _map_task), with the engine's garbage collector settings."""
+    with engine_gc():
+        return _map_task(task_id, spec, files, previous, project, aux_map, aux_reduce)
+
+
+def _map_task(task_id: str, spec: dict[str, Any], files: dict[str, int | None], previous: list[str],
+              project: dict[str, Any], aux_map: Any, aux_reduce: Any) -> dict[str, Any]:
+    """Map a batch of files (path -> the size planned): {"counters", "parts": {partition: [(spill name,
+    bytes), ...]}, "worker"}, or {"error": report} for the job's own errors. A task Dask runs again (its
+    result was lost with a worker) must read what the first run read: a file whose size changed since
+    the plan is an error, not a different answer."""
     worker = worker_address()
     started = time.monotonic()
+    problem = _version_problem(spec, worker) or _changed_input(files, spec.get("store"))
+    if problem is not None:
+        return {"error": error_report(problem, f"{task_id} (worker {worker})", "map")}
     scratch = _scratch(task_id)
     counters: dict[str, Any] = {}
     transport = CollectingTransport()
     try:
         map_fn, combine_fn, _ = job_functions(project, spec["job"])
-        map_inputs(server_id=task_id, job=spec["job"], files=files, previous_output=previous,
+        map_inputs(server_id=task_id, job=spec["job"], files=list(files), previous_output=previous,
                    map_fn=map_fn, combine_fn=combine_fn, aux_map=aux_map, aux_reduce=aux_reduce,
                    partitions=spec["partitions"], spill_dir=scratch, transport=transport,
                    memory_budget_bytes=memory_budget(spec["memory_budget"]), counters=counters,
@@ -162,20 +203,62 @@ def map_task(task_id: str, spec: dict[str, Any], files: list[str], previous: lis
         shutil.rmtree(scratch, ignore_errors=True)
     counters["seconds"] = round(time.monotonic() - started, 3)
     counters["peak_rss_bytes"] = peak_rss_bytes()
-    return {"counters": counters, "parts": dict(transport.parts), "worker": worker}
+    return {"counters": counters, "parts": dict(transport.parts), "worker": worker, "task": task_id}
+
+
+def map_summary(map_result: dict[str, Any]) -> dict[str, Any]:
+    """A map result without its spills: what the client waits on (the spills stay on the workers)."""
+    return {k: v for k, v in map_result.items() if k != "parts"}
 
 
 def partition_of(map_result: dict[str, Any], partition: str) -> list[tuple[str, bytes]]:
-    """One partition's spills of one map task's result (what one reduce task fetches)."""
+    """One partition's spills of one map task's result (what one reduce task fetches). A map result
+    computed again after a lost worker is checked here, since the client saw only the first one."""
+    if "error" in map_result:
+        report = map_result["error"]
+        raise TaskFailed(f"map task {report['server']}, run again after a worker was lost, failed: "
+                         f"{report['type']}: {report['message']}")
+    if map_result["counters"].get("files_failed"):
+        raise TaskFailed(f"map task {map_result.get('task')}, run again after a worker was lost, could not "
+                         f"read a file the first run read: {map_result['counters'].get('failed_files')}")
     return map_result["parts"].get(partition, [])
+
+
+def _changed_input(files: dict[str, int | None], store: Any) -> InputError | None:
+    for path, planned in files.items():
+        now = store_size(path, store)
+        if planned is not None and now != planned:
+            return InputError(f"input file {path} changed during the run (planned at {planned:,} bytes, now "
+                              f"{'gone' if now is None else f'{now:,} bytes'}); files must not change while a "
+                              "job reads them (write elsewhere, then move into the input folder)")
+    return None
+
+
+def _version_problem(spec: dict[str, Any], worker: str) -> ConfigError | None:
+    mine, theirs = versions(), spec.get("versions") or {}
+    wrong = [f"{k} {v} (the client's {theirs.get(k)})" for k, v in mine.items() if theirs.get(k) != v]
+    if wrong:
+        return ConfigError(f"Dask worker {worker} does not run what the client runs: {', '.join(wrong)}; install "
+                           "the client's Python and mapreduce-cluster there and restart it")
+    return None
 
 
 def reduce_task(partition: str, spec: dict[str, Any], project: dict[str, Any], aux_reduce: Any,
                 *spills: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """A reduce task (see _reduce_task), with the engine's garbage collector settings."""
+    with engine_gc():
+        return _reduce_task(partition, spec, project, aux_reduce, *spills)
+
+
+def _reduce_task(partition: str, spec: dict[str, Any], project: dict[str, Any], aux_reduce: Any,
+                 *spills: list[tuple[str, bytes]]) -> dict[str, Any]:
     """Sort and reduce one partition from the map tasks' spills; its output files go to a folder of
     this attempt under the run's staging folder: {"counters": {"sort", "reduce"}, "files", "worker"}."""
     worker = worker_address()
     job = spec["job"]
+    problem = _version_problem(spec, worker)
+    if problem is not None:
+        return {"error": error_report(problem, f"{partition} (worker {worker})", "sort")}
     scratch = _scratch(partition)
     layout = JobLayout(scratch, scratch, job["job_name"])
     sort_counters: dict[str, Any] = {}
@@ -235,12 +318,18 @@ def _publish_attempt(source: str, spec: dict[str, Any], partition: str) -> list[
     return out
 
 
+@functools.cache
+def _loaded_code() -> str:
+    from cluster.node.location import code_digest
+
+    return code_digest()
+
+
 def versions() -> dict[str, str]:
-    """What must match between the client and its workers."""
+    """What must match between the client and its workers (the code: as this process loaded it)."""
     import sys
 
     import cluster
-    from cluster.node.location import code_digest
 
     return {"python": ".".join(map(str, sys.version_info[:2])), "mapreduce-cluster": cluster.__version__,
-            "code": code_digest()}
+            "code": _loaded_code()}

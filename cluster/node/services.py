@@ -150,7 +150,7 @@ class ManagementService(rpyc.Service):
         """Which of this location's servers maps which of its files (decided once, here)."""
         job_dict = ujson.loads(job)
         plan, notes = plan_inputs(job_dict, ujson.loads(servers), self._layout(job_dict["job_name"]),
-                                  store_options(self.config.s3_endpoint_url))
+                                  store_options(self.config.s3_endpoint_url), location=self.host)
         return ujson.dumps({"plan": plan, "notes": notes})
 
     def exposed_mapped_files(self, job_name: str) -> str:

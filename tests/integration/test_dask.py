@@ -262,3 +262,61 @@ def test_a_job_script_runs_on_dask_with_the_local_executors_output(tmp_path, das
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs[name] = sorted(out.read_text().splitlines())
     assert outputs["dask"] == outputs["local"] and outputs["local"]
+
+
+def test_the_runner_runs_a_queued_job_on_dask(tmp_path, words_plain, dask_cluster):
+    import json
+    import subprocess
+
+    from cluster.scheduling.store import Scheduler
+
+    input_dir, expected = words_plain
+    config = make_config(tmp_path / "compute", EXAMPLE_PROJECTS)
+    ini = tmp_path / "cluster.cfg"
+    ini.write_text(config.to_ini())
+    env = dict(os.environ, CLUSTER_CONFIG=str(ini))
+    job_file = tmp_path / "queued.json"
+    job_file.write_text(json.dumps({"job_name": "queued_dask", "job_type": "mapreduce", "project_name": "word_count",
+                                    "input_dirs": [str(input_dir)], "map_function_name": "word_count",
+                                    "reduce_function_name": "sum_counts", "run_once": True}))
+    subprocess.run([str(MAPREDUCE), "submit", str(job_file)], env=env, check=True, capture_output=True)
+    proc = subprocess.run([str(MAPREDUCE), "runner", "--once", "--dask", dask_cluster.address], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"(Dask at {dask_cluster.address}, one round)" in proc.stdout
+    runs = Scheduler(config).history("queued_dask")
+    assert [r["status"] for r in runs] == ["succeeded"], runs
+    assert output_dict(os.path.join(config.base_dir, "queued_dask", "reduce")) == expected["counts"]
+
+
+def test_two_jobs_at_once_on_one_scheduler_keep_to_their_own_data(tmp_path, words_plain, dask_cluster):
+    """Two users' runs of different jobs (two `mapreduce run --dask` processes) share the workers,
+    never their spec, project or auxiliary data."""
+    import json
+    import subprocess
+
+    input_dir, expected = words_plain
+    write_lines(tmp_path / "nums" / "n.txt", [f"{i % 7} {i % 3}" for i in range(3000)])
+    runs = []
+    for name, projects, job in (
+            ("a", EXAMPLE_PROJECTS, wc_job("together_a", input_dir, combine_function_name="sum_counts")),
+            ("b", None, make_job("together_b", "testjobs", [tmp_path / "nums"], "token_keys",
+                                 "sum_values_slow_on_marker", auxiliary_data_name_reducer="slow"))):
+        config = make_config(tmp_path / name, projects) if projects else make_config(tmp_path / name)
+        if name == "b":
+            write_auxiliary(config, "slow", {"seconds": 0})
+        (tmp_path / f"{name}.cfg").write_text(config.to_ini())
+        (tmp_path / f"{name}.json").write_text(json.dumps(job))
+        runs.append((config, job, subprocess.Popen(
+            [str(MAPREDUCE), "run", str(tmp_path / f"{name}.json"), "--config", str(tmp_path / f"{name}.cfg"),
+             "--dask", dask_cluster.address, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    outputs = []
+    for _, _, proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1])["output_dir"])
+    assert output_dict(outputs[0]) == expected["counts"]
+    want: collections.Counter = collections.Counter()
+    for i in range(3000):
+        want.update([i % 7, i % 3])
+    assert output_dict(outputs[1]) == dict(want)

@@ -87,13 +87,16 @@ def test_a_second_run_replaces_the_first_at_one_step_and_a_failed_run_changes_no
     local, expected = words_on_s3
     config = make_config(tmp_path / "compute").with_overrides(s3_endpoint_url=endpoint)
     store = store_options(endpoint)
-    first = run_job(config, wc("twice", ["s3://data/words"], output_url="s3://data/out/twice"))
-    second = run_job(config, wc("twice", ["s3://data/words"], output_url="s3://data/out/twice"))
+    client.put_object(Bucket="data", Key="out/twice/notes/README", Body=b"not a run: never removed")
+    first, second, third = (run_job(config, wc("twice", ["s3://data/words"], output_url="s3://data/out/twice"))
+                            for _ in range(3))
     marker = StoreOutput("s3://data/out/twice", store).latest()
-    assert marker["run_id"] == second.run_id
-    assert all(f.startswith(f"s3://data/out/twice/{second.run_id}/") for f in marker["files"])
+    assert marker["run_id"] == third.run_id
+    assert all(f.startswith(f"s3://data/out/twice/{third.run_id}/") for f in marker["files"])
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="data", Prefix="out/twice/")["Contents"]}
-    assert not any(first.run_id in k for k in keys), "delete_job_data: the older run's prefix is removed"
+    assert not any(first.run_id in k for k in keys), "delete_job_data: the older runs' prefixes are removed"
+    assert any(second.run_id in k for k in keys), "but the one before, which a reader may still be reading"
+    assert "out/twice/notes/README" in keys
 
     write_lines(tmp_path / "boom" / "a.txt", ["fine", "this goes boom", "never"])
     failing = make_job("twice", "testjobs", [str(tmp_path / "boom")], "fail_on_boom_noting", "sum_values",
