@@ -158,14 +158,15 @@ class Mapper:
         """Map every file; `map_function` overrides the job's (for previous output, never sampled)."""
         fn = map_function or self.map_function
         self.counters["files"] += len(files)
-        self.counters["input_bytes_total"] += sum(self._size(f) for f in files)
+        sizes = {f: store_size(f, self.store) or 0 for f in files}  # once a file: a URL's costs a request
+        self.counters["input_bytes_total"] += sum(sizes.values())
         if isinstance(fn, FileMapFunction):
             fn.start(self.counters)
         for path in files:
             if self.counters["files_failed"]:  # the job fails: only name the other files that cannot be read
-                self._check_file(path)
+                self._check_file(path, sizes[path])
             else:
-                self._map_file(path, fn, sample)
+                self._map_file(path, sizes[path], fn, sample)
             self.counters["files_done"] += 1
         if isinstance(fn, FileMapFunction):
             self.shuffler.add(fn.take(final=True))
@@ -178,16 +179,16 @@ class Mapper:
             return None
         return random.Random(f"{self.job['job_name']}\0{path}").random
 
-    def _map_file(self, path: str, fn: Callable | FileMapFunction, sampled: bool) -> None:
+    def _map_file(self, path: str, size: int, fn: Callable | FileMapFunction, sampled: bool) -> None:
         """Map one file's lines. A file that cannot be decoded is named (the job fails after map)."""
         started = time.monotonic()
-        reader = self._open(path)
+        reader = self._open(path, size)
         if reader is None:
             return
         if isinstance(fn, FileMapFunction):
-            file = _FileState(path, reader, fn.for_file(path), fn, sampled, self.counters, self._size(path))
+            file = _FileState(path, reader, fn.for_file(path), fn, sampled, self.counters, size)
         else:
-            file = _FileState(path, reader, fn, None, sampled, self.counters, self._size(path))
+            file = _FileState(path, reader, fn, None, sampled, self.counters, size)
         held = file.held
         try:
             with reader:
@@ -201,13 +202,13 @@ class Mapper:
         if self.progress:
             self.progress()
 
-    def _open(self, path: str) -> InputFile | None:
+    def _open(self, path: str, size: int) -> InputFile | None:
         """The file opened for reading, or None when its data cannot be decoded at all (it is named)."""
         try:
             reader = InputFile(path, self.store)
         except FailedFile as failed:
             self._failed_file(failed)
-            self.counters["input_bytes_done"] += self._size(path)
+            self.counters["input_bytes_done"] += size
             return None
         if reader.compression is not Compression.PLAIN:
             self.counters["files_decompressed"] += 1
@@ -283,7 +284,7 @@ class Mapper:
         self.counters["failed_files"].append({"path": failed.path, "reason": failed.reason})
         log.error("%s: FAILED file %s: %s", self.server_id, failed.path, failed.reason)
 
-    def _check_file(self, path: str) -> None:
+    def _check_file(self, path: str, size: int) -> None:
         """After a failed file: decode the next one without mapping it, to name it too if it fails."""
         lineno = 0
         try:
@@ -295,10 +296,7 @@ class Mapper:
                     reader.raise_failure(exc, lineno)
         except FailedFile as failed:
             self._failed_file(failed)
-        self.counters["input_bytes_done"] += self._size(path)
-
-    def _size(self, path: str) -> int:
-        return store_size(path, self.store) or 0
+        self.counters["input_bytes_done"] += size
 
     def _flush(self, path: str, fn: Callable, first_line: int, last_line: int, sampled: bool) -> None:
         try:

@@ -26,7 +26,7 @@ from cluster.config import ClusterConfig
 from cluster.counters import Merge
 from cluster.engine import functions
 from cluster.engine.inputs import HoldState
-from cluster.engine.mapper import new_run_id
+from cluster.engine.mapper import load_auxiliary_data, new_run_id
 from cluster.engine.reading import input_problems
 from cluster.engine.reducer import commit_output, discard_run
 from cluster.engine.store import StoreOptions
@@ -236,3 +236,19 @@ class Executor(ABC):
 
     def finish(self, job: dict, run_id: str) -> None:  # noqa: B027 - an optional hook
         """Release what the run used, whether it succeeded or not."""
+
+
+class ThisMachineExecutor(Executor):
+    """An executor whose job folders (lock, staging, published output, hold_state) are this machine's
+    base_dir, and whose auxiliary data is read here (the local and the Dask executors)."""
+
+    def _layout(self, job: dict) -> JobLayout:
+        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
+
+    def check(self, job: dict) -> None:
+        layout = self._layout(job)
+        for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
+            load_auxiliary_data(layout, job.get(aux))
+
+    def lock(self, job: dict) -> AbstractContextManager:
+        return self._layout(job).lock()

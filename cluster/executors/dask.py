@@ -30,8 +30,14 @@ from cluster.engine.store import store_options
 from cluster.engine.task import Phase
 from cluster.exceptions import ConfigError, JobFailed, MissingExtra
 from cluster.executors import dask_tasks
-from cluster.executors.base import Executor, Plan, Progress, discard_output, failure_from_report, publish_output
-from cluster.layout import JobLayout
+from cluster.executors.base import (
+    Plan,
+    Progress,
+    ThisMachineExecutor,
+    discard_output,
+    failure_from_report,
+    publish_output,
+)
 
 log = logging.getLogger(__name__)
 LOCAL = "local"
@@ -61,7 +67,7 @@ def _distributed() -> Any:
     return distributed
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(ThisMachineExecutor):
     """Runs mapreduce jobs as tasks on the Dask cluster whose scheduler is at `address` ("local":
     a LocalCluster started for the run)."""
 
@@ -89,17 +95,9 @@ class DaskExecutor(Executor):
     def server_ids(self) -> list[str]:
         return self._map_ids + self._partitions
 
-    def _layout(self, job: dict) -> JobLayout:
-        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
-
     def check(self, job: dict) -> None:
         _distributed()
-        layout = self._layout(job)
-        for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
-            load_auxiliary_data(layout, job.get(aux))
-
-    def lock(self, job: dict) -> Any:
-        return self._layout(job).lock()
+        super().check(job)
 
     @contextmanager
     def session(self) -> Iterator[None]:

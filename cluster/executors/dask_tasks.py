@@ -119,7 +119,7 @@ def memory_budget(default: int) -> int:
     if not limit:
         return default
     share = int(limit / max(1, worker.state.nthreads) * defaults.DASK_MEMORY_SHARE)
-    return max(defaults.DASK_MIN_MEMORY_BUDGET, min(default, share))
+    return min(default, max(defaults.DASK_MIN_MEMORY_BUDGET, share))  # never past the config's share
 
 
 def _work_dir() -> str:

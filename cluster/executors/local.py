@@ -22,18 +22,23 @@ import cluster
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine.inputs import plan_inputs
-from cluster.engine.mapper import load_auxiliary_data
 from cluster.engine.store import store_options
 from cluster.engine.task import Phase, Report
 from cluster.exceptions import JobFailed
-from cluster.executors.base import Executor, Plan, Progress, discard_output, failure_from_report, publish_output
+from cluster.executors.base import (
+    Plan,
+    Progress,
+    ThisMachineExecutor,
+    discard_output,
+    failure_from_report,
+    publish_output,
+)
 from cluster.executors.local_worker import Channel
-from cluster.layout import JobLayout
 
 log = logging.getLogger(__name__)
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(ThisMachineExecutor):
     """Runs mapreduce jobs now, on this machine, with `servers` worker processes."""
 
     description = "the local executor"
@@ -59,17 +64,6 @@ class LocalExecutor(Executor):
     @property
     def server_ids(self) -> list[str]:
         return self.servers
-
-    def _layout(self, job: dict) -> JobLayout:
-        return JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
-
-    def check(self, job: dict) -> None:
-        layout = self._layout(job)
-        for aux in ("auxiliary_data_name_mapper", "auxiliary_data_name_reducer"):
-            load_auxiliary_data(layout, job.get(aux))
-
-    def lock(self, job: dict) -> Any:
-        return self._layout(job).lock()
 
     @contextmanager
     def session(self) -> Iterator[None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from integration_helpers import REPO, TEST_PROJECTS, free_port, free_port_block
@@ -63,3 +65,21 @@ class Cluster:
         """End this cluster's screen sessions and redis-server (`manage_cluster kill`, by its names)."""
         subprocess.run([str(MANAGE), "kill", "--config", str(self.config_path)], env=self.env, capture_output=True,
                        timeout=60)
+
+
+@contextmanager
+def master_of(c: Cluster) -> Iterator[Cluster]:
+    """This test process as the cluster's master (ClusterManager here finds its secrets); the cluster is
+    killed by its own names afterwards, whatever happened."""
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]
+    try:
+        yield c
+    finally:
+        try:
+            c.kill()
+        finally:
+            if saved is None:
+                os.environ.pop("XDG_CONFIG_HOME", None)
+            else:
+                os.environ["XDG_CONFIG_HOME"] = saved

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 import rpyc
-from cluster_helpers import MANAGE, Cluster
+from cluster_helpers import MANAGE, Cluster, master_of
 from integration_helpers import (
     MAPREDUCE,
     REPO,
@@ -42,19 +42,8 @@ from cluster.node.services import tls_connect
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("cluster")
-    c = Cluster(root)
-    saved = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]  # ClusterManager in this process finds the secrets
-    try:
+    with master_of(Cluster(root)) as c:
         yield c
-    finally:
-        try:
-            c.kill()
-        finally:
-            if saved is None:
-                os.environ.pop("XDG_CONFIG_HOME", None)
-            else:
-                os.environ["XDG_CONFIG_HOME"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 
 import boto3
 import pytest
-from cluster_helpers import MANAGE, Cluster
+from cluster_helpers import MANAGE, Cluster, master_of
 from integration_helpers import MAPREDUCE, free_port, make_job
 from test_stores import store_items
 
@@ -44,20 +44,10 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3):
-    c = Cluster(tmp_path_factory.mktemp("cluster_s3"), extra_config=f"s3_endpoint_url = {s3}\n", env=CREDENTIALS)
-    saved = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = c.env["XDG_CONFIG_HOME"]
-    try:
+    root = tmp_path_factory.mktemp("cluster_s3")
+    with master_of(Cluster(root, extra_config=f"s3_endpoint_url = {s3}\n", env=CREDENTIALS)) as c:
         c.cli(MANAGE, "start")
         yield c
-    finally:
-        try:
-            c.kill()
-        finally:
-            if saved is None:
-                os.environ.pop("XDG_CONFIG_HOME", None)
-            else:
-                os.environ["XDG_CONFIG_HOME"] = saved
 
 
 def upload_words(s3: str, tmp_path, prefix: str, seed: int, files: int = 4) -> dict:
