@@ -103,7 +103,7 @@ DASHBOARD_RUNTIMES_CHARTED = 30  # runs in a job page's runtime chart
 DASHBOARD_THREADS = 8          # requests served at once
 
 # --- the Dask executor ---------------------------------------------------------------------------
-DASK_MAP_BATCH_BYTES = 64 * 1024 ** 2   # input per map task (at least one task per worker thread)
+DASK_MAP_BATCH_BYTES = 128 * 1024 ** 2  # input per map task at most (tasks: a whole number per thread)
 DASK_MEMORY_SHARE = 0.3                 # of a worker thread's memory limit, for a task's sort and shuffle
 DASK_MIN_MEMORY_BUDGET = 16 * 1024 ** 2
 DASK_TASK_RETRIES = 3                   # an infrastructure error's retries (a job's own errors: none)

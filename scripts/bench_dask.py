@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--sizes", default="300,1500")
     p.add_argument("--kinds", default="words,telemetry")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--cases", default=",".join(c for c, _ in CASES), help="which configurations (default: all)")
     p.add_argument("--out", default=os.path.join(bench.ROOT, "bench-data", "dask-bench.md"))
     a = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally below stops what this started
@@ -78,13 +79,15 @@ def main() -> None:
                 best: dict[str, dict] = {}
                 for round_ in range(a.repeat):
                     for case, label in CASES:
+                        if case not in a.cases.split(","):
+                            continue
                         r = bench.run_one({"kind": kind, "case": case, "input": folder, "expected": expected,
                                            "dask": address, **spec_cluster})
                         print(f"{kind} {size} MB {label} (run {round_ + 1}): {r}", flush=True)
                         old = best.get(case)
                         if old is None or "error" in old or ("error" not in r and r["seconds"] < old["seconds"]):
                             best[case] = r
-                lines += table(kind, mb, best)
+                lines += table(kind, mb, best, a.cases.split(","))
     finally:
         bench.stop_cluster(spec_cluster)
         stop_dask(procs)
@@ -93,12 +96,14 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def table(kind: str, mb: float, best: dict[str, dict]) -> list[str]:
+def table(kind: str, mb: float, best: dict[str, dict], cases: list[str]) -> list[str]:
     out = [f"### {kind} ({mb:.0f} MB)", "",
            "| configuration | seconds | MB/s | vs the local executor | vs the loop | peak RSS per process (MB) "
            "| correct |", "|---|---:|---:|---:|---:|---|---|"]
     base, loop = best.get("exec-2-c", {}), best.get("loop-1", {})
     for case, label in CASES:
+        if case not in cases:
+            continue
         r = best.get(case, {"error": "not run"})
         if "error" in r:
             out.append(f"| {label} | - | - | - | - | - | error: {str(r['error'])[:80]} |")

@@ -159,7 +159,9 @@ class DaskExecutor(ThisMachineExecutor):
         self._sizes = dict(files)
         threads = self._threads()
         total = sum(size for _, size in files)
-        batches = max(1, min(len(files), max(threads, math.ceil(total / defaults.DASK_MAP_BATCH_BYTES))))
+        # a whole number of rounds over the threads (5 equal tasks on 2 threads take 3 tasks' time)
+        rounds = max(1, math.ceil(total / (threads * defaults.DASK_MAP_BATCH_BYTES)))
+        batches = max(1, min(len(files), threads * rounds))
         self._map_ids = [f"M_{i:04d}" for i in range(batches)]
         # at least one per thread; more for big inputs, so no reduce task takes more than a share of a worker
         partitions = max(threads, math.ceil(total / defaults.DASK_PARTITION_INPUT_BYTES))
