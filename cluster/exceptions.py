@@ -147,6 +147,10 @@ class ClusterNotRunning(ClusterError):
     """The cluster, or some of its servers, are not running; `manage_cluster start` fixes it."""
 
 
+class ClusterBusy(ClusterError):
+    """Another run has the cluster's servers; this one was refused at once (never preempted)."""
+
+
 class DeployError(ClusterError):
     """A location cannot run this cluster's code (missing interpreter, other Python, missing packages)."""
 

@@ -337,7 +337,7 @@ def dashboard(config_path: str | None, host: str, port: int) -> None:
     made up for this run and printed here. From another machine, use an SSH tunnel:
       ssh -L 8787:127.0.0.1:8787 master   # then open http://127.0.0.1:8787/"""
     try:
-        from cluster.dashboard.serve import check_port, resolve_password, serve
+        from cluster.dashboard.serve import check_port, plain_http_warning, resolve_password, serve
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in DASHBOARD_MODULES:
             raise
@@ -349,6 +349,9 @@ def dashboard(config_path: str | None, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"{_now()} dashboard of the queue in {config.local_working_dir} on http://{shown}:{port}/ "
                "(Ctrl-C stops it)")
+    warning = plain_http_warning(host)
+    if warning:
+        click.echo(f"{_now()} {warning}", err=True)
     if made_up:
         click.echo(f"{_now()} no dashboard_password is configured: log in with {password} "
                    f"(valid until the dashboard stops; set ${defaults.DASHBOARD_PASSWORD_ENV} or "

@@ -42,6 +42,11 @@ def resolve_password(config: ClusterConfig, host: str) -> tuple[str, bool]:
     """The login password and whether it was made up for this run (only on loopback, when none is
     configured; like a notebook server's token, it is printed for whoever started the dashboard)."""
     password = configured_password(config)
+    if password and not is_loopback(host) and len(password) < defaults.DASHBOARD_MIN_PASSWORD_CHARS:
+        raise ConfigError(
+            f"the dashboard would listen on {host}, reachable from other machines, with a password of "
+            f"{len(password)} characters: use at least {defaults.DASHBOARD_MIN_PASSWORD_CHARS} (e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(16))'`), or listen on 127.0.0.1")
     if password:
         return password, False
     if not is_loopback(host):
@@ -50,6 +55,15 @@ def resolve_password(config: ClusterConfig, host: str) -> tuple[str, bool]:
             f"set dashboard_password in {config.source if os.path.isfile(config.source) else 'the config'} "
             f"(or ${defaults.DASHBOARD_PASSWORD_ENV}), or listen on 127.0.0.1")
     return secrets.token_urlsafe(12), True
+
+
+def plain_http_warning(host: str) -> str | None:
+    """What to say when the dashboard serves plain HTTP beyond this machine (None on loopback)."""
+    if is_loopback(host):
+        return None
+    return (f"warning: the dashboard serves plain HTTP on {host}: the password and the session cookie cross "
+            "the network unencrypted; put it behind a TLS proxy (nginx, Caddy) or listen on 127.0.0.1 and reach "
+            "it through an SSH tunnel (ssh -L 8787:127.0.0.1:8787 master)")
 
 
 def check_port(host: str, port: int) -> None:

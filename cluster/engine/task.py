@@ -5,10 +5,12 @@ The same mapper, shuffler and reducer whether the server is a local worker proce
 """
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import logging
 import os
 import resource
+import shutil
 import threading
 import time
 import traceback
@@ -174,3 +176,17 @@ class ServerTask:
     def close(self) -> None:
         if self._reducer is not None:
             self._reducer.close()
+
+    def discard(self) -> None:
+        """Remove what this server's part of a dropped run left on disk (its spills, received files,
+        merge runs and staged output); the published output is not touched."""
+        self.close()
+        for d in self.layout.server_dirs(self.server_id):
+            shutil.rmtree(d, ignore_errors=True)
+        staging = self.layout.staging_dir(self.run_id)
+        mine = f"{self.server_id}-{self.run_id}"
+        for name in os.listdir(staging) if os.path.isdir(staging) else []:
+            if name.startswith(mine):
+                os.unlink(os.path.join(staging, name))
+        with contextlib.suppress(OSError):  # the last server of the location out removes the folder
+            os.rmdir(staging)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -27,8 +28,8 @@ from cluster.engine.store import is_url, store_options
 from cluster.engine.store import size as store_size
 from cluster.engine.store_output import StoreOutput
 from cluster.engine.task import Phase
-from cluster.exceptions import ClusterError, ClusterNotRunning, InputError, JobFailed
-from cluster.executors.base import Executor, Plan, Progress, failure_from_report
+from cluster.exceptions import ClusterBusy, ClusterError, ClusterNotRunning, InputError, JobFailed
+from cluster.executors.base import Executor, JobResult, Plan, Progress, failure_from_report
 from cluster.layout import JobLayout
 from cluster.node import control
 from cluster.node.security import secrets_for
@@ -50,6 +51,7 @@ class ClusterExecutor(Executor):
         self.clients: dict[str, redis.Redis] = {}
         self.master_ttl = max(defaults.MASTER_TTL_SECONDS, int(3 * self.config.poll_every) + 1)
         self.store = store_options(self.config.s3_endpoint_url)
+        self._lock: control.RunLock | None = None
 
     @property
     def server_ids(self) -> list[str]:
@@ -88,11 +90,30 @@ class ClusterExecutor(Executor):
             if down:
                 raise ClusterNotRunning(f"server(s) {', '.join(down)} on {host} are down (no heartbeat); "
                                         "`manage_cluster start` starts them again")
-            busy = [f"{s} (job {b['job']})" for s, b in beats.items()
-                    if b.get("run_id") and client.exists(self.keys.master(b["run_id"]))]
-            if busy:  # a server whose run lost its master drops that run by itself and takes ours next
-                raise ClusterNotRunning(f"server(s) {', '.join(busy)} on {host} are running another job for another "
-                                        "master; wait for it to finish (`manage_cluster status`)")
+            if not client.exists(self.keys.management(host)):
+                raise ClusterNotRunning(f"the management server of {host} is down (no heartbeat); "
+                                        "`manage_cluster start` starts it again")
+
+    def _run(self, job: dict) -> JobResult:
+        """The lifecycle, holding the cluster's run lock (a second run is refused at once, naming the first)."""
+        lock = control.RunLock(self.clients[self.config.locations[0]], self.keys, job["job_name"], self.master_ttl)
+        try:
+            holder = lock.acquire()
+        except redis.RedisError as exc:
+            raise ClusterNotRunning(f"the Redis of {self.config.locations[0]} does not answer ({exc}); "
+                                    "`manage_cluster status` shows it") from None
+        if holder is not None:
+            since = max(0.0, time.time() - holder.get("since", time.time()))
+            raise ClusterBusy(f"job {job['job_name']!r} was not started: cluster {self.config.cluster_name!r} is "
+                              f"running job {holder['job']!r} (for {since:.0f}s, from pid {holder['pid']} on "
+                              f"{holder['host']}); one job at a time has the servers: wait for it to finish "
+                              "(`manage_cluster status` shows it), or stop it")
+        self._lock = lock
+        try:
+            return super()._run(job)
+        finally:
+            lock.release()
+            self._lock = None
 
     def plan(self, job: dict) -> tuple[Plan, dict[str, Any]]:
         """Push the project to every location and let each plan its own files; files on a store
@@ -225,45 +246,57 @@ class ClusterExecutor(Executor):
                             server=server) from None
 
     def _wait(self, name: str, run_id: str, phase: str, per_server: dict[str, dict[str, dict]]) -> None:
-        """Poll every location until each server reported this phase done; fail on the first problem."""
+        """Poll every location until each server reported this phase done; fail on the first problem:
+        an error report, a server that stopped beating or no longer holds the run, a lost Redis or
+        management server, the run lock lost, the deadline."""
         pending = set(self.config.server_ids())
         carried: dict[str, list[bytes]] = {h: [] for h in self.clients}
+        astray: dict[str, float] = {}  # server -> since when its heartbeat names another run
         while pending:
             self.deadline.check(name, phase, " (every server was told to drop the run; the cluster is ready)")
+            if self._lock is not None and self._lock.lost.is_set():
+                raise JobFailed(name, f"lost the cluster's run lock ({self.keys.running()}): this master did not "
+                                f"renew it for {self.master_ttl}s, and another run may have the servers now",
+                                phase=phase)
             for host, client in self.clients.items():
+                waiting = [s for s in self.by_location[host] if s in pending]
+                wanted = self.on_progress is not None and phase != START
                 try:
-                    client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
+                    pipe = client.pipeline(transaction=False)
+                    pipe.set(self.keys.master(run_id), 1, ex=self.master_ttl)
+                    pipe.lpop(self.keys.reports(run_id), 1000)
+                    pipe.hgetall(self.keys.progress(run_id)) if wanted else pipe.echo(b"")
+                    pipe.mget([self.keys.alive(s) for s in waiting]) if waiting else pipe.echo(b"")
+                    pipe.exists(self.keys.management(host))
                     # the clients are made without decode_responses: the replies are bytes
-                    reports = carried[host] + (cast("list[bytes] | None", client.lpop(self.keys.reports(run_id), 1000))
-                                               or [])
-                    carried[host] = []
-                    wanted = self.on_progress is not None and phase != START
-                    progress = cast("dict[bytes, bytes]", client.hgetall(self.keys.progress(run_id))) if wanted else {}
-                    waiting = [s for s in self.by_location[host] if s in pending]
-                    beats = self.manager.alive(client, waiting) if waiting else {}
+                    _, popped, progress, alive, management = pipe.execute()
                 except redis.RedisError as exc:
                     raise JobFailed(name, f"lost the Redis of location {host} ({exc}); its servers cannot shuffle "
                                     "or report: check it with `manage_cluster status`", phase=phase) from None
+                reports = carried[host] + (popped or [])
+                carried[host] = []
                 for raw in reports:
                     report = ujson.loads(raw)
                     if report["kind"] == control.Reply.ERROR.value:
+                        if report["error"]["type"] == "ClusterBusy":
+                            raise ClusterBusy(f"job {name!r} was not started: {report['error']['message']}")
                         raise failure_from_report(name, report["error"])
                     if report["phase"] == phase:
                         pending.discard(report["server"])
                         if "counters" in report:
                             per_server[report["server"]][phase] = report["counters"]
-                for sid, raw in progress.items():
+                for sid, raw in (progress or {}).items():
                     p = ujson.loads(raw)
                     if p["phase"] == phase and sid.decode() in pending:
                         per_server[sid.decode()][phase] = p["counters"]
                 if phase != START:
                     self.report_progress(phase, per_server)
-                for s, beat in beats.items():
-                    if beat is None and s in pending:
-                        raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "
-                                        f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died or hangs; `manage_cluster "
-                                        f"status` shows it, `manage_cluster start` starts it again",
-                                        server=s, phase=phase)
+                if not management:
+                    raise JobFailed(name, f"the management server of {host} stopped (no heartbeat for "
+                                    f"{defaults.HEARTBEAT_TTL_SECONDS}s); the run cannot be published there: "
+                                    "`manage_cluster start` starts it again, then run the job again", phase=phase)
+                beats = {s: ujson.loads(v) if v else None for s, v in zip(waiting, alive or [], strict=False)}
+                self._check_beats(name, run_id, host, phase, pending, beats, astray)
             if pending:  # wait for the next report of one location that owes some, at most poll_every
                 host = next(h for h in self.config.locations if pending & set(self.by_location[h]))
                 try:
@@ -273,6 +306,28 @@ class ClusterExecutor(Executor):
                     got = None  # the next round names the lost Redis
                 if got is not None:
                     carried[host].append(cast(bytes, got[1]))  # bytes: no decode_responses
+
+    def _check_beats(self, name: str, run_id: str, host: str, phase: str, pending: set[str],
+                     beats: dict[str, dict | None], astray: dict[str, float]) -> None:
+        """A pending server must beat, and (after a grace) its heartbeat must name this run: a server
+        that was restarted, or dropped the run, never leaves this master waiting."""
+        now = time.monotonic()
+        for s, beat in beats.items():
+            if s not in pending:
+                continue
+            if beat is None:
+                raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "
+                                f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died; `manage_cluster status` shows it, "
+                                "`manage_cluster start` starts it again", server=s, phase=phase)
+            if beat.get("run_id") == run_id:
+                astray.pop(s, None)
+                continue
+            grace = defaults.START_GRACE_SECONDS if phase == START else 3 * defaults.HEARTBEAT_EVERY_SECONDS + 1
+            if now - astray.setdefault(s, now) > grace:
+                other = (f"run {beat['run_id']} of job {beat.get('job')!r}" if beat.get("run_id")
+                         else "no run")
+                raise JobFailed(name, f"server {s} on {host} no longer works on run {run_id} (its heartbeat "
+                                f"names {other}): it was restarted or dropped the run", server=s, phase=phase)
 
     def _commit(self, host: str, job: dict, run_id: str, replace: bool, plan: dict,
                 per_server: dict[str, dict[str, dict]]) -> str:

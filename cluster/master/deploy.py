@@ -13,15 +13,17 @@ import shlex
 import sys
 import tarfile
 import tempfile
+import uuid
 
 from cluster.config import ClusterConfig
 from cluster.exceptions import DeployError, RemoteCommandError
 from cluster.master.remote import Remote
-from cluster.node.location import package_dir
+from cluster.node.location import folder_digest, package_dir
 from cluster.node.security import LOCATION_FILES, ClusterSecrets
 
 DEPENDENCIES = ("rpyc", "redis", "ujson", "paramiko", "cryptography", "click", "tqdm", "lz4", "zstandard")
 PUSH_TIMEOUT = 300.0
+VERSIONS_KEPT = 4  # of a pushed tree, on each location
 
 
 def config_path(config: ClusterConfig) -> str:
@@ -41,18 +43,39 @@ def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def push_tree(remote: Remote, src_dir: str, dest_dir: str) -> None:
-    """Replace `dest_dir` on the location with a copy of `src_dir` (sent as one tar.gz, swapped in whole)."""
-    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
-        with tarfile.open(tmp.name, "w:gz", compresslevel=3) as tar:
-            tar.add(src_dir, arcname=".", filter=_skip)
-        q = {k: shlex.quote(v) for k, v in
-             dict(dest=dest_dir, new=dest_dir + ".new", old=dest_dir + ".old", tar=dest_dir + ".tar.gz").items()}
-        remote.run(f"mkdir -p {shlex.quote(os.path.dirname(dest_dir))}")
-        remote.put(tmp.name, dest_dir + ".tar.gz", timeout=PUSH_TIMEOUT)
-    remote.run(f"set -e; rm -rf {q['new']} {q['old']}; mkdir -p {q['new']}; tar -xzf {q['tar']} -C {q['new']}; "
-               f"rm -f {q['tar']}; if [ -e {q['dest']} ]; then mv {q['dest']} {q['old']}; fi; "
-               f"mv {q['new']} {q['dest']}; rm -rf {q['old']}", timeout=PUSH_TIMEOUT)
+def push_tree(remote: Remote, src_dir: str, dest_dir: str) -> bool:
+    """Make `dest_dir` on the location a copy of `src_dir`; return whether anything was sent.
+
+    Each content goes once into `<dest_dir>.versions/<digest>` (one tar.gz, unpacked under a name
+    of its own, renamed in whole) and `dest_dir` becomes a symlink to it in one rename: pushes
+    that run at once never collide, a reader sees the old tree or the new one, and a push of
+    sources the location already has sends nothing. The newest few versions are kept (a run
+    that started before a push may still import its files)."""
+    digest = folder_digest(src_dir)
+    token = uuid.uuid4().hex[:12]
+    versions = dest_dir + ".versions"
+    q = {k: shlex.quote(v) for k, v in dict(
+        dest=dest_dir, versions=versions, version=f"{versions}/{digest}", new=f"{versions}/.new-{token}",
+        tar=f"{versions}/.{token}.tar.gz", link=f"{dest_dir}.link-{token}", old=f"{dest_dir}.old-{token}").items()}
+    have = remote.run(f"test -d {q['version']} && touch {q['version']}", check=False).exit_code == 0
+    if not have:
+        with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
+            with tarfile.open(tmp.name, "w:gz", compresslevel=3) as tar:
+                tar.add(src_dir, arcname=".", filter=_skip)
+            remote.run(f"mkdir -p {q['versions']}")
+            remote.put(tmp.name, f"{versions}/.{token}.tar.gz", timeout=PUSH_TIMEOUT)
+        # a push of the same digest at the same moment may have renamed its copy in first: keep that one
+        remote.run(f"set -e; mkdir -p {q['new']}; tar -xzf {q['tar']} -C {q['new']}; rm -f {q['tar']}; "
+                   f"mv -T {q['new']} {q['version']} 2>/dev/null || rm -rf {q['new']}", timeout=PUSH_TIMEOUT)
+    # a folder from before versions (a real directory) is moved aside once; then the link is renamed in
+    # the link is relative (the folder may be reached by another path, e.g. through a mount)
+    target = shlex.quote(f"{os.path.basename(dest_dir)}.versions/{digest}")
+    remote.run(f"set -e; ln -sfn {target} {q['link']}; "
+               f"if [ -d {q['dest']} ] && [ ! -L {q['dest']} ]; then mv -T {q['dest']} {q['old']} || true; fi; "
+               f"mv -T {q['link']} {q['dest']}; rm -rf {q['old']}; "
+               f"cd {q['versions']} && ls -1t | tail -n +{VERSIONS_KEPT + 1} | grep -vx {shlex.quote(digest)} "
+               "| xargs -r rm -rf --", timeout=PUSH_TIMEOUT)
+    return not have
 
 
 def check_python(remote: Remote, config: ClusterConfig) -> None:

@@ -86,7 +86,12 @@ class ClusterManager:
     def call(self, host: str, method: str, *args: Any) -> Any:
         """Call one method of a location's management service; its failure becomes a ClusterError
         with the location's message (the remote traceback goes to the debug log)."""
-        conn = self.management(host)
+        try:
+            conn = self.management(host)
+        except (OSError, EOFError) as exc:
+            raise ClusterError(f"location {host}: its management server does not answer on port "
+                               f"{self.config.management_port} ({exc}); `manage_cluster start` starts it "
+                               "again") from None
         try:
             return getattr(conn.root, method)(*args)
         except (OSError, EOFError) as exc:
@@ -128,11 +133,13 @@ class ClusterManager:
             return False
         for host, what in started.items():
             if what:
-                self.echo(f"{host}: started {', '.join(what)}")
+                self.echo(f"{host}: {'; '.join(what)}")
         return True
 
     def _start_location(self, host: str) -> list[str]:
+        """Start what is not running on one location; return what was done, as phrases."""
         started: list[str] = []
+        notes: list[str] = []
         mgmt = self._try_management(host)
         if mgmt is None:
             with self.remote(host) as remote:
@@ -152,15 +159,26 @@ class ClusterManager:
             except redis.ConnectionError:
                 mgmt.root.start_redis()
                 started.append(f"redis-server :{self.config.redis_port}")
+            try:  # its heartbeat (a master running a job watches it) starts once Redis runs
+                wait_until(lambda: client.exists(self.keys.management(host)), defaults.SERVER_START_TIMEOUT_SECONDS,
+                           f"the management server of {host} to beat in its Redis")
+            except WaitTimedOut:
+                log_file = location.log_path(self.config, location.MANAGEMENT)
+                raise ClusterError(f"the management server of {host} writes no heartbeat in its Redis (port "
+                                   f"{self.config.redis_port}); its log {log_file} says why") from None
             servers = self.config.servers_by_location()[host]
             down = [s for s, beat in self.alive(client, servers).items() if beat is None]
-            if down:
-                mgmt.root.start_servers(ujson.dumps(down))
+            if down:  # no heartbeat: not running, or running but cut off from a Redis that was restarted
+                launched = ujson.loads(mgmt.root.start_servers(ujson.dumps(down)))
                 self._wait_servers(host, client, down, mgmt)
-                started.extend(down)
+                started.extend(launched)
+                back = [s for s in down if s not in launched]
+                if back:
+                    notes.append(f"{', '.join(back)} {'was' if len(back) == 1 else 'were'} running and "
+                                 "reconnected to Redis")
         finally:
             mgmt.close()
-        return started
+        return ([f"started {', '.join(started)}"] if started else []) + notes
 
     def _location_command(self, action: str, host: str, secrets: bool = False) -> str:
         cfg = self.config
@@ -382,6 +400,8 @@ class ClusterManager:
                     return {s: b["run_id"] for s, b in self.alive(client, servers).items()
                             if b and b.get("job") == job_name and b.get("run_id")}
                 runs = sorted(set(holding().values()))
+                if host == self.config.locations[0]:
+                    control.release_dead_holder(client, self.keys, job_name)
                 for run_id in runs:
                     client.delete(self.keys.master(run_id))
                 for s, run_id in holding().items():

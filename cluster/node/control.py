@@ -8,6 +8,12 @@ expiring, on Redis's clock, whatever the machines' clocks say.
 """
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
 from enum import StrEnum
 
 import redis
@@ -16,6 +22,8 @@ import ujson
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.node.security import ClusterSecrets
+
+log = logging.getLogger(__name__)
 
 
 class Command(StrEnum):
@@ -44,6 +52,14 @@ class Keys:
     def alive(self, server_id: str) -> str:
         """The heartbeat: exists while the server beats (TTL), holds its status as JSON."""
         return f"{self.prefix}:server:{server_id}:alive"
+
+    def management(self, host: str) -> str:
+        """A location's management server beats here (TTL) while it runs."""
+        return f"{self.prefix}:management:{host}:alive"
+
+    def running(self) -> str:
+        """The cluster's run lock (TTL, renewed by its master): which run has the servers."""
+        return f"{self.prefix}:running"
 
     def master(self, run_id: str) -> str:
         """Exists while the master drives the run (TTL): servers drop a run whose master is gone."""
@@ -85,3 +101,75 @@ def delete_run_keys(client: redis.Redis, keys: Keys, job_name: str, run_id: str)
     for pattern in keys.run_patterns(job_name, run_id):
         names.extend(client.scan_iter(match=pattern, count=1000))
     return client.delete(*names) if names else 0
+
+
+# a key's time to live renewed, or the key deleted, only while it still holds this holder's token
+_RENEW_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
+                 "return 0"
+_DELETE_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def release_dead_holder(client: redis.Redis, keys: Keys, job_name: str) -> bool:
+    """Delete the run lock when a process of this machine that has died holds it for `job_name` (a
+    restarted Runner need not wait out its time to live); return whether it did."""
+    held = client.get(keys.running())
+    if held is None:
+        return False
+    holder = ujson.loads(held)
+    if holder.get("job") != job_name or holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+        return False  # alive: its lock stands
+    except ProcessLookupError:
+        return bool(client.eval(_DELETE_IF_HELD, 1, keys.running(), held))
+    except PermissionError:
+        return False  # another user's live process
+
+
+class RunLock:
+    """The cluster's run lock: one run at a time has the servers (two would take each other's).
+
+    A key in the first location's Redis, set only if absent, with a time to live that a thread
+    renews while this master lives: a master that dies frees the cluster within `ttl` seconds.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, job_name: str, ttl: float) -> None:
+        self.client = client
+        self.key = keys.running()
+        self.ttl = ttl
+        self.value = ujson.dumps({"job": job_name, "host": socket.gethostname(), "pid": os.getpid(),
+                                  "since": time.time(), "token": uuid.uuid4().hex})
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> dict | None:
+        """Take the lock and keep it renewed; None when taken, else what the holder wrote."""
+        for _ in range(3):  # the holder may let it go between the two calls
+            if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
+                self._thread = threading.Thread(target=self._renew, daemon=True, name="run-lock")
+                self._thread.start()
+                return None
+            held = self.client.get(self.key)
+            if held is not None:
+                return ujson.loads(held)
+        return {"job": "?", "host": "?", "pid": 0, "since": time.time()}
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.client.eval(_RENEW_IF_HELD, 1, self.key, self.value, int(self.ttl * 1000)):
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:  # the key expires if this goes on; the run's own calls fail and say why
+                log.warning("cannot renew the cluster's run lock %s: %s", self.key, exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            self.client.eval(_DELETE_IF_HELD, 1, self.key, self.value)
+        except redis.RedisError as exc:
+            log.warning("cannot release the cluster's run lock %s (it expires in %.0fs): %s", self.key, self.ttl, exc)

@@ -110,12 +110,19 @@ def package_dir() -> str:
 def code_digest(folder: str | None = None) -> str:
     """A digest of the package's Python sources, every subpackage included (what a location runs
     must match the master's)."""
-    folder = folder or package_dir()
+    return folder_digest(folder or package_dir(), suffixes=(".py",))
+
+
+def folder_digest(folder: str, suffixes: tuple[str, ...] | None = None) -> str:
+    """A digest of a folder's files (names and contents; caches, compiled files and dot-names left
+    out), or of those ending in `suffixes`: the same sources give the same digest on every machine."""
     h = hashlib.blake2b(digest_size=12)
     sources = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        sources += [os.path.relpath(os.path.join(root, f), folder) for f in files if f.endswith(".py")]
+        sources += [os.path.relpath(os.path.join(root, f), folder) for f in files
+                    if not f.startswith(".") and not f.endswith((".pyc", ".pyo"))
+                    and (suffixes is None or f.endswith(suffixes))]
     for name in sorted(sources):
         h.update(name.replace(os.sep, "/").encode() + b"\0")
         with open(os.path.join(folder, name), "rb") as fh:

@@ -21,6 +21,7 @@ from typing import cast
 
 import redis
 
+from cluster import defaults
 from cluster.engine.transport import LocalTransport
 from cluster.exceptions import JobAborted, ShuffleError
 from cluster.layout import JobLayout
@@ -28,6 +29,7 @@ from cluster.layout import JobLayout
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 32 * 1024 ** 2
 EOF_PREFIX = "EOF:"
+TTL = defaults.RUN_KEYS_TTL_SECONDS  # every key here is renewed while the run uses it
 
 
 def job_namespace(cluster_name: str, job_name: str, run_id: str) -> str:
@@ -74,8 +76,11 @@ class RedisTransport:
 
     def _init_slots(self, n: int) -> None:
         # the first sender of the run fills the token list, atomically, once
-        if self.client.set(f"{self.ns}:slots:init", 1, nx=True, ex=7 * 24 * 3600):
-            self.client.rpush(f"{self.ns}:slots", *(["token"] * max(1, n)))
+        if self.client.set(f"{self.ns}:slots:init", 1, nx=True, ex=TTL):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(f"{self.ns}:slots", *(["token"] * max(1, n)))
+            pipe.expire(f"{self.ns}:slots", TTL)
+            pipe.execute()
 
     def send(self, path: str, dest_server: str) -> int:
         if dest_server in self.local_servers:
@@ -90,13 +95,17 @@ class RedisTransport:
                 raise ShuffleError(f"server {self.server_id}: no room in Redis for {self.timeout:.0f}s (the "
                                    f"receiving servers are not taking files); is {dest_server} running?")
             chunks = [data[i:i + self.chunk_bytes] for i in range(0, len(data), self.chunk_bytes)] or [b""]
-            pipe = self.client.pipeline(transaction=False)
+            # all or nothing (MULTI): a sender that dies here leaves no half-announced file
+            pipe = self.client.pipeline(transaction=True)
             for i, chunk in enumerate(chunks):
-                pipe.set(f"{key}:{i}", chunk)
+                pipe.set(f"{key}:{i}", chunk, ex=TTL)
             pipe.hset(key, mapping={"name": os.path.basename(path), "size": len(data),
                                     "checksum": _checksum(data), "chunks": len(chunks),
                                     "sender": self.server_id})
+            pipe.expire(key, TTL)
             pipe.rpush(f"{self.ns}:inbox:{dest_server}", file_id)
+            pipe.expire(f"{self.ns}:inbox:{dest_server}", TTL)
+            pipe.expire(f"{self.ns}:slots", TTL)
             pipe.execute()
         except redis.RedisError as exc:
             raise ShuffleError(f"server {self.server_id}: sending {path} to {dest_server} through Redis "
@@ -111,6 +120,7 @@ class RedisTransport:
             pipe = self.client.pipeline(transaction=False)
             for dest in self.remote_servers:
                 pipe.rpush(f"{self.ns}:inbox:{dest}", EOF_PREFIX + self.server_id)
+                pipe.expire(f"{self.ns}:inbox:{dest}", TTL)
             pipe.execute()
             while self._outstanding:
                 got = _blpop(self.client, f"{self.ns}:acks:{self.server_id}", self.timeout, self.cancelled)
@@ -177,10 +187,12 @@ class RedisReceiver:
         with open(dest + ".tmp", "wb") as fh:
             fh.write(data)
         os.replace(dest + ".tmp", dest)
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=True)
         pipe.delete(key, *(f"{key}:{i}" for i in range(n)))
         pipe.rpush(f"{self.ns}:slots", "token")
+        pipe.expire(f"{self.ns}:slots", TTL)
         pipe.rpush(f"{self.ns}:acks:{meta['sender']}", file_id)
+        pipe.expire(f"{self.ns}:acks:{meta['sender']}", TTL)
         pipe.execute()
         with self._lock:
             self.files += 1

@@ -24,9 +24,12 @@ from cluster.engine.task import Phase, ServerTask, error_report
 from cluster.exceptions import JobAborted
 from cluster.layout import JobLayout
 from cluster.node import control
+from cluster.node.pulse import Pulse
 from cluster.node.redis_transport import RedisReceiver, RedisTransport, job_namespace
 
 log = logging.getLogger(__name__)
+ABORTED = "the master aborted the run"
+ORPHANED = "its master is gone"
 
 
 class ClusterServer:
@@ -57,6 +60,8 @@ class ClusterServer:
         self._state = threading.Lock()  # run_id and cancelled change together
         self._failing: set[str] = set()
         self._sources: dict[str, tuple[Any, list[str]]] = {}
+        self.pulse = Pulse(host=self.location, port=config.redis_port, password=password,
+                           key=self.keys.alive(server_id))
 
     def status(self) -> dict[str, Any]:
         """What `manage_cluster status` shows for this server."""
@@ -65,6 +70,7 @@ class ClusterServer:
                 "rss_bytes": current_rss_bytes(), "since": self.started_at, "time": time.time()}
 
     def _beat(self) -> None:
+        """The first heartbeat, written here; then the pulse process writes them (pulse.py)."""
         self.redis.set(self.keys.alive(self.server_id), ujson.dumps(self.status()),
                        ex=defaults.HEARTBEAT_TTL_SECONDS)
 
@@ -79,8 +85,8 @@ class ClusterServer:
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(defaults.HEARTBEAT_EVERY_SECONDS):
+            self.pulse.send(self.status())
             try:
-                self._beat()
                 run_id = self.run_id
                 if run_id is not None and not self.redis.exists(self.keys.master(run_id)):
                     log.warning("the master of run %s is gone (it stopped, or Redis lost the run); dropping it",
@@ -90,10 +96,10 @@ class ClusterServer:
                         "server": self.server_id, "phase": self.phase or "start", "type": "JobAborted",
                         "message": f"server {self.server_id} dropped the run: its master stopped renewing "
                                    f"{self.keys.master(run_id)}", "traceback": ""})
-                    self._work.put((self._drop_run, run_id, "its master is gone"))
-                self._redis_trouble("write my heartbeat", None)
+                    self._work.put((self._drop_run, run_id, ORPHANED))
+                self._redis_trouble("check the run's master", None)
             except redis.RedisError as exc:
-                self._redis_trouble("write my heartbeat", exc)
+                self._redis_trouble("check the run's master", exc)
 
     def _interrupt(self, signum, frame) -> None:
         if self._interruptible and self.cancelled.is_set():
@@ -113,6 +119,7 @@ class ClusterServer:
         signal.signal(signal.SIGUSR1, self._interrupt)
         gc.set_threshold(*defaults.WORKER_GC_THRESHOLDS)
         self._beat()
+        self.pulse.start()
         threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
         threading.Thread(target=self._read_commands, daemon=True, name="commands").start()
         log.info("server %s on %s ready (pid %d)", self.server_id, self.location, os.getpid())
@@ -126,6 +133,7 @@ class ClusterServer:
             except JobAborted:
                 pass  # an abort that arrived between two pieces of work
         self._drop_run()
+        self.pulse.stop()
         try:
             self.redis.delete(self.keys.alive(self.server_id))
         except redis.RedisError:
@@ -152,26 +160,48 @@ class ClusterServer:
             self._cancel()
             self.stopping.set()
         elif command is control.Command.START:
+            busy = self._busy_with(message["run_id"])
+            if busy:
+                self._report(message["run_id"], control.Reply.ERROR, "start", error={
+                    "server": self.server_id, "phase": "start", "type": "ClusterBusy", "traceback": "",
+                    "message": f"server {self.server_id} is running {busy}; this run was refused (never two runs "
+                               "at once): wait for that one to finish, or cancel it"})
+                return
             self._cancel()
             self._work.put((self._start, message))
         elif command is control.Command.PHASE:
             self._work.put((self._run_phase, message["run_id"], Phase(message["phase"])))
         elif command is control.Command.ABORT:
             self._cancel(message.get("run_id"))
-            self._work.put((self._drop_run, message.get("run_id"), "the master aborted the run"))
+            self._work.put((self._drop_run, message.get("run_id"), ABORTED))
         elif command is control.Command.END:
             self._work.put((self._drop_run, message.get("run_id")))
+
+    def _busy_with(self, run_id: str) -> str | None:
+        """What this server is running for a live master other than `run_id`'s (None: it is free, or
+        its run's master is gone and the run is dropped for the new one)."""
+        with self._state:
+            current, job = self.run_id, self.job_name
+        if current is None or current == run_id:
+            return None
+        try:
+            live = bool(self.redis.exists(self.keys.master(current)))
+        except redis.RedisError:
+            live = True  # cannot tell: refuse rather than preempt
+        return f"run {current} of job {job!r}" if live else None
 
     def _report(self, run_id: str, kind: control.Reply, phase: str, **fields) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(self.keys.reports(run_id), ujson.dumps({"kind": kind.value, "server": self.server_id,
                                                             "phase": phase, **fields}))
-        pipe.expire(self.keys.reports(run_id), 7 * 24 * 3600)
+        pipe.expire(self.keys.reports(run_id), defaults.RUN_KEYS_TTL_SECONDS)
         pipe.execute()
 
     def _start(self, message: dict) -> None:
-        self._drop_run()
         run_id, job = message["run_id"], message["job"]
+        # a run still here lost its master (a live one refuses the START); the same run starts again
+        # (a new attempt) with what it has on disk
+        self._drop_run(reason=ORPHANED if self.run_id != run_id else None)
         with self._state:
             self.run_id, self.job_name, self.phase = run_id, job["job_name"], "start"
             self.cancelled = threading.Event()
@@ -193,7 +223,7 @@ class ClusterServer:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.hset(self.keys.progress(run_id), self.server_id,
                           ujson.dumps({"phase": phase, "counters": counters}))
-                pipe.expire(self.keys.progress(run_id), 7 * 24 * 3600)
+                pipe.expire(self.keys.progress(run_id), defaults.RUN_KEYS_TTL_SECONDS)
                 pipe.execute()
 
             self.task = ServerTask(config=self.config, job=job, run_id=run_id, server_id=self.server_id,
@@ -259,7 +289,16 @@ class ClusterServer:
             log.info("run %s dropped: %s", self.run_id, reason)
         self.cancelled.set()
         if self.task is not None:
-            self.task.close()
+            if reason:  # a failed or orphaned run: what it left here goes now, not when the job next runs
+                self.task.discard()
+            else:
+                self.task.close()
+        if reason == ORPHANED and self.job_name is not None:  # no master will delete its keys
+            try:
+                control.delete_run_keys(self.redis, self.keys, self.job_name, self.run_id)
+            except redis.RedisError as exc:
+                log.warning("could not delete the keys of run %s (they expire in %ss): %s", self.run_id,
+                            defaults.RUN_KEYS_TTL_SECONDS, exc)
         for client, _ in self._sources.values():
             client.close()
         with self._state:

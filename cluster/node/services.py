@@ -16,12 +16,15 @@ import shutil
 import ssl
 import sys
 import threading
+import time
 
+import redis
 import rpyc
 import ujson
 from rpyc.utils.authenticators import AuthenticationError, SSLAuthenticator
 from rpyc.utils.server import ThreadedServer
 
+from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine.inputs import HoldState, plan_inputs
 from cluster.engine.reducer import commit_output, discard_run
@@ -243,6 +246,23 @@ def _log_to(path: str) -> None:
     logging.getLogger("MANAGEMENT").setLevel(logging.WARNING)  # rpyc's per-connection lines (certificates...)
 
 
+def _beat_management(config: ClusterConfig, host: str, secrets: ClusterSecrets) -> None:
+    """Say in the location's Redis, every second, that this management server runs: a master
+    running a job notices within seconds when it is gone (it is needed to publish the output)."""
+    client = control.redis_client(config, host, control.redis_password(config, secrets), timeout=5.0)
+    key = control.Keys(config.cluster_name).management(host)
+    failing = False
+    while True:
+        try:
+            client.set(key, os.getpid(), ex=defaults.HEARTBEAT_TTL_SECONDS)
+            failing = False
+        except redis.RedisError as exc:  # Redis starts after this server, and may be restarted
+            if not failing:
+                log.info("cannot write my heartbeat in the Redis of %s yet (%s); retrying every second", host, exc)
+            failing = True
+        time.sleep(defaults.HEARTBEAT_EVERY_SECONDS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m cluster.node.services management|serve ...`: started by manage_cluster in a screen session."""
     parser = argparse.ArgumentParser(prog="python -m cluster.node.services",
@@ -263,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         server = tls_server(service, location.address(args.location), config.management_port, secrets)
         service.server = server
         log.info("management server of %s on port %d", args.location, config.management_port)
+        threading.Thread(target=_beat_management, args=(config, args.location, secrets), daemon=True,
+                         name="heartbeat").start()
         server.start()
         return
     loop = ClusterServer(config, args.server_id, control.redis_password(config, secrets))

@@ -107,3 +107,21 @@ def test_loopback_addresses(host):
 
     assert is_loopback(host)
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("master.example")
+
+
+def test_off_loopback_a_short_password_is_refused_and_plain_http_is_warned_of(tmp_path):
+    from cluster.dashboard.serve import plain_http_warning
+
+    config = write_config(tmp_path, "dashboard_password = x\n")
+    proc = subprocess.run([str(MAPREDUCE), "dashboard", "--config", str(config), "--host", "0.0.0.0",
+                           "--port", str(free_port())], env=env_without_password(), capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1
+    assert "password of 1 characters" in proc.stderr and f"at least {defaults.DASHBOARD_MIN_PASSWORD_CHARS}" in \
+        proc.stderr
+    port = free_port()  # on loopback a short password is the user's choice
+    with Served(config, port, env_without_password()):
+        assert login(port, "x") == 200
+    warning = plain_http_warning("10.1.2.3")
+    assert warning and "plain HTTP" in warning and "TLS proxy" in warning and "ssh -L" in warning
+    assert plain_http_warning("127.0.0.1") is None

@@ -82,11 +82,57 @@ def test_push_tree_replaces_the_whole_folder_without_caches(tmp_path):
     (src / ".git").mkdir()
     dest = tmp_path / "dest" / "code"
     dest.mkdir(parents=True)
-    (dest / "stale.py").write_text("old")
-    deploy.push_tree(LocalRemote(), str(src), str(dest))
+    (dest / "stale.py").write_text("old")  # a folder pushed before versions: replaced by the link
+    assert deploy.push_tree(LocalRemote(), str(src), str(dest)) is True
     found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
     assert found == ["sub", "sub/m.py"]
-    assert sorted(os.listdir(dest.parent)) == ["code"]  # no .new/.old/.tar.gz left beside it
+    assert dest.is_symlink()
+    assert sorted(os.listdir(dest.parent)) == ["code", "code.versions"]  # no .new/.old/.tar.gz beside it
+    assert os.listdir(dest.parent / "code.versions") == [location.folder_digest(str(src))]
+
+
+def test_a_push_of_sources_the_location_has_sends_nothing_and_old_versions_go(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest" / "proj"
+    src.mkdir()
+    (src / "m.py").write_text("v = 0\n")
+    assert deploy.push_tree(LocalRemote(), str(src), str(dest)) is True
+    assert deploy.push_tree(LocalRemote(), str(src), str(dest)) is False
+    for v in range(1, deploy.VERSIONS_KEPT + 3):
+        (src / "m.py").write_text(f"v = {v}\n")
+        assert deploy.push_tree(LocalRemote(), str(src), str(dest)) is True
+        assert (dest / "m.py").read_text() == f"v = {v}\n"
+    assert len(os.listdir(str(dest) + ".versions")) == deploy.VERSIONS_KEPT
+
+
+def test_pushes_at_the_same_moment_never_collide(tmp_path):
+    """Two runs of jobs in one project push it at once (a raw `tar` error before): each push succeeds
+    and the folder is always one whole version."""
+    import threading
+
+    dest = tmp_path / "dest" / "proj"
+    sources = []
+    for i in range(6):
+        src = tmp_path / f"src{i % 3}"
+        src.mkdir(exist_ok=True)
+        for j in range(30):
+            (src / f"m{j}.py").write_text(f"v = {i % 3}\n" * 200)
+        sources.append(src)
+    errors: list = []
+
+    def push(src) -> None:
+        try:
+            deploy.push_tree(LocalRemote(), str(src), str(dest))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+    threads = [threading.Thread(target=push, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    values = {(dest / f"m{j}.py").read_text() for j in range(30)}
+    assert len(values) == 1, "the pushed folder mixes versions"
+    assert not [n for n in os.listdir(dest.parent) if n not in ("proj", "proj.versions")]
 
 
 def test_attach_runs_screen_here_or_through_ssh(tmp_path):

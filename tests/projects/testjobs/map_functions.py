@@ -153,3 +153,14 @@ def fail_on_boom_noting(line, auxiliary_data):
             pass
         raise ValueError("cannot map a line with boom")
     return [(word, 1) for word in line.split()]
+
+
+def hold_gil_on_marker(line, auxiliary_data):
+    """Word count that, on a line 'GIL <seconds> ...', runs one C call that holds the interpreter lock that
+    long (what `str.split` of a 200 MB line does): no other thread of the process runs meanwhile."""
+    if line.startswith("GIL "):
+        started = time.perf_counter()
+        sum(range(10 ** 6))
+        unit = max(time.perf_counter() - started, 1e-6)
+        sum(range(int(float(line.split()[1]) / unit * 10 ** 6)))  # one C loop: no bytecode, no switch
+    return [(word, 1) for word in line.split()]

@@ -99,3 +99,13 @@ def sum_values_slow_on_marker(group, auxiliary_data):
     if group[0][0] == "SLOW":
         time.sleep(float((auxiliary_data or {}).get("seconds", 3)))
     return [(group[0][0], sum(value for _, value in group))]
+
+
+def sum_values_sleep_on_key(group, auxiliary_data):
+    """sum_values that sleeps N seconds on a key 'SLEEP_<N>' (to catch a server in its reduce phase)."""
+    import time
+
+    key = group[0][0]
+    if isinstance(key, str) and key.startswith("SLEEP_"):
+        time.sleep(float(key[len("SLEEP_"):]))
+    return [(key, sum(value for _, value in group))]
