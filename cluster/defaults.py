@@ -83,6 +83,9 @@ RUNNER_IDLE_SECONDS = 2.0      # with nothing due, the Runner looks at the queue
 RUN_DIRS_KEPT = 10             # per-run folders (unpacked tarball, log) kept per script job
 KILL_GRACE_SECONDS = 5.0       # a stopped script's processes get SIGTERM, then SIGKILL after this long
 RUN_PROGRESS_EVERY_SECONDS = 2.0  # a running mapreduce job's counters reach the history this often
+RETRY_DELAY_MINUTES = 5       # a failed job's first retry waits this long (job key retry_delay_minutes)...
+RETRY_MAX_DELAY_MINUTES = 6 * 60  # ...each next one twice as long, at most this
+BUSY_RETRY_SECONDS = 30.0     # a job refused because the cluster runs another is tried again after this
 RECOVERY_WAIT_SECONDS = 30.0   # a restarted Runner waits this long for the servers to drop a dead run
 
 # --- job scripts (python -m cluster.job) ------------------------------------------------

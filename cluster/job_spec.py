@@ -85,6 +85,13 @@ class CommonJob(TypedDict, total=False):
     day_of_week: Annotated[int | str | None, Spec("weekly: 0 (Monday) to 6, or the day's name")]
     day_of_month: Annotated[int | None, Spec("monthly: 1-31 (a month without that day: its last day)")]
     time_of_day: Annotated[str, Spec("HH:MM, UTC, for a scheduled job", default="12:00")]
+    retries: Annotated[int, Spec("the Runner runs a failed job again this many times (each try in the history)",
+                                 default=0)]
+    retry_delay_minutes: Annotated[int | float, Spec(
+        "the wait before the first retry; each next one waits twice as long (with jitter, at most "
+        f"{defaults.RETRY_MAX_DELAY_MINUTES / 60:.0f} h)", default=defaults.RETRY_DELAY_MINUTES)]
+    min_interval_minutes: Annotated[int | float, Spec(
+        "an unscheduled job waits this long after a run before its next one (0: every round)", default=0)]
 
 
 class MapReduceJob(CommonJob, total=False):
@@ -402,6 +409,10 @@ def _check_schedule(job: dict[str, Any]) -> list[str]:
     t = job.get("timeout_minutes")
     if isinstance(t, (int, float)) and not isinstance(t, bool) and t <= 0:
         problems.append(f"timeout_minutes must be more than 0 (or null for no limit), got {t}")
+    for key, zero_allowed in (("retries", True), ("retry_delay_minutes", False), ("min_interval_minutes", True)):
+        v = job.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (v < 0 or (v == 0 and not zero_allowed)):
+            problems.append(f"{key} must be {'0 or more' if zero_allowed else 'more than 0'}, got {v}")
     freq = job.get("schedule_frequency")
     if isinstance(freq, str) and freq not in SCHEDULE_FREQUENCIES:
         problems.append(f"schedule_frequency must be null (every round) or one of {', '.join(SCHEDULE_FREQUENCIES)}, "

@@ -225,6 +225,17 @@ def delete(job_name: str, config_path: str | None) -> None:
     click.echo(f"job {job_name!r} deleted from the queue")
 
 
+@mapreduce.command("force-run")
+@click.argument("job_name")
+@config_option
+def force_run(job_name: str, config_path: str | None) -> None:
+    """Run a queued job at the Runner's next look, whatever its schedule; a job held after failing
+    runs again with its retries afresh."""
+    if not _scheduler(config_path).force_run(job_name):
+        raise click.ClickException(f"no job {job_name!r} in the queue (`mapreduce queue` lists them)")
+    click.echo(f"job {job_name!r} runs when the Runner next looks at the queue")
+
+
 @mapreduce.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
@@ -232,21 +243,23 @@ def queue(config_path: str | None, as_json: bool) -> None:
     """The queued jobs, in the order the Runner takes them (highest job_priority first)."""
     scheduler = _scheduler(config_path)
     found = scheduler.list_jobs()
+    states = scheduler.retry_states()
     if as_json:
-        click.echo(json.dumps(found))
+        click.echo(json.dumps([{**job, "queue_state": states.get(job["job_name"])} for job in found]))
         return
     if not found:
         click.echo("the queue is empty")
         return
-    rows = [("JOB", "TYPE", "PRIORITY", "GROUP", "SCHEDULE", "TIMEOUT", "ONCE", "ESTIMATE")]
-    from cluster.scheduling.schedule import describe
+    rows = [("JOB", "TYPE", "PRIORITY", "GROUP", "SCHEDULE", "TIMEOUT", "ONCE", "ESTIMATE", "STATE")]
+    from cluster.scheduling.schedule import describe, describe_state
 
     for job in found:
         when = describe(job)
         estimate = scheduler.estimate_next_runtime(job["job_name"])
         rows.append((job["job_name"], job["job_type"], str(job.get("job_priority") or 0), job.get("group_name") or "-",
                      when, f"{job['timeout_minutes']} min" if job.get("timeout_minutes") else "-",
-                     "yes" if job.get("run_once") else "no", "-" if estimate is None else f"{estimate:.1f}s"))
+                     "yes" if job.get("run_once") else "no", "-" if estimate is None else f"{estimate:.1f}s",
+                     describe_state(job, states.get(job["job_name"]))))
     _table(rows)
 
 
@@ -307,8 +320,10 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
     timed-out job takes its whole group_name off the queue. SIGTERM or Ctrl-C
     finishes the current job, then exits; a Runner killed outright is picked up
     by the next one (the interrupted job runs again). `mapreduce history` shows
-    every run."""
+    every run. With --once, the exit status is 1 when a job of the round did not
+    succeed (failed, timed out, or refused because the cluster ran another job)."""
     from cluster.scheduling.runner import Runner
+    from cluster.scheduling.store import RunStatus
 
     if servers is not None and not local:
         raise click.UsageError("--servers goes with --local")
@@ -319,7 +334,11 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
              "cluster": f"cluster {config.cluster_name!r}"}[r.executor]
     click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} ({where}"
                f"{', one round' if once else ''})")
-    r.serve(once=once)
+    outcomes = r.serve(once=once)
+    missed = [o for o in outcomes if o.status not in (RunStatus.SUCCEEDED,)]
+    if once and missed:
+        raise click.ClickException("not every job succeeded in this round: " + ", ".join(
+            f"{o.job_name} ({o.status.value.replace('_', ' ')})" for o in missed))
 
 
 @mapreduce.command()

@@ -36,7 +36,7 @@ def queue():
     now = utc_now()
     rows = []
     for entry in scheduler.queued():
-        at, text = next_run(entry.job, entry.reference, now)
+        at, text = next_run(entry.job, entry.reference, now, retry_at=entry.retry_at, held=entry.held)
         rows.append({"job": entry.job, "schedule": describe(entry.job), "next_at": at, "next": text,
                      "last": latest.get(entry.name), "estimate": scheduler.estimate_next_runtime(entry.name)})
     return render_template("jobs.html", rows=rows, runner=state().runner())
@@ -77,7 +77,8 @@ def job(name: str):
         abort(404, f"There is no job {name!r} in the queue and no run of it in the history.")
     return render_template("job.html", job=job_dict, job_json=json.dumps(job_dict, indent=2) if job_dict else None,
                            schedule=describe(job_dict) if job_dict else None,
-                           next=next_run(entry.job, entry.reference, utc_now())[1] if entry else None,
+                           next=next_run(entry.job, entry.reference, utc_now(), retry_at=entry.retry_at,
+                                       held=entry.held)[1] if entry else None,
                            estimate=scheduler.estimate_next_runtime(name), runtimes=scheduler.runtimes(name),
                            chart=_chart(context["runs"]), form=ActionForm(), runner=runner,
                            published=published_files(state().config, name) if is_valid_name(name) else None,

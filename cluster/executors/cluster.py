@@ -102,6 +102,12 @@ class ClusterExecutor(Executor):
         except redis.RedisError as exc:
             raise ClusterNotRunning(f"the Redis of {self.config.locations[0]} does not answer ({exc}); "
                                     "`manage_cluster status` shows it") from None
+        if holder is not None and control.holder_is_dead(holder):
+            # a client of this machine that was killed: its servers drop its run now, not in MASTER_TTL seconds
+            log.warning("the run lock's holder (pid %s, job %r) is gone; dropping its run first", holder["pid"],
+                        holder["job"])
+            self.manager.drop_runs_of(holder["job"])
+            holder = lock.acquire()
         if holder is not None:
             since = max(0.0, time.time() - holder.get("since", time.time()))
             raise ClusterBusy(f"job {job['job_name']!r} was not started: cluster {self.config.cluster_name!r} is "
@@ -319,7 +325,7 @@ class ClusterExecutor(Executor):
                 raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "
                                 f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died; `manage_cluster status` shows it, "
                                 "`manage_cluster start` starts it again", server=s, phase=phase)
-            if beat.get("run_id") == run_id:
+            if beat.get("run_id") == run_id or beat.get("busy_seconds"):  # busy: its status is from before
                 astray.pop(s, None)
                 continue
             grace = defaults.START_GRACE_SECONDS if phase == START else 3 * defaults.HEARTBEAT_EVERY_SECONDS + 1

@@ -412,6 +412,8 @@ class ClusterManager:
                     raise ClusterError(f"server(s) {', '.join(holding())} on {host} still hold a run of job "
                                        f"{job_name!r} after {timeout:.0f}s; `manage_cluster status` shows "
                                        "them") from None
+                for run_id in runs:  # its master, which would have, is gone
+                    control.delete_run_keys(client, self.keys, job_name, run_id)
             finally:
                 client.close()
             for run_id in runs:

@@ -109,6 +109,19 @@ _RENEW_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.cal
 _DELETE_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
+def holder_is_dead(holder: dict) -> bool:
+    """Whether the run lock's holder is a process of this machine that has ended."""
+    if holder.get("host") != socket.gethostname():
+        return False  # another machine's: its lock lapses by its time to live
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's live process
+    return False
+
+
 def release_dead_holder(client: redis.Redis, keys: Keys, job_name: str) -> bool:
     """Delete the run lock when a process of this machine that has died holds it for `job_name` (a
     restarted Runner need not wait out its time to live); return whether it did."""
@@ -116,15 +129,9 @@ def release_dead_holder(client: redis.Redis, keys: Keys, job_name: str) -> bool:
     if held is None:
         return False
     holder = ujson.loads(held)
-    if holder.get("job") != job_name or holder.get("host") != socket.gethostname():
+    if holder.get("job") != job_name or not holder_is_dead(holder):
         return False
-    try:
-        os.kill(int(holder["pid"]), 0)
-        return False  # alive: its lock stands
-    except ProcessLookupError:
-        return bool(client.eval(_DELETE_IF_HELD, 1, keys.running(), held))
-    except PermissionError:
-        return False  # another user's live process
+    return bool(client.eval(_DELETE_IF_HELD, 1, keys.running(), held))
 
 
 class RunLock:

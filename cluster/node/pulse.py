@@ -18,6 +18,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 
 import redis
@@ -35,18 +36,27 @@ class Pulse:
         self._setup = {"host": host, "port": port, "password": password, "key": key,
                        "ttl": defaults.HEARTBEAT_TTL_SECONDS, "every": defaults.HEARTBEAT_EVERY_SECONDS}
         self.proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "cluster.node.pulse", str(os.getpid())],
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        self.send(self._setup)
+        self._send(self._setup)
 
     def send(self, status: dict) -> None:
         """Hand over one line (a pulse that died is started again, with its setup line first)."""
+        with self._lock:  # the heartbeat thread, and the main thread when the run or phase changes
+            self._send(status)
+
+    def _send(self, status: dict) -> None:
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 log.warning("the heartbeat process exited (%s); starting it again", self.proc.returncode)
-            self.start()
+            self._start()
         assert self.proc is not None and self.proc.stdin is not None  # started above
         try:
             self.proc.stdin.write(ujson.dumps(status).encode() + b"\n")

@@ -205,6 +205,7 @@ class ClusterServer:
         with self._state:
             self.run_id, self.job_name, self.phase = run_id, job["job_name"], "start"
             self.cancelled = threading.Event()
+        self.pulse.send(self.status())  # at once: a phase may hold the interpreter lock before the next beat
         try:
             by_location = self.config.servers_by_location()
             namespace = job_namespace(self.config.cluster_name, job["job_name"], run_id)
@@ -246,6 +247,7 @@ class ClusterServer:
             return
         log.info("run %s: %s phase", run_id, phase.value)
         self.phase = phase.value
+        self.pulse.send(self.status())
         try:
             receiver = None
             self._interruptible = True

@@ -6,9 +6,14 @@ schedule is due every round; a scheduled one when its next UTC time has passed s
 last run. `force_run` makes a job due now whatever its schedule, and lets a job submitted
 again with it run again in the same round; the Runner clears it after the forced run.
 
-On failure or timeout the job's whole `group_name` leaves the queue (later steps of a
-pipeline must not run on missing data); a job without a group stays and runs again when
-next due. A successful `run_once` job leaves the queue.
+A failed or timed-out run is retried on the job's policy (`retries`, `retry_delay_minutes`:
+exponential backoff with jitter), each try in the history. After the last try the job's whole
+`group_name` leaves the queue (later steps of a pipeline must not run on missing data); a job
+without a group waits for its next scheduled time, or, unscheduled, stays queued as failed
+(held) until `force_run` or a new submission. An unscheduled job that succeeded waits
+`min_interval_minutes` before its next run. A run refused because the cluster runs another
+job is no try: the job is tried again BUSY_RETRY_SECONDS later. A successful `run_once` job
+leaves the queue.
 
 Durability: one Runner per queue (an flock on `runner.lock`). A run is recorded before it
 starts; a Runner that restarts after being killed stops what the dead run left behind (a
@@ -20,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import random
 import signal
 import sqlite3
 import sys
@@ -32,10 +38,10 @@ from typing import Any
 
 from cluster import defaults
 from cluster.config import ClusterConfig
-from cluster.exceptions import ClusterError, JobTimedOut, RunnerBusy
+from cluster.exceptions import ClusterBusy, ClusterError, JobTimedOut, RunnerBusy
 from cluster.job_spec import JobType
 from cluster.layout import take_flock
-from cluster.scheduling.schedule import is_due, utc_now
+from cluster.scheduling.schedule import is_due, retry_delay, utc_now
 from cluster.scheduling.store import QueuedJob, RunStatus, Scheduler
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,7 @@ class Runner:
 
     def __init__(self, config: ClusterConfig, *, scheduler: Scheduler | None = None, local: bool = False,
                  servers: int | None = None, dask: str | None = None, clock: Callable[[], dt.datetime] = utc_now,
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, rng: random.Random | None = None):
         from cluster.api import executor_kind
 
         self.config = config
@@ -69,12 +75,15 @@ class Runner:
         self.servers = servers
         self.clock = clock
         self.echo = echo or log.info
+        self.rng = rng or random.Random()
         self.stopping = False  # a plain flag: signal handlers set it, the loop reads it
         self._interrupts = 0
 
     # --- the loop ---------------------------------------------------------------------------
-    def serve(self, once: bool = False) -> None:
-        """Run rounds until stopped (SIGTERM, SIGHUP, Ctrl-C, `request_stop`); with `once`, one round."""
+    def serve(self, once: bool = False) -> list[Outcome]:
+        """Run rounds until stopped (SIGTERM, SIGHUP, Ctrl-C, `request_stop`); with `once`, one round.
+        Return the last round's outcomes."""
+        outcomes: list[Outcome] = []
         with self.exclusive():
             self.recover()
             while not self.stopping:
@@ -90,6 +99,7 @@ class Runner:
                 if not any(o.status is RunStatus.SUCCEEDED for o in outcomes):
                     self._idle(defaults.RUNNER_IDLE_SECONDS)
         self.echo("the Runner stopped")
+        return outcomes
 
     def _idle(self, seconds: float) -> None:
         """Wait before looking at the queue again; a stop request ends the wait within 0.1 s."""
@@ -156,9 +166,25 @@ class Runner:
             forced = bool(entry.job.get("force_run"))
             if entry.name in ran and not (forced and entry.seq != ran[entry.name]):
                 continue
-            if forced or is_due(entry.job, entry.reference, now):
+            if forced or self.is_due(entry, now):
                 return entry
         return None
+
+    @staticmethod
+    def is_due(entry: QueuedJob, now: dt.datetime) -> bool:
+        """Whether a queued job (not forced) runs now: never while held; a retry (or a refused run) at its
+        time whatever the schedule; else by its schedule, an unscheduled job min_interval_minutes
+        after its last run."""
+        if entry.held:
+            return False
+        if entry.retry_at is not None:
+            return now >= entry.retry_at
+        if not is_due(entry.job, entry.reference, now):
+            return False
+        gap = float(entry.job.get("min_interval_minutes") or 0)
+        if entry.job.get("schedule_frequency") is None and gap and entry.last_end is not None:
+            return now >= entry.last_end + dt.timedelta(minutes=gap)
+        return True
 
     # --- one run ----------------------------------------------------------------------------
     def run_job(self, entry: QueuedJob) -> Outcome:
@@ -174,6 +200,8 @@ class Runner:
             self.scheduler.record_end(run_id, RunStatus.INTERRUPTED, ended=self.clock(),
                                       note="stopped by a second Ctrl-C; the job stays queued and runs again")
             raise
+        except ClusterBusy as exc:
+            status, error = RunStatus.REFUSED, str(exc)
         except ClusterError as exc:
             status = RunStatus.TIMED_OUT if isinstance(exc, JobTimedOut) else RunStatus.FAILED
             phase, error = getattr(exc, "phase", None), str(exc)
@@ -241,20 +269,39 @@ class Runner:
         return None
 
     def _after_run(self, entry: QueuedJob, status: RunStatus) -> tuple[str | None, list[str]]:
-        """What the queue does after a run; returns the history note and the jobs removed."""
+        """What the queue does after a run (retry, hold, group removal, run_once); returns the history
+        note and the jobs removed."""
         job, name = entry.job, entry.name
         if job.get("force_run"):  # a force is for one run, whatever its end
             self.scheduler.clear_force_run(name, entry.seq)
+        now = self.clock()
         if status is RunStatus.SUCCEEDED:
+            self.scheduler.set_retry_state(name, entry.seq, failures=0, retry_at=None, held=None)
             if job.get("run_once"):
                 gone = self.scheduler.delete_if_unchanged(name, entry.seq)
                 return ("run_once: left the queue" if gone else None), []
             return None, []
+        if status is RunStatus.REFUSED:
+            at = now + dt.timedelta(seconds=defaults.BUSY_RETRY_SECONDS)
+            self.scheduler.set_retry_state(name, entry.seq, failures=entry.failures, retry_at=at, held=entry.held)
+            return f"not a try: it runs when the cluster is free (next look at {at:%H:%M:%S} UTC)", []
+        failures, tries = entry.failures + 1, int(job.get("retries") or 0) + 1
+        if failures < tries:
+            at = now + retry_delay(job, failures, self.rng)
+            self.scheduler.set_retry_state(name, entry.seq, failures=failures, retry_at=at, held=None)
+            return f"try {failures} of {tries} failed; the next at {at:%Y-%m-%d %H:%M:%S} UTC", []
+        scheduled = job.get("schedule_frequency") is not None
+        held = None if scheduled else f"failed {tries} time(s) in a row"
+        self.scheduler.set_retry_state(name, entry.seq, failures=0 if scheduled else failures, retry_at=None,
+                                       held=held)
+        ended = f"try {failures} of {tries} failed" if tries > 1 else "it failed"
         group = job.get("group_name")
         if not group:
-            return "it stays queued and runs again when next due (it has no group_name)", []
+            if scheduled:
+                return f"{ended}; it runs again at its next scheduled time", []
+            return (f"{ended}; it stays queued, failed, until `mapreduce force-run {name}` or a new submission"), []
         removed = self.scheduler.delete_group(group)
-        return (f"group {group!r} left the queue: {', '.join(removed) or '(already empty)'}; fix the cause, "
+        return (f"{ended}; group {group!r} left the queue: {', '.join(removed) or '(already empty)'}; fix the cause, "
                 "then submit the group's jobs again"), removed
 
     # --- after a crash ---------------------------------------------------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import random
 from typing import Any
 
+from cluster import defaults
 from cluster.job_spec import WEEKDAYS, weekday_number
 
 UTC = dt.UTC
@@ -67,10 +69,16 @@ def describe(job: dict[str, Any]) -> str:
     return f"{freq} {at}"
 
 
-def next_run(job: dict[str, Any], reference: dt.datetime, now: dt.datetime) -> tuple[dt.datetime | None, str]:
-    """When the Runner runs the job next: (the scheduled time or None, the same in words)."""
+def next_run(job: dict[str, Any], reference: dt.datetime, now: dt.datetime, *, retry_at: dt.datetime | None = None,
+             held: str | None = None) -> tuple[dt.datetime | None, str]:
+    """When the Runner runs the job next: (the scheduled time or None, the same in words); a held job
+    not until a person says so, a retry at its time."""
     if job.get("force_run"):
         return None, "now (forced): when the Runner next looks at the queue"
+    if held:
+        return None, f"not until it is run now or submitted again ({held})"
+    if retry_at is not None:
+        return retry_at, f"{retry_at:%Y-%m-%d %H:%M:%S} UTC (a retry)"
     nxt = next_time_after(job, reference)
     if nxt is None:
         return None, "every round (whenever the Runner is free)"
@@ -83,6 +91,30 @@ def is_due(job: dict[str, Any], reference: dt.datetime, now: dt.datetime) -> boo
     """Whether the job should run now; `reference`: its last run's start, else its submission."""
     nxt = next_time_after(job, reference)
     return nxt is None or nxt <= now
+
+
+def describe_state(job: dict[str, Any], state: dict[str, Any] | None) -> str:
+    """A queued job's retry state in words: 'ready', 'try 2 of 3 at 12:30:05 UTC', 'failed: held ...'."""
+    if not state:
+        return "ready"
+    if state.get("held"):
+        return f"held: {state['held']} (force-run or submit it again)"
+    if state.get("retry_at"):
+        at = dt.datetime.fromisoformat(state["retry_at"])
+        failures = int(state.get("failures") or 0)
+        if not failures:
+            return f"waits for the cluster (next look {at:%H:%M:%S} UTC)"
+        return f"try {failures + 1} of {int(job.get('retries') or 0) + 1} at {at:%Y-%m-%d %H:%M:%S} UTC"
+    return "ready"
+
+
+def retry_delay(job: dict[str, Any], attempt: int, rng: random.Random) -> dt.timedelta:
+    """The wait before retry number `attempt` (1, 2, ...): retry_delay_minutes, doubled for each retry
+    before, capped at RETRY_MAX_DELAY_MINUTES; then a random half to whole of it ("equal jitter"), so
+    jobs that failed together do not all come back at the same moment."""
+    base = float(job.get("retry_delay_minutes") or defaults.RETRY_DELAY_MINUTES) * 2 ** (attempt - 1)
+    capped = min(base, float(defaults.RETRY_MAX_DELAY_MINUTES))
+    return dt.timedelta(minutes=capped * (0.5 + rng.random() / 2))
 
 
 def utc_now() -> dt.datetime:

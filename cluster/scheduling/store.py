@@ -29,8 +29,11 @@ from cluster.job_spec import (  # noqa: F401 - the templates are part of the Sch
 from cluster.scheduling.schedule import utc_now
 
 RUNTIMES_KEPT = 50
-# a job's schedule reference: the start of its latest run that did not end interrupted
-_LAST_START = "SELECT started_at FROM runs WHERE job_name = {name} AND status != ? ORDER BY id DESC LIMIT 1"
+# a job's schedule reference: the start of its latest run that did not end interrupted or refused
+_LAST_START = ("SELECT started_at FROM runs WHERE job_name = {name} AND status NOT IN (?, ?) "
+               "ORDER BY id DESC LIMIT 1")
+_LAST_END = ("SELECT ended_at FROM runs WHERE job_name = {name} AND status NOT IN (?, ?) AND ended_at IS NOT NULL "
+             "ORDER BY id DESC LIMIT 1")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     name TEXT PRIMARY KEY,
@@ -38,7 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     priority REAL NOT NULL,
     group_name TEXT,
     submitted_at TEXT NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    retry_at TEXT,
+    held TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,6 +75,10 @@ class QueuedJob:
     seq: int
     submitted_at: dt.datetime
     last_start: dt.datetime | None = None  # of its latest run that did not end interrupted
+    last_end: dt.datetime | None = None
+    failures: int = 0                     # failed runs in a row, since its last success or submission
+    retry_at: dt.datetime | None = None   # a retry (or a refused run) waits until then, whatever the schedule
+    held: str | None = None               # why it runs no more until force_run or a new submission
 
     @property
     def name(self) -> str:
@@ -86,6 +96,11 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     INTERRUPTED = "interrupted"  # the Runner died during the run; the job stays queued and runs again
+    REFUSED = "refused"          # the cluster ran another job: not an attempt; tried again shortly
+    CANCELLED = "cancelled"      # stopped by `mapreduce cancel` or the dashboard's Stop button
+
+
+NOT_ATTEMPTS = (RunStatus.INTERRUPTED.value, RunStatus.REFUSED.value)  # runs a schedule does not count
 
 
 def _iso(t: dt.datetime) -> str:
@@ -94,6 +109,10 @@ def _iso(t: dt.datetime) -> str:
 
 def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
+
+
+def _time_or_none(text: str | None) -> dt.datetime | None:
+    return parse_time(text) if text else None
 
 
 def _run_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -121,6 +140,11 @@ class Scheduler:
             for column in ("log_path", "progress"):  # a queue made before runs kept logs / progress
                 if column not in columns:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+            job_columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in (("failures", "INTEGER NOT NULL DEFAULT 0"), ("retry_at", "TEXT"),
+                                 ("held", "TEXT")):  # a queue made before retries
+                if column not in job_columns:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     @property
     def runner_lock_path(self) -> str:
@@ -199,10 +223,25 @@ class Scheduler:
     def queued(self) -> list[QueuedJob]:
         """The queue as the Runner reads it: jobs in priority order with their submission number."""
         with self._connection() as db:
-            rows = db.execute(f"SELECT job, seq, submitted_at, ({_LAST_START.format(name='jobs.name')}) FROM jobs "
-                              "ORDER BY priority DESC, seq", (RunStatus.INTERRUPTED.value,)).fetchall()
-        return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2]), parse_time(r[3]) if r[3] else None)
-                for r in rows]
+            rows = db.execute(f"SELECT job, seq, submitted_at, ({_LAST_START.format(name='jobs.name')}), "
+                              f"({_LAST_END.format(name='jobs.name')}), failures, retry_at, held FROM jobs "
+                              "ORDER BY priority DESC, seq", (*NOT_ATTEMPTS, *NOT_ATTEMPTS)).fetchall()
+        return [QueuedJob(json.loads(r[0]), r[1], parse_time(r[2]), _time_or_none(r[3]), _time_or_none(r[4]),
+                          r[5], _time_or_none(r[6]), r[7]) for r in rows]
+
+    def set_retry_state(self, name: str, seq: int, *, failures: int, retry_at: dt.datetime | None,
+                        held: str | None) -> bool:
+        """After a run: its failures in a row, when it may run again, why it is held; unless the job was
+        submitted again (or forced) meanwhile, which starts it afresh."""
+        with self._write() as db:
+            return db.execute("UPDATE jobs SET failures = ?, retry_at = ?, held = ? WHERE name = ? AND seq = ?",
+                              (failures, _iso(retry_at) if retry_at else None, held, name, seq)).rowcount > 0
+
+    def retry_states(self) -> dict[str, dict[str, Any]]:
+        """Each queued job's retry state: {"failures", "retry_at", "held"} (for `queue` and the dashboard)."""
+        with self._connection() as db:
+            rows = db.execute("SELECT name, failures, retry_at, held FROM jobs").fetchall()
+        return {r[0]: {"failures": r[1], "retry_at": r[2], "held": r[3]} for r in rows}
 
     def force_run(self, name: str) -> bool:
         """Make a queued job due at once, whatever its schedule; return whether it was queued.
@@ -213,8 +252,8 @@ class Scheduler:
             if db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is None:
                 return False
             seq = self._next_seq(db)
-            db.execute("UPDATE jobs SET job = json_set(job, '$.force_run', json('true')), seq = ? WHERE name = ?",
-                       (seq, name))
+            db.execute("UPDATE jobs SET job = json_set(job, '$.force_run', json('true')), seq = ?, failures = 0, "
+                       "retry_at = NULL, held = NULL WHERE name = ?", (seq, name))
         return True
 
     def clear_force_run(self, name: str, seq: int) -> bool:
@@ -306,7 +345,7 @@ class Scheduler:
     def last_start(self, name: str) -> dt.datetime | None:
         """When the job's latest run that did not end interrupted started (its schedule's reference)."""
         with self._connection() as db:
-            row = db.execute(_LAST_START.format(name="?"), (name, RunStatus.INTERRUPTED.value)).fetchone()
+            row = db.execute(_LAST_START.format(name="?"), (name, *NOT_ATTEMPTS)).fetchone()
         return parse_time(row[0]) if row else None
 
     def runtimes(self, name: str) -> list[float]:

@@ -20,7 +20,9 @@ from cluster.job_spec import (
 COMMON = {"job_submitter", "job_type", "force_run", "start_time", "end_time", "job_name", "group_name",
           "job_priority", "run_once", "exception",
           # the Runner's keys (issue 4)
-          "timeout_minutes", "schedule_frequency", "day_of_week", "day_of_month", "time_of_day"}
+          "timeout_minutes", "schedule_frequency", "day_of_week", "day_of_month", "time_of_day",
+          # the Runner's retry policy (issue 16)
+          "retries", "retry_delay_minutes", "min_interval_minutes"}
 MAPREDUCE = COMMON | {
     "project_name", "input_dirs", "delete_job_data", "current_phase", "map_function_name",
     "auxiliary_data_name_mapper", "hold_state", "downsample", "max_number_dumped_items_shuffler",
@@ -288,7 +290,8 @@ TODAY = {  # the templates before the spec was written once (job_submitter aside
     "mapreduce": {"job_type": "mapreduce", "force_run": False, "start_time": None, "end_time": None, "job_name": None,
                   "group_name": None, "job_priority": None, "run_once": False, "exception": None,
                   "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None, "day_of_month": None,
-                  "time_of_day": "12:00", "project_name": None, "input_dirs": None, "delete_job_data": True,
+                  "time_of_day": "12:00", "retries": 0, "retry_delay_minutes": 5, "min_interval_minutes": 0,
+                  "project_name": None, "input_dirs": None, "delete_job_data": True,
                   "current_phase": None, "map_function_name": None, "auxiliary_data_name_mapper": None,
                   "hold_state": False, "downsample": 1.0, "max_bad_fraction": 0.01,
                   "max_number_dumped_items_shuffler": None, "simultaneous_files_in_redis": None,
@@ -299,12 +302,14 @@ TODAY = {  # the templates before the spec was written once (job_submitter aside
     "script": {"job_type": "script", "force_run": False, "start_time": None, "end_time": None, "job_name": None,
                "group_name": None, "job_priority": None, "run_once": False, "exception": None,
                "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None, "day_of_month": None,
-               "time_of_day": "12:00", "script_location": None, "script_arguments": [], "code_tarball": None,
+               "time_of_day": "12:00", "retries": 0, "retry_delay_minutes": 5, "min_interval_minutes": 0,
+               "script_location": None, "script_arguments": [], "code_tarball": None,
                "execution_commandline": None, "output_dir": None},
     "file_transfer": {"job_type": "file_transfer", "force_run": False, "start_time": None, "end_time": None,
                       "job_name": None, "group_name": None, "job_priority": None, "run_once": False,
                       "exception": None, "timeout_minutes": None, "schedule_frequency": None, "day_of_week": None,
-                      "day_of_month": None, "time_of_day": "12:00", "input_dir": None, "output_dir": None,
+                      "day_of_month": None, "time_of_day": "12:00", "retries": 0,
+                  "retry_delay_minutes": 5, "min_interval_minutes": 0, "input_dir": None, "output_dir": None,
                       "transfer_type": None, "reload_files": False, "delete_files": False, "compress": False,
                       "input_file_name": None, "auxiliary_data_name": None},
 }
