@@ -55,7 +55,7 @@ def make_executor(kind: str, config: ClusterConfig, *, servers: int | None = Non
 def run_job(job: dict[str, Any], config: ClusterConfig | None = None, executor: str = "local", *,
             servers: int | None = None, timeout_minutes: float | None = None,
             on_progress: Callable[[str, dict[str, dict]], None] | None = None,
-            dask_address: str | None = None) -> JobResult:
+            dask_address: str | None = None, cancelled: Callable[[], str | None] | None = None) -> JobResult:
     """Run one mapreduce job to the end and return its JobResult (output_dir, counters, per_server).
 
     `job`: a job dict (only the keys without a default are needed); `config`: a ClusterConfig (default:
@@ -63,8 +63,10 @@ def run_job(job: dict[str, Any], config: ClusterConfig | None = None, executor: 
     `executor`: "local" (worker processes here, `servers` of them), "cluster" (the running cluster) or
     "dask" (the scheduler at `dask_address`, default the config's dask_scheduler; "local" starts a
     LocalCluster, which, as Dask's processes do, needs the calling script's `if __name__ == "__main__":`).
+    `cancelled`: asked about once a second while the run waits; when it returns a reason (who
+    cancelled), the run is stopped everywhere and JobCancelled raised.
     Raises a ClusterError subclass (JobSpecError, JobFailed, ...) when the job cannot run or fails."""
     config = config if config is not None else ClusterConfig.load(None)
     options = {"address": dask_address} if dask_address else {}
     return make_executor(executor, config, servers=servers, on_progress=on_progress, **options).run(
-        job, timeout_minutes=timeout_minutes)
+        job, timeout_minutes=timeout_minutes, cancelled=cancelled)

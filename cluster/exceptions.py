@@ -164,6 +164,15 @@ class JobTimedOut(JobFailed):
                          "raise timeout_minutes if the job needs longer", phase=phase)
 
 
+class JobCancelled(JobFailed):
+    """A run was cancelled (`mapreduce cancel`, the dashboard's Stop button) and stopped everywhere."""
+
+    def __init__(self, job_name: str, reason: str, *, phase: str | None = None, what: str = ""):
+        self.reason = reason
+        ClusterError.__init__(self, f"job {job_name!r} was cancelled ({reason}){what}")
+        self.job_name, self.server, self.phase = job_name, None, phase
+
+
 class ScriptFailed(JobFailed):
     """A script job's command exited with an error (the message ends with its log's last lines)."""
 

@@ -131,13 +131,19 @@ def run(job_file: str, config_path: str | None, local: bool, servers: int | None
                                "on each location")
     kind = executor_kind(config, local=local, dask=dask)
     bars = PhaseBars(enabled=progress)
-    try:
-        options: dict = {"worker_log_level": logging.getLogger().level} if local else {}
-        if dask:
-            options["address"] = dask
-        result = make_executor(kind, config, servers=servers, on_progress=bars.update, **options).run(job)
-    finally:
-        bars.close()
+    from cluster.job_spec import validate_job
+
+    job = validate_job(job)
+    with _scheduler(config_path).recorded_run(job, source=f"mapreduce run ({kind})") as record:
+        try:
+            options: dict = {"worker_log_level": logging.getLogger().level} if local else {}
+            if dask:
+                options["address"] = dask
+            result = make_executor(kind, config, servers=servers, on_progress=bars.update, **options).run(
+                job, cancelled=record.cancelled)
+        finally:
+            bars.close()
+        record.counters = {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
     if as_json:
         click.echo(json.dumps({"job_name": result.job_name, "run_id": result.run_id,
                                "output_dir": result.output_dir, "counters": result.counters}, default=str))
@@ -223,6 +229,45 @@ def delete(job_name: str, config_path: str | None) -> None:
     if not _scheduler(config_path).delete_job(job_name):
         raise click.ClickException(f"no job {job_name!r} in the queue (`mapreduce queue` lists them)")
     click.echo(f"job {job_name!r} deleted from the queue")
+
+
+@mapreduce.command()
+@click.argument("job_name")
+@config_option
+@click.option("--delete", is_flag=True, help="Also take the job off the queue.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0, 3600), default=60, show_default=True,
+              help="Seconds to wait for the run to stop (0: ask and return).")
+def cancel(job_name: str, config_path: str | None, delete: bool, wait_seconds: float) -> None:
+    """Stop a job's running run (started by the Runner, `mapreduce run` or a job script): its cluster
+    phases are aborted, a script's whole process group is stopped, and the run is recorded as
+    cancelled. The job stays queued (held, if it has no schedule) unless --delete."""
+    import getpass
+
+    from cluster.scheduling.store import RunStatus
+
+    scheduler = _scheduler(config_path)
+    ids = scheduler.request_cancel(job_name, f"by {getpass.getuser()} with `mapreduce cancel`")
+    deleted = scheduler.delete_job(job_name) if delete else False
+    if not ids:
+        if deleted:
+            click.echo(f"job {job_name!r} was not running; it is off the queue")
+            return
+        raise click.ClickException(f"job {job_name!r} is not running (`mapreduce history {job_name}` shows its runs)")
+    from cluster.exceptions import WaitTimedOut
+    from cluster.timing import wait_until
+
+    for run_id in ids:
+        def ended(r: int = run_id) -> dict | None:
+            got = scheduler.get_run(r)
+            return got if got and got["status"] != RunStatus.RUNNING.value else None
+        try:
+            run = wait_until(ended, wait_seconds, f"run {run_id}") if wait_seconds else None
+        except WaitTimedOut:
+            raise click.ClickException(f"run {run_id} of job {job_name!r} was asked to stop but still runs after "
+                                       f"{wait_seconds:g}s (its process may be stuck: `mapreduce history`)") from None
+        click.echo(f"run {run_id} of job {job_name!r}: " + (run["status"] if run else "asked to stop"))
+    if deleted:
+        click.echo(f"job {job_name!r} is off the queue")
 
 
 @mapreduce.command("force-run")

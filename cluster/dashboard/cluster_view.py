@@ -8,7 +8,7 @@ from flask import Blueprint, render_template
 from cluster.dashboard.state import state
 from cluster.progress import server_progress
 from cluster.scheduling.schedule import utc_now
-from cluster.scheduling.store import parse_time
+from cluster.scheduling.store import parse_time, run_is_orphaned
 
 bp = Blueprint("cluster", __name__)
 
@@ -23,7 +23,7 @@ def running_runs(runner_pid: int | None) -> list[dict[str, Any]]:
         progress = run.get("progress") or {}
         servers = progress.get("servers") or {}
         # a run whose Runner is gone (killed, machine rebooted) is not running: the next Runner closes it
-        orphaned = run.get("runner_pid") is not None and run["runner_pid"] != runner_pid
+        orphaned = run_is_orphaned(run, runner_pid)
         out.append({**run, "orphaned": orphaned, "elapsed": (now - parse_time(run["started_at"])).total_seconds(),
                     "estimate": scheduler.estimate_next_runtime(run["job_name"]),
                     "servers": {s: server_progress(progress.get("phase"), c) for s, c in sorted(servers.items())}})

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any, cast
 
-from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_wtf import FlaskForm
 
 from cluster import defaults
@@ -101,6 +101,17 @@ def run_now(name: str):  # (CSRFProtect checked the form's token before this vie
     else:
         flash(f"Job {name} is marked to run now, but no Runner works this queue: start one "
               "(`mapreduce runner`) and it runs first thing.", "warning")
+    return redirect(url_for("jobs.job", name=name))
+
+
+@bp.route("/jobs/<name>/cancel", methods=["POST"])
+def cancel(name: str):  # (CSRFProtect checked the form's token before this view runs)
+    ids = state().scheduler.request_cancel(name, f"with the dashboard's Stop button, from {request.remote_addr}")
+    if not ids:
+        flash(f"Job {name} is not running: nothing to stop.", "warning")
+    else:
+        flash(f"Run {', '.join(map(str, ids))} of job {name} is stopping (within a few seconds); it will show "
+              "as cancelled.", "ok")
     return redirect(url_for("jobs.job", name=name))
 
 

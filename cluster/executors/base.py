@@ -155,9 +155,11 @@ class Executor(ABC):
     def server_ids(self) -> list[str]:
         """Every server that takes part in a run (the plan names what each maps)."""
 
-    def run(self, job: dict, timeout_minutes: float | None = None) -> JobResult:
+    def run(self, job: dict, timeout_minutes: float | None = None,
+            cancelled: Callable[[], str | None] | None = None) -> JobResult:
         """Run one mapreduce job to the end; raise JobFailed (or another ClusterError) if it fails, and
-        JobTimedOut (the run dropped everywhere, nothing published) past `timeout_minutes`."""
+        JobTimedOut (the run dropped everywhere, nothing published) past `timeout_minutes`, JobCancelled
+        once `cancelled()` says who cancelled it (asked about once a second while the run waits)."""
         job = validate_job(job)
         name = job["job_name"]
         if job["job_type"] != JobType.MAPREDUCE.value:
@@ -165,7 +167,7 @@ class Executor(ABC):
                             "through the Runner)")
         functions.load_job_functions(self.config.projects_dir, job)  # fail fast, before any server
         self.check(job)
-        self.deadline = Deadline(timeout_minutes)
+        self.deadline = Deadline(timeout_minutes, cancelled)
         with self.lock(job), self.session():
             return self._run(job)
 

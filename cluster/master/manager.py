@@ -378,13 +378,14 @@ class ClusterManager:
                     os.unlink(local)
 
     def run(self, job: dict, on_progress: Callable[[str, dict[str, dict]], None] | None = None,
-            timeout_minutes: float | None = None):
+            timeout_minutes: float | None = None, cancelled: Callable[[], str | None] | None = None):
         """Run a mapreduce job on the running cluster; return its JobResult (executors/cluster.py).
 
         Past `timeout_minutes` the run is dropped on every server and JobTimedOut raised."""
         from cluster.executors.cluster import ClusterExecutor
 
-        return ClusterExecutor(self, on_progress=on_progress).run(job, timeout_minutes=timeout_minutes)
+        return ClusterExecutor(self, on_progress=on_progress).run(job, timeout_minutes=timeout_minutes,
+                                                                  cancelled=cancelled)
 
     def drop_runs_of(self, job_name: str, timeout: float = defaults.RECOVERY_WAIT_SECONDS) -> list[str]:
         """End what a dead master left running of a job on the servers; return the run ids dropped.

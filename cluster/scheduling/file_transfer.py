@@ -67,10 +67,11 @@ def _q(path: str) -> str:
 class FileTransfer:
     """Runs file-transfer jobs for one cluster (one config)."""
 
-    def __init__(self, config: ClusterConfig, *, timeout_minutes: float | None = None, job_name: str = "transfer"):
+    def __init__(self, config: ClusterConfig, *, timeout_minutes: float | None = None, job_name: str = "transfer",
+                 cancelled: Callable[[], str | None] | None = None):
         self.config = config
         self.job_name = job_name
-        self.deadline = Deadline(timeout_minutes)
+        self.deadline = Deadline(timeout_minutes, cancelled)  # checked between files
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     # --- the job ------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import signal
 import sqlite3
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,11 +37,11 @@ from typing import Any
 
 from cluster import defaults
 from cluster.config import ClusterConfig
-from cluster.exceptions import ClusterBusy, ClusterError, JobTimedOut, RunnerBusy
+from cluster.exceptions import ClusterError, RunnerBusy
 from cluster.job_spec import JobType
 from cluster.layout import take_flock
 from cluster.scheduling.schedule import is_due, retry_delay, utc_now
-from cluster.scheduling.store import QueuedJob, RunStatus, Scheduler
+from cluster.scheduling.store import QueuedJob, RunStatus, Scheduler, outcome_of, run_is_orphaned
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +199,8 @@ class Runner:
             self.scheduler.record_end(run_id, RunStatus.INTERRUPTED, ended=self.clock(),
                                       note="stopped by a second Ctrl-C; the job stays queued and runs again")
             raise
-        except ClusterBusy as exc:
-            status, error = RunStatus.REFUSED, str(exc)
-        except ClusterError as exc:
-            status = RunStatus.TIMED_OUT if isinstance(exc, JobTimedOut) else RunStatus.FAILED
-            phase, error = getattr(exc, "phase", None), str(exc)
-        except Exception:  # a bug in our code or a library: recorded with its traceback, the Runner goes on
-            status, error = RunStatus.FAILED, traceback.format_exc()
+        except Exception as exc:  # recorded (a bug in our code or a library with its traceback); the Runner goes on
+            status, phase, error = outcome_of(exc)
         seconds = time.monotonic() - started
         timeout = job.get("timeout_minutes")
         if status is RunStatus.FAILED and timeout is not None and seconds > 60 * timeout:
@@ -226,6 +220,9 @@ class Runner:
     def _execute(self, job: dict[str, Any], run_id: int) -> dict[str, Any]:
         job_type = JobType(job["job_type"])
         timeout = job.get("timeout_minutes")
+
+        def cancelled() -> str | None:
+            return self.scheduler.cancel_reason(run_id)
         if job_type is JobType.MAPREDUCE:
             progress = self._progress_recorder(run_id)
             from cluster.api import make_executor
@@ -233,16 +230,17 @@ class Runner:
             options = {"address": self.dask} if self.dask else {}
             executor = make_executor(self.executor, self.config, on_progress=progress,
                                      servers=self.servers if self.executor == "local" else None, **options)
-            result = executor.run(job, timeout_minutes=timeout)
+            result = executor.run(job, timeout_minutes=timeout, cancelled=cancelled)
             return {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
         if job_type is JobType.SCRIPT:
             from cluster.scheduling.script_runs import run_mark, run_script_job
 
             return run_script_job(self.config, job, run_id, mark=run_mark(self.scheduler.path, run_id),
-                                  on_started=lambda pgid, log: self.scheduler.record_process_group(run_id, pgid, log))
+                                  on_started=lambda pgid, log: self.scheduler.record_process_group(run_id, pgid, log),
+                                  cancelled=cancelled)
         from cluster.scheduling.file_transfer import FileTransfer
 
-        return FileTransfer(self.config, timeout_minutes=timeout).run(job)
+        return FileTransfer(self.config, timeout_minutes=timeout, cancelled=cancelled).run(job)
 
     def _progress_recorder(self, run_id: int) -> Callable[[str, dict[str, dict]], None]:
         """An on_progress callback that keeps a run's per-server counters in the history (at most
@@ -285,12 +283,17 @@ class Runner:
             at = now + dt.timedelta(seconds=defaults.BUSY_RETRY_SECONDS)
             self.scheduler.set_retry_state(name, entry.seq, failures=entry.failures, retry_at=at, held=entry.held)
             return f"not a try: it runs when the cluster is free (next look at {at:%H:%M:%S} UTC)", []
+        scheduled = job.get("schedule_frequency") is not None
+        if status is RunStatus.CANCELLED:  # a person's word: no retry, no group removal
+            self.scheduler.set_retry_state(name, entry.seq, failures=0, retry_at=None,
+                                           held=None if scheduled else "it was cancelled")
+            return ("cancelled; it runs again at its next scheduled time" if scheduled else
+                    f"cancelled; it stays queued until `mapreduce force-run {name}` or a new submission"), []
         failures, tries = entry.failures + 1, int(job.get("retries") or 0) + 1
         if failures < tries:
             at = now + retry_delay(job, failures, self.rng)
             self.scheduler.set_retry_state(name, entry.seq, failures=failures, retry_at=at, held=None)
             return f"try {failures} of {tries} failed; the next at {at:%Y-%m-%d %H:%M:%S} UTC", []
-        scheduled = job.get("schedule_frequency") is not None
         held = None if scheduled else f"failed {tries} time(s) in a row"
         self.scheduler.set_retry_state(name, entry.seq, failures=0 if scheduled else failures, retry_at=None,
                                        held=held)
@@ -314,6 +317,8 @@ class Runner:
 
         closed = []
         for run in self.scheduler.unfinished_runs():
+            if run.get("source") not in (None, "runner") and not run_is_orphaned(run, os.getpid()):
+                continue  # a `mapreduce run` still running beside this Runner
             did = [f"the Runner (pid {run['runner_pid']}) ended during this run"]
             if run["job_type"] == JobType.SCRIPT.value:
                 pids = stop_leftover_run(run_mark(self.scheduler.path, run["id"]))
@@ -333,4 +338,5 @@ class Runner:
             self.echo(f"run {run['id']}: job {run['job_name']} was interrupted: {'; '.join(did)}")
             closed.append(run["id"])
         return closed
+
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from cluster import defaults
 from cluster.config import ClusterConfig
-from cluster.exceptions import JobSpecError, JobTimedOut, ScriptFailed, WaitTimedOut
+from cluster.exceptions import JobSpecError, ScriptFailed, WaitTimedOut
 from cluster.job_spec import is_inside
 from cluster.scheduling.publish import publish
-from cluster.timing import wait_until
+from cluster.timing import Deadline, wait_until
 
 log = logging.getLogger(__name__)
 MARK_ENV = "CLUSTER_RUN_MARK"
@@ -163,12 +163,14 @@ def _prune_run_dirs(job_dir: str, keep: int) -> None:
 
 
 def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, mark: str,
-                   on_started: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+                   on_started: Callable[[int, str], None] | None = None,
+                   cancelled: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Run one script job to its end and return its counters (`mark`: see `run_mark`).
 
     `on_started(pgid, log_path)` is called as soon as the command runs (the Runner records
     the process group, so a restarted Runner can stop it). Raises ScriptFailed on a non-zero
-    exit, JobTimedOut past timeout_minutes; nothing is published unless the command succeeded."""
+    exit, JobTimedOut past timeout_minutes, JobCancelled once `cancelled()` names who cancelled it (the
+    whole process group is stopped either way); nothing is published unless the command succeeded."""
     name = job["job_name"]
     job_dir = os.path.join(config.local_working_dir, "runs", name)
     run_dir = os.path.join(job_dir, str(run_id))
@@ -196,18 +198,19 @@ def run_script_job(config: ClusterConfig, job: dict[str, Any], run_id: int, *, m
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     log.info("job %s: started %s (pid %d), log %s", name, " ".join(command)[:200], proc.pid, log_path)
+    deadline = Deadline(timeout, cancelled)
     try:
         if on_started is not None:
             on_started(proc.pid, log_path)
-        code = proc.wait(timeout=None if timeout is None else 60 * timeout)
-    except subprocess.TimeoutExpired:
-        assert timeout is not None  # the wait times out only with one
-        stop_process_group(proc.pid, proc)
-        stop_leftover_run(env[MARK_ENV])  # processes that left the group (setsid, daemons)
-        raise JobTimedOut(name, timeout, what=f" (its process group {proc.pid} was ended; log {log_path})") from None
+        while True:
+            try:
+                code = proc.wait(timeout=deadline.remaining(1.0))
+                break
+            except subprocess.TimeoutExpired:
+                deadline.check(name, "script", what=f" (its process group {proc.pid} was ended; log {log_path})")
     except BaseException:
         stop_process_group(proc.pid, proc)
-        stop_leftover_run(env[MARK_ENV])
+        stop_leftover_run(env[MARK_ENV])  # processes that left the group (setsid, daemons)
         raise
     left = _group_members(None, env[MARK_ENV])
     if left:  # the command exited but left processes behind: they belong to the run

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import statistics
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.engine.partitions import filter_problems
-from cluster.exceptions import JobSpecError
+from cluster.exceptions import ClusterBusy, ClusterError, JobCancelled, JobSpecError, JobTimedOut
 from cluster.job_spec import (  # noqa: F401 - the templates are part of the Scheduler's API
     get_file_transfer_template,
     get_mapreduce_job_template,
@@ -28,6 +30,7 @@ from cluster.job_spec import (  # noqa: F401 - the templates are part of the Sch
 )
 from cluster.scheduling.schedule import utc_now
 
+log = logging.getLogger(__name__)
 RUNTIMES_KEPT = 50
 # a job's schedule reference: the start of its latest run that did not end interrupted or refused
 _LAST_START = ("SELECT started_at FROM runs WHERE job_name = {name} AND status NOT IN (?, ?) "
@@ -60,7 +63,9 @@ CREATE TABLE IF NOT EXISTS runs (
     process_group INTEGER,
     note TEXT,
     log_path TEXT,
-    progress TEXT
+    progress TEXT,
+    source TEXT,
+    cancel_requested TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -111,6 +116,46 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
+def outcome_of(exc: BaseException) -> tuple[RunStatus, str | None, str]:
+    """How a run that raised `exc` is recorded: (status, phase, error). A refusal by a busy cluster
+    and a cancel are not failures; an error of our own code or a library keeps its traceback."""
+    if isinstance(exc, ClusterBusy):
+        return RunStatus.REFUSED, None, str(exc)
+    if isinstance(exc, JobCancelled):
+        return RunStatus.CANCELLED, exc.phase, str(exc)
+    if isinstance(exc, ClusterError):
+        status = RunStatus.TIMED_OUT if isinstance(exc, JobTimedOut) else RunStatus.FAILED
+        return status, getattr(exc, "phase", None), str(exc)
+    return RunStatus.FAILED, None, "".join(traceback.format_exception(exc))
+
+
+def run_is_orphaned(run: dict[str, Any], runner_pid: int | None) -> bool:
+    """Whether a run still marked running has lost the process that runs it: a Runner's run once another
+    Runner (`runner_pid`, or none) holds the queue; a `mapreduce run` or job script's once its process
+    has ended."""
+    if run.get("source") in (None, "runner"):
+        return run.get("runner_pid") is not None and run["runner_pid"] != runner_pid
+    pid = run.get("runner_pid")
+    if not pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass
+class RecordedRun:
+    """A run in the history while it runs: its id, its cancel check, the counters to record at its end."""
+
+    run_id: int | None
+    cancelled: Callable[[], str | None] | None
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
 def _time_or_none(text: str | None) -> dt.datetime | None:
     return parse_time(text) if text else None
 
@@ -137,7 +182,7 @@ class Scheduler:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-            for column in ("log_path", "progress"):  # a queue made before runs kept logs / progress
+            for column in ("log_path", "progress", "source", "cancel_requested"):  # a queue made before these
                 if column not in columns:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             job_columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
@@ -284,15 +329,55 @@ class Scheduler:
 
     # --- the history ----------------------------------------------------------------------
     def record_start(self, job: dict[str, Any], *, runner_pid: int | None = None,
-                     started: dt.datetime | None = None) -> int:
-        """A run begins; return its id."""
+                     started: dt.datetime | None = None, source: str = "runner") -> int:
+        """A run begins; return its id. `source`: who started it (the Runner, `mapreduce run`, a job
+        script); `runner_pid`: the process that runs it (a later Runner closes runs whose process died)."""
         with self._write() as db:
             run_id = db.execute(
-                "INSERT INTO runs (job_name, job_type, started_at, status, runner_pid) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO runs (job_name, job_type, started_at, status, runner_pid, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (job["job_name"], job["job_type"], _iso(started or utc_now()), RunStatus.RUNNING.value,
-                 runner_pid)).lastrowid
+                 runner_pid, source)).lastrowid
             assert run_id is not None  # an INSERT sets it
             return run_id
+
+    @contextmanager
+    def recorded_run(self, job: dict[str, Any], source: str) -> Iterator[RecordedRun]:
+        """Record a run started outside the Runner (`mapreduce run`, a job script) from its start to its
+        end, so the history has every run and `mapreduce cancel` reaches it. A history that cannot be
+        written is said once and the run goes on unrecorded."""
+        try:
+            run_id = self.record_start(job, runner_pid=os.getpid(), source=source)
+        except sqlite3.Error as exc:
+            log.warning("this run is not recorded in the history %s: %s", self.path, exc)
+            yield RecordedRun(None, None)
+            return
+        record = RecordedRun(run_id, lambda: self.cancel_reason(run_id))
+        try:
+            yield record
+        except KeyboardInterrupt:
+            self.record_end(run_id, RunStatus.INTERRUPTED, note=f"stopped with Ctrl-C ({source})")
+            raise
+        except BaseException as exc:
+            status, phase, error = outcome_of(exc)
+            self.record_end(run_id, status, phase=phase, exception=error)
+            raise
+        self.record_end(run_id, RunStatus.SUCCEEDED, counters=record.counters)
+
+    def request_cancel(self, job_name: str, by: str) -> list[int]:
+        """Ask the running run(s) of a job to stop; return their ids (the process that runs each sees
+        the request within about a second)."""
+        with self._write() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE job_name = ? AND status = ?",
+                                            (job_name, RunStatus.RUNNING.value))]
+            db.executemany("UPDATE runs SET cancel_requested = ? WHERE id = ?", [(by, i) for i in ids])
+        return ids
+
+    def cancel_reason(self, run_id: int) -> str | None:
+        """Who asked a run to stop (None: nobody)."""
+        with self._connection() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
 
     def record_process_group(self, run_id: int, pgid: int, log_path: str | None = None) -> None:
         """The process group of a script run and where its output goes (one transaction)."""

@@ -188,18 +188,27 @@ class JobScriptRunner:
         return job
 
     def _engine(self, job: dict) -> JobResult:
+        """The job through its executor, recorded in the master's history (so `mapreduce cancel` stops it)."""
+        from cluster.scheduling.store import Scheduler
+
         r = self.run
         bars = PhaseBars(enabled=r.progress)
-        try:
-            if r.cluster:
-                return make_executor("cluster", self.config, on_progress=bars.update).run(job)
-            if r.dask:
-                return make_executor("dask", self.config, on_progress=bars.update, address=r.dask).run(job)
-            return make_executor("local", self.config, servers=r.num_mappers, reducers=r.num_reducers,
-                                 on_progress=bars.update, worker_log_level=r.worker_log_level,
-                                 profile_dir=self.work_dir if r.profile else None).run(job)
-        finally:
-            bars.close()
+        kind = "cluster" if r.cluster else "dask" if r.dask else "local"
+        with Scheduler(self.config).recorded_run(job_spec.validate_job(job), source=f"job script ({kind})") as record:
+            try:
+                if r.cluster:
+                    executor = make_executor("cluster", self.config, on_progress=bars.update)
+                elif r.dask:
+                    executor = make_executor("dask", self.config, on_progress=bars.update, address=r.dask)
+                else:
+                    executor = make_executor("local", self.config, servers=r.num_mappers, reducers=r.num_reducers,
+                                             on_progress=bars.update, worker_log_level=r.worker_log_level,
+                                             profile_dir=self.work_dir if r.profile else None)
+                result = executor.run(job, cancelled=record.cancelled)
+            finally:
+                bars.close()
+            record.counters = {"output_dir": result.output_dir, "mapreduce_run": result.run_id, **result.counters}
+        return result
 
     # --- output ----------------------------------------------------------------------------
     def _write_output(self) -> None:

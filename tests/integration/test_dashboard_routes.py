@@ -18,6 +18,7 @@ from cluster.dashboard import create_app
 from cluster.job_spec import get_mapreduce_job_template, get_script_template
 from cluster.scheduling.runner import Runner
 from cluster.scheduling.schedule import next_time_after, utc_now
+from cluster.scheduling.store import RunStatus
 
 NO_CLUSTER = {"error": "cluster 'dash' has never been started (no certificates); run `manage_cluster start`",
               "servers": [], "locations": []}
@@ -433,3 +434,22 @@ def test_a_running_mapreduce_run_shows_each_workers_progress(app, user):
     assert 'value="25"' in page and "phase-done" in page
     job_page = user.get("/jobs/wc").text
     assert 'data-refresh="/jobs/wc/runs"' in job_page and f"Run {run_id} is running" in job_page
+
+
+def test_the_stop_button_asks_a_running_run_to_stop_and_needs_its_token(app, user, tmp_path):
+    import os
+
+    job = get_script_template()
+    job.update(job_name="busy", script_location="/bin/true.py")
+    run_id = scheduler_of(app).record_start(job, runner_pid=os.getpid(), source="mapreduce run (local)")
+    page = user.get("/jobs/busy").text
+    assert "Stop the running run" in page
+    forged = user.client.post("/jobs/busy/cancel", data={"csrf_token": "forged"})
+    assert forged.status_code == 400 and scheduler_of(app).cancel_reason(run_id) is None
+    stopped = user.post_form("/jobs/busy", "/jobs/busy/cancel")
+    assert stopped.status_code == 302
+    assert "Stop button" in scheduler_of(app).cancel_reason(run_id)
+    scheduler_of(app).record_end(run_id, RunStatus.CANCELLED)
+    assert "Stop the running run" not in user.get("/jobs/busy").text
+    again = user.post_form("/jobs/busy", "/jobs/busy/cancel", follow_redirects=True)
+    assert "is not running: nothing to stop" in again.text
