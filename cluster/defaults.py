@@ -80,6 +80,8 @@ WORKER_GC_THRESHOLDS = (100_000, 50, 1000)
 
 # --- the Runner -------------------------------------------------------------------------
 RUNNER_IDLE_SECONDS = 2.0      # with nothing due, the Runner looks at the queue again this often
+LOG_MAX_BYTES = 50 * 1024 ** 2  # a server's or the Runner's log is rotated past this size...
+LOG_BACKUPS = 3                # ...keeping this many older files (<log>.1 is the newest of them)
 RUN_DIRS_KEPT = 10             # per-run folders (unpacked tarball, log) kept per script job
 KILL_GRACE_SECONDS = 5.0       # a stopped script's processes get SIGTERM, then SIGKILL after this long
 RUN_PROGRESS_EVERY_SECONDS = 2.0  # a running mapreduce job's counters reach the history this often

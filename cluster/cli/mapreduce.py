@@ -313,8 +313,18 @@ def queue(config_path: str | None, as_json: bool) -> None:
 @config_option
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Runs to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (counters included).")
-def history(job_name: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
-    """The latest runs (of one job, or of every job), newest first."""
+@click.option("--prune", "prune_days", type=click.FloatRange(0, min_open=True), default=None, metavar="DAYS",
+              help="Delete the records of runs that ended more than DAYS ago (of every job), then exit.")
+def history(job_name: str | None, config_path: str | None, limit: int, as_json: bool,
+            prune_days: float | None) -> None:
+    """The latest runs (of one job, or of every job), newest first: who started each (SOURCE) and
+    how it ended."""
+    if prune_days is not None:
+        if job_name:
+            raise click.UsageError("--prune applies to every job's runs; leave out JOB_NAME")
+        gone = _scheduler(config_path).prune(prune_days)
+        click.echo(f"deleted the records of {gone} run(s) that ended more than {prune_days:g} day(s) ago")
+        return
     runs = _scheduler(config_path).history(job_name, limit)
     if as_json:
         click.echo(json.dumps(runs))
@@ -324,12 +334,13 @@ def history(job_name: str | None, config_path: str | None, limit: int, as_json: 
         return
     from cluster.scheduling.store import parse_time
 
-    rows = [("RUN", "JOB", "STARTED (UTC)", "SECONDS", "STATUS", "PHASE", "EXCEPTION")]
+    rows = [("RUN", "JOB", "STARTED (UTC)", "SECONDS", "STATUS", "SOURCE", "PHASE", "EXCEPTION")]
     for r in runs:
         took = parse_time(r["ended_at"]) - parse_time(r["started_at"]) if r["ended_at"] else None
         secs = "-" if took is None else f"{took.total_seconds():.1f}"
         rows.append((str(r["id"]), r["job_name"], r["started_at"][:19].replace("T", " "), secs, r["status"],
-                     r["phase"] or "-", (r["exception"] or r["note"] or "-").splitlines()[0][:80]))
+                     r.get("source") or "runner", r["phase"] or "-",
+                     (r["exception"] or r["note"] or "-").splitlines()[0][:80]))
     _table(rows)
 
 
@@ -373,12 +384,24 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
     if servers is not None and not local:
         raise click.UsageError("--servers goes with --local")
     config = ClusterConfig.load(config_path)
-    r = Runner(config, local=local, servers=servers, dask=dask, echo=lambda m: click.echo(f"{_now()} {m}"))
+    from cluster.logfile import RotatingFile
+
+    log_file = RotatingFile(os.path.join(config.local_working_dir, "logs", "runner.log"))
+    handler = logging.StreamHandler(log_file)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+    def echo(message: str) -> None:  # the terminal (or screen window) and the size-capped runner.log
+        line = f"{_now()} {message}"
+        click.echo(line)
+        log_file.write(line + "\n")
+    r = Runner(config, local=local, servers=servers, dask=dask, echo=echo)
     r.install_signal_handlers()
     where = {"local": "local executor", "dask": f"Dask at {dask or config.dask_scheduler}",
              "cluster": f"cluster {config.cluster_name!r}"}[r.executor]
-    click.echo(f"{_now()} Runner pid {os.getpid()} on the queue in {config.local_working_dir} ({where}"
-               f"{', one round' if once else ''})")
+    echo(f"Runner pid {os.getpid()} on the queue in {config.local_working_dir} ({where}"
+         f"{', one round' if once else ''}); its log: {log_file.path}")
     outcomes = r.serve(once=once)
     missed = [o for o in outcomes if o.status not in (RunStatus.SUCCEEDED,)]
     if once and missed:

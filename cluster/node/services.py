@@ -31,6 +31,7 @@ from cluster.engine.reducer import commit_output, discard_run
 from cluster.engine.store import store_options
 from cluster.engine.store_output import StoreOutput
 from cluster.layout import JobLayout
+from cluster.logfile import RotatingFile
 from cluster.node import control, location
 from cluster.node.location import code_digest
 from cluster.node.security import ClusterSecrets, location_secrets
@@ -237,8 +238,7 @@ class _Tee(io.TextIOBase):
 
 def _log_to(path: str) -> None:
     """Everything the process prints (user functions included) goes to the window and to `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    logfile = open(path, "a", buffering=1)
+    logfile = RotatingFile(path)
     sys.stdout = _Tee(logfile, sys.__stdout__)
     sys.stderr = _Tee(logfile, sys.__stderr__)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

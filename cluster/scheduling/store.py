@@ -427,6 +427,13 @@ class Scheduler:
                 rows = db.execute("SELECT * FROM runs WHERE job_name = ? ORDER BY id DESC LIMIT ?", (name, limit))
             return [_run_row(r) for r in rows]
 
+    def prune(self, days: float, now: dt.datetime | None = None) -> int:
+        """Delete the records of runs that ended more than `days` ago (running ones stay); return how many."""
+        cutoff = _iso((now or utc_now()) - dt.timedelta(days=days))
+        with self._write() as db:
+            return db.execute("DELETE FROM runs WHERE status != ? AND ended_at IS NOT NULL AND ended_at < ?",
+                              (RunStatus.RUNNING.value, cutoff)).rowcount
+
     def last_start(self, name: str) -> dt.datetime | None:
         """When the job's latest run that did not end interrupted started (its schedule's reference)."""
         with self._connection() as db:

@@ -181,3 +181,18 @@ def test_4_x_50_concurrent_submits_are_200_queued_jobs(cfg, cfg_file, script):
 
     names = [j["job_name"] for j in Scheduler(cfg).list_jobs()]
     assert len(names) == 200 and len(set(names)) == 200
+
+
+def test_history_prune_deletes_old_ended_runs_only(cfg, cfg_file, runner, clock, script):
+    from cluster.scheduling.store import Scheduler
+
+    s = Scheduler(cfg)
+    old = s.record_start(job("old", script, 0), started=T0 - dt.timedelta(days=40))
+    s.record_end(old, RunStatus.SUCCEEDED, ended=T0 - dt.timedelta(days=40))
+    recent = s.record_start(job("recent", script, 0))
+    s.record_end(recent, RunStatus.FAILED)
+    running = s.record_start(job("running", script, 0), started=T0 - dt.timedelta(days=90))
+    out = subprocess.run([str(MAPREDUCE), "history", "--prune", "30", "--config", cfg_file], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "deleted the records of 1 run(s)" in out.stdout, out.stderr
+    assert sorted(r["id"] for r in s.history()) == sorted([recent, running])

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cluster"
 CORE = {"cluster", "cluster.config", "cluster.counters", "cluster.defaults", "cluster.exceptions", "cluster.layout",
-        "cluster.emit", "cluster.job_spec", "cluster.progress", "cluster.timing"}
+        "cluster.emit", "cluster.job_spec", "cluster.logfile", "cluster.progress", "cluster.timing"}
 RANKS = {"engine": 1, "node": 2, "executors": 3, "master": 4, "scheduling": 5, "telemetry": 5, "cli": 6,
          "dashboard": 6}
 TOP = {"cluster.api": 4, "cluster.sample_data": 6, "cluster.job": 6}  # the user API, tools, an alias
