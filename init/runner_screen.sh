@@ -30,7 +30,8 @@ start)
     fi
     mkdir -p "$workdir"
     args=$(printf ' %q' "$@")
-    screen -dmS "$session" bash -c "$mapreduce runner$args 2>&1 | tee -a $(printf %q "$workdir/runner.log")"
+    # the Runner writes its lines to $workdir/runner.log itself, size-capped and rotated
+    screen -dmS "$session" bash -c "$mapreduce runner$args"
     echo "started the Runner in screen session $session (screen -r $session); log: $workdir/runner.log"
     ;;
 stop)

@@ -386,7 +386,7 @@ def runner(config_path: str | None, once: bool, local: bool, servers: int | None
     config = ClusterConfig.load(config_path)
     from cluster.logfile import RotatingFile
 
-    log_file = RotatingFile(os.path.join(config.local_working_dir, "logs", "runner.log"))
+    log_file = RotatingFile(os.path.join(config.local_working_dir, "runner.log"))
     handler = logging.StreamHandler(log_file)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
