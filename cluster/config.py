@@ -11,7 +11,8 @@ from typing import Any
 from cluster import defaults
 from cluster.exceptions import ConfigError
 
-_INT_KEYS = ("number_of_servers_per_location", "base_port", "management_port", "redis_port", "ssh_port")
+_INT_KEYS = ("number_of_servers_per_location", "base_port", "management_port", "redis_port", "ssh_port",
+             "max_task_attempts")
 _SIZE_KEYS = ("max_number_of_bytes_in_memory",)
 _FLOAT_KEYS = ("poll_every",)
 _DERIVED_DIRS = {
@@ -62,6 +63,7 @@ class ClusterConfig:
     publish_url: str
     s3_endpoint_url: str | None
     dask_scheduler: str | None = None
+    max_task_attempts: int = 4
     source: str = "built-in defaults"
     dashboard_password: str | None = field(default=None, repr=False)  # the master's only; never shipped
 
@@ -139,6 +141,8 @@ class ClusterConfig:
             problems.append(f"ssh_check_host_keys must be yes or no, got {merged['ssh_check_host_keys']!r}")
         if out.get("number_of_servers_per_location", 1) < 1:
             problems.append("number_of_servers_per_location must be at least 1")
+        if out.get("max_task_attempts", 1) < 1:
+            problems.append("max_task_attempts must be at least 1 (1: no second attempt)")
         if out.get("poll_every", 1.0) <= 0:
             problems.append("poll_every must be more than 0 seconds")
         if out.get("max_number_of_bytes_in_memory", 1024 ** 2) < 1024 ** 2:

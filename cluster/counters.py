@@ -55,6 +55,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("received_bytes", "map", Merge.SUM, "bytes received from other servers (the cluster)"),
     # sort and reduce
     Counter("runs_in", "sort", Merge.SUM, "sorted runs a reducer merges"),
+    Counter("spill_files_dropped", "sort", Merge.SUM, "runs of map attempts that do not count, removed (the cluster)"),
     Counter("merge_passes", "sort", Merge.PER_SERVER, "merge passes before the final merge"),
     Counter("runs_spilled", "sort", Merge.LOCAL, "runs a DiskSort wrote itself"),
     Counter("items_sorted", "sort", Merge.LOCAL, "items a DiskSort yielded"),

@@ -38,6 +38,8 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "s3_endpoint_url": None,       # an S3-compatible store's URL (default: AWS); credentials: boto3's usual chain
     "dashboard_password": None,    # the web dashboard's login (or $CLUSTER_DASHBOARD_PASSWORD); master only
     "dask_scheduler": None,        # the Dask executor's scheduler, tcp://HOST:8786 or "local" (--dask overrides)
+    "max_task_attempts": 4,        # the cluster runs a server's part of a phase this often at most, after the
+    #                                server died or met an infrastructure error (1: never again)
 }
 CONFIG_ENV = "CLUSTER_CONFIG"
 CONFIG_USER_PATH = os.path.join(os.path.expanduser("~"), ".config", "cluster", "cluster.cfg")

@@ -21,6 +21,15 @@ from cluster.exceptions import JobFailed
 
 SPILL_SUFFIX = ".spill"
 UNIVERSAL_MARK = "-u"
+ATTEMPT_MARK = "~"  # a cluster server's spill files: <server>~<map attempt>-<seq>.spill
+
+
+def spill_sender(name: str) -> tuple[str, int | None]:
+    """Who wrote a spill file, and in which map attempt (None: a name without one, from the local or
+    the Dask executor)."""
+    writer = name.split("-", 1)[0]
+    sender, _, attempt = writer.partition(ATTEMPT_MARK)
+    return sender, int(attempt) if attempt.isdigit() else None
 INTERMEDIATE = ("map", "spill", "sort", "staging")
 
 

@@ -158,6 +158,8 @@ def format_counters(result: Any) -> str:
         lines += [f"    {n:>10,}  {path}" for path, n in by_file[:10]]
         if len(by_file) > 10:
             lines.append(f"    {sum(n for _, n in by_file[10:]):>10,}  in {len(by_file) - 10} more files")
+    for r in c.get("retried_tasks") or []:
+        lines.append(f"  retried:       {r['server']} {r['phase']} (attempt {r['attempt']}): {r['reason'][:160]}")
     if c.get("locked_files_skipped"):
         lines.append(f"  skipped (locked, still being written): {len(c['locked_files_skipped'])} files")
     if c.get("files_already_mapped"):

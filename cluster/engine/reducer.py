@@ -24,7 +24,7 @@ from cluster import defaults
 from cluster.engine.disk_list import DiskList
 from cluster.engine.disk_sort import DiskSort
 from cluster.exceptions import OrderConflict, OutputError, UserFunctionError
-from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK, JobLayout
+from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK, JobLayout, spill_sender
 
 log = logging.getLogger(__name__)
 OUTPUT_SUFFIX = ".jsonl"
@@ -149,8 +149,25 @@ class Reducer:
             ds.add_run(path, universal=os.path.basename(path).endswith(UNIVERSAL_MARK + SPILL_SUFFIX))
         return ds
 
-    def sort(self) -> None:
-        """Collect this server's runs and merge them down to what one final merge can hold."""
+    def drop_other_attempts(self, accepted: dict[str, int]) -> int:
+        """Remove the spill files of map attempts that do not count (a server whose map ran again sent
+        its output again); return how many."""
+        dropped = 0
+        for path in self._input_runs():
+            sender, attempt = spill_sender(os.path.basename(path))
+            if attempt is not None and accepted.get(sender, attempt) != attempt:
+                os.unlink(path)
+                dropped += 1
+        return dropped
+
+    def sort(self, accepted: dict[str, int] | None = None) -> None:
+        """Collect this server's runs (of the map attempts in `accepted`, when given) and merge them down
+        to what one final merge can hold."""
+        if self._sort is not None:
+            self._sort.close()
+        shutil.rmtree(self.layout.sort_dir(self.server_id), ignore_errors=True)  # an earlier attempt's runs
+        if accepted is not None:
+            self.counters["spill_files_dropped"] = self.drop_other_attempts(accepted)
         self._sort = self._new_sort(universal=False)
         self.counters["runs_in"] = self._sort.run_count
         try:
@@ -160,10 +177,10 @@ class Reducer:
             self._sort.premerge()
         self.counters["merge_passes"] = self._sort.counters["merge_passes"]
 
-    def reduce(self) -> None:
+    def reduce(self, accepted: dict[str, int] | None = None) -> None:
         """Reduce every group into the run's staging folder."""
         if self._sort is None:
-            self.sort()
+            self.sort(accepted)
         try:
             self._reduce_once()
         except OrderConflict:
@@ -228,9 +245,7 @@ class Reducer:
         c["output_files"] = len(writer.files)
         c["output_bytes"] = writer.bytes
         c["groups_on_disk"] = self._sort.counters.get("groups_on_disk", 0)
-        self._sort.close()
-        for path in self._input_runs():
-            os.unlink(path)
+        self._sort.close()  # the input runs stay until the commit: a reduce that runs again reads them
 
     def close(self) -> None:
         if self._sort is not None:

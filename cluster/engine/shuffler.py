@@ -195,8 +195,9 @@ class Shuffler:
     def __init__(self, *, server_id: str, partitions: list[str], spill_dir: str, transport: Transport,
                  memory_budget_bytes: int, max_items_per_file: int,
                  combine: Callable[[list, Any], Iterable] | None = None, combine_name: str = "combine",
-                 auxiliary_data: Any = None, counters: dict | None = None):
+                 auxiliary_data: Any = None, counters: dict | None = None, file_prefix: str | None = None):
         self.server_id = server_id
+        self.file_prefix = file_prefix or server_id  # a cluster server's names its map attempt too
         self.partitions = list(partitions)
         self.spill_dir = spill_dir
         self.transport = transport
@@ -409,7 +410,7 @@ class Shuffler:
 
     def _write(self, items: list, dest: str, universal: bool) -> None:
         self._spill_seq += 1
-        name = f"{self.server_id}-{self._spill_seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
+        name = f"{self.file_prefix}-{self._spill_seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
         tmp = os.path.join(self.spill_dir, name + ".tmp")
         path = os.path.join(self.spill_dir, name)
         try:

@@ -27,7 +27,7 @@ from cluster.engine.shuffler import Shuffler
 from cluster.engine.store import StoreOptions, store_options
 from cluster.engine.transport import LocalTransport, Transport
 from cluster.exceptions import ClusterError, JobAborted, ShuffleError, UserFunctionError
-from cluster.layout import JobLayout
+from cluster.layout import ATTEMPT_MARK, JobLayout
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def error_report(exc: BaseException, server_id: str, phase: str) -> dict[str, An
 def map_inputs(*, server_id: str, job: dict, files: list[str], previous_output: list[str],
                map_fn: Callable | FileMapFunction, combine_fn: Callable | None, aux_map: Any, aux_reduce: Any,
                partitions: list[str], spill_dir: str, transport: Transport, memory_budget_bytes: int,
-               counters: dict, progress: Callable[[], None] | None = None, store: StoreOptions | None = None) -> None:
+               counters: dict, progress: Callable[[], None] | None = None, store: StoreOptions | None = None,
+               file_prefix: str | None = None) -> None:
     """One map task: the files (and the previous output, never sampled) through the map function into
     a Shuffler, whose spills `transport` takes to the partitions' reducers. What every executor's map
     runs."""
@@ -81,7 +82,7 @@ def map_inputs(*, server_id: str, job: dict, files: list[str], previous_output: 
         memory_budget_bytes=memory_budget_bytes,
         max_items_per_file=job.get("max_number_dumped_items_shuffler") or defaults.MAX_NUMBER_DUMPED_ITEMS_SHUFFLER,
         combine=combine_fn, combine_name=job.get("combine_function_name") or "combine",
-        auxiliary_data=aux_reduce, counters=counters)
+        auxiliary_data=aux_reduce, counters=counters, file_prefix=file_prefix)
     mapper = Mapper(server_id=server_id, job=job, map_function=map_fn, auxiliary_data=aux_map,
                     shuffler=shuffler, counters=counters, progress=progress, store=store)
     mapper.run(files)
@@ -95,7 +96,8 @@ class ServerTask:
     def __init__(self, *, config: ClusterConfig, job: dict, run_id: str, server_id: str,
                  partitions: list[str], inputs: dict[str, list[str]], projects_root: str,
                  transport: Transport | None = None, on_progress=None,
-                 cancelled: threading.Event | None = None, isolate: bool = False, profile_dir: str | None = None):
+                 cancelled: threading.Event | None = None, isolate: bool = False, profile_dir: str | None = None,
+                 attempt: int | None = None):
         self.config = config
         self.job = job
         self.run_id = run_id
@@ -107,6 +109,8 @@ class ServerTask:
         self.on_progress = on_progress
         self.cancelled = cancelled
         self.profile_dir = profile_dir
+        self.attempt = attempt  # of this server's map (a cluster's; its spill files carry it)
+        self.accepted: dict[str, int] | None = None  # the map attempt that counts, per sender (from sort on)
         self.counters: dict[str, dict] = {p.value: {} for p in Phase}
         self._last_progress = 0.0
         self._reducer: Reducer | None = None
@@ -122,9 +126,12 @@ class ServerTask:
             self._last_progress = now
             self.on_progress(self._phase.value, self.counters[self._phase.value])
 
-    def run_phase(self, phase: Phase) -> dict:
-        """Run one phase to the end; return its counters."""
+    def run_phase(self, phase: Phase, accepted: dict[str, int] | None = None) -> dict:
+        """Run one phase to the end; return its counters. `accepted` (sort, on the cluster): which map
+        attempt of each server counts; spill files of other attempts are dropped."""
         self._phase = phase
+        if accepted is not None:
+            self.accepted = accepted
         counters = self.counters[phase.value]
         started = time.monotonic()
         profiler = cProfile.Profile() if self.profile_dir else None
@@ -146,6 +153,7 @@ class ServerTask:
         return counters
 
     def _map(self, counters: dict) -> None:
+        shutil.rmtree(self.layout.spill_dir(self.server_id), ignore_errors=True)  # an earlier attempt's
         for d in self.layout.server_dirs(self.server_id):
             os.makedirs(d, exist_ok=True)
         map_inputs(server_id=self.server_id, job=self.job, files=self.inputs.get("files", []),
@@ -155,7 +163,8 @@ class ServerTask:
                    aux_reduce=load_auxiliary_data(self.layout, self.job.get("auxiliary_data_name_reducer")),
                    partitions=self.partitions, spill_dir=self.layout.spill_dir(self.server_id),
                    transport=self.transport, memory_budget_bytes=self.config.server_memory_budget,
-                   counters=counters, progress=self.progress, store=store_options(self.config.s3_endpoint_url))
+                   counters=counters, progress=self.progress, store=store_options(self.config.s3_endpoint_url),
+                   file_prefix=None if self.attempt is None else f"{self.server_id}{ATTEMPT_MARK}{self.attempt}")
 
     def _reducer_for(self, counters: dict) -> Reducer:
         if self._reducer is None:
@@ -168,10 +177,10 @@ class ServerTask:
         return self._reducer
 
     def _sort(self, counters: dict) -> None:
-        self._reducer_for(counters).sort()
+        self._reducer_for(counters).sort(self.accepted)
 
     def _reduce(self, counters: dict) -> None:
-        self._reducer_for(counters).reduce()
+        self._reducer_for(counters).reduce(self.accepted)
 
     def close(self) -> None:
         if self._reducer is not None:

@@ -149,6 +149,7 @@ class Executor(ABC):
         self.config = config
         self.on_progress = on_progress
         self.deadline = Deadline(None)
+        self.retried: list[dict[str, Any]] = []  # a run's tasks that ran again: server, phase, attempt, reason
 
     @property
     @abstractmethod
@@ -176,6 +177,7 @@ class Executor(ABC):
         for path in notes.get("locked_files_skipped", []):
             log.warning("skipping %s: it is locked (still being written); it will be mapped next time", path)
         run_id = new_run_id()
+        self.retried = []
         per_server: dict[str, dict[str, dict]] = {s: {} for s in self.server_ids}
         seconds: dict[str, float] = {}
         try:
@@ -195,6 +197,7 @@ class Executor(ABC):
         counters = merge_counters(per_server)
         counters.update(notes)
         counters["seconds"] = seconds
+        counters["retried_tasks"] = list(self.retried)
         return JobResult(job["job_name"], run_id, output_dir, counters, per_server)
 
     def report_progress(self, phase: str, per_server: dict[str, dict[str, dict]]) -> None:

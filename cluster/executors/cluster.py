@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -33,6 +34,7 @@ from cluster.executors.base import Executor, JobResult, Plan, Progress, failure_
 from cluster.layout import JobLayout
 from cluster.node import control
 from cluster.node.security import secrets_for
+from cluster.timing import wait_until
 
 log = logging.getLogger(__name__)
 START = "start"
@@ -176,17 +178,32 @@ class ClusterExecutor(Executor):
                 plan[s]["previous_output"] = fs
 
     def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
-        name = job["job_name"]
-        self._renew(name, run_id)
+        self._job, self._plan = job, plan
+        self._map_attempts = {s: 1 for s in self.server_ids}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._start_ids: dict[str, str] = {}
+        self._renew(job["job_name"], run_id)
         for s in self.server_ids:
-            self._send(name, s, control.Command.START, run_id=run_id, job=job, inputs=plan[s])
-        self._wait(name, run_id, START, per_server)
+            self._send_step(run_id, s, START)
+        self._wait(job["job_name"], run_id, START, {s: [START] for s in self.server_ids}, per_server)
 
     def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
-        name = job["job_name"]
         for s in self.server_ids:
-            self._send(name, s, control.Command.PHASE, run_id=run_id, phase=phase.value)
-        self._wait(name, run_id, phase.value, per_server)
+            self._send_step(run_id, s, phase.value)
+        self._wait(job["job_name"], run_id, phase.value, {s: [phase.value] for s in self.server_ids}, per_server)
+
+    def _send_step(self, run_id: str, server: str, step: str) -> None:
+        """Send a server one step of its part: its start (a new attempt, with a new start id: reports of
+        an earlier one are ignored), or a phase (sort and reduce name the map attempt of each server
+        that counts)."""
+        name = self._job["job_name"]
+        if step == START:
+            self._start_ids[server] = uuid.uuid4().hex[:12]
+            self._send(name, server, control.Command.START, run_id=run_id, job=self._job, inputs=self._plan[server],
+                       attempt=self._map_attempts[server], start_id=self._start_ids[server])
+        else:
+            accepted = self._map_attempts if step != Phase.MAP.value else None
+            self._send(name, server, control.Command.PHASE, run_id=run_id, phase=step, accepted=accepted)
 
     def commit(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> str:
         replace = bool(job.get("delete_job_data") or job.get("merge_previous_output"))
@@ -251,11 +268,13 @@ class ClusterExecutor(Executor):
             raise JobFailed(name, f"cannot reach the Redis of {host} to command {server}: {exc}",
                             server=server) from None
 
-    def _wait(self, name: str, run_id: str, phase: str, per_server: dict[str, dict[str, dict]]) -> None:
-        """Poll every location until each server reported this phase done; fail on the first problem:
-        an error report, a server that stopped beating or no longer holds the run, a lost Redis or
-        management server, the run lock lost, the deadline."""
-        pending = set(self.config.server_ids())
+    def _wait(self, name: str, run_id: str, phase: str, steps: dict[str, list[str]],
+              per_server: dict[str, dict[str, dict]]) -> None:
+        """Poll every location until each server did its steps of this phase (normally the phase alone;
+        a server started again also replays what it lost). A server that died, no longer holds the
+        run or met an infrastructure error costs an attempt and is brought back; a job's own error, a
+        lost Redis or management server, the run lock lost or the deadline ends the run."""
+        pending = {s for s, todo in steps.items() if todo}
         carried: dict[str, list[bytes]] = {h: [] for h in self.clients}
         astray: dict[str, float] = {}  # server -> since when its heartbeat names another run
         while pending:
@@ -265,14 +284,14 @@ class ClusterExecutor(Executor):
                                 f"renew it for {self.master_ttl}s, and another run may have the servers now",
                                 phase=phase)
             for host, client in self.clients.items():
-                waiting = [s for s in self.by_location[host] if s in pending]
+                servers = self.by_location[host]
                 wanted = self.on_progress is not None and phase != START
                 try:
                     pipe = client.pipeline(transaction=False)
                     pipe.set(self.keys.master(run_id), 1, ex=self.master_ttl)
                     pipe.lpop(self.keys.reports(run_id), 1000)
                     pipe.hgetall(self.keys.progress(run_id)) if wanted else pipe.echo(b"")
-                    pipe.mget([self.keys.alive(s) for s in waiting]) if waiting else pipe.echo(b"")
+                    pipe.mget([self.keys.alive(s) for s in servers])
                     pipe.exists(self.keys.management(host))
                     # the clients are made without decode_responses: the replies are bytes
                     _, popped, progress, alive, management = pipe.execute()
@@ -282,15 +301,7 @@ class ClusterExecutor(Executor):
                 reports = carried[host] + (popped or [])
                 carried[host] = []
                 for raw in reports:
-                    report = ujson.loads(raw)
-                    if report["kind"] == control.Reply.ERROR.value:
-                        if report["error"]["type"] == "ClusterBusy":
-                            raise ClusterBusy(f"job {name!r} was not started: {report['error']['message']}")
-                        raise failure_from_report(name, report["error"])
-                    if report["phase"] == phase:
-                        pending.discard(report["server"])
-                        if "counters" in report:
-                            per_server[report["server"]][phase] = report["counters"]
+                    self._take_report(name, run_id, phase, ujson.loads(raw), steps, pending, per_server)
                 for sid, raw in (progress or {}).items():
                     p = ujson.loads(raw)
                     if p["phase"] == phase and sid.decode() in pending:
@@ -301,8 +312,8 @@ class ClusterExecutor(Executor):
                     raise JobFailed(name, f"the management server of {host} stopped (no heartbeat for "
                                     f"{defaults.HEARTBEAT_TTL_SECONDS}s); the run cannot be published there: "
                                     "`manage_cluster start` starts it again, then run the job again", phase=phase)
-                beats = {s: ujson.loads(v) if v else None for s, v in zip(waiting, alive or [], strict=False)}
-                self._check_beats(name, run_id, host, phase, pending, beats, astray)
+                beats = {s: ujson.loads(v) if v else None for s, v in zip(servers, alive or [], strict=False)}
+                self._check_beats(name, run_id, host, phase, steps, pending, beats, astray)
             if pending:  # wait for the next report of one location that owes some, at most poll_every
                 host = next(h for h in self.config.locations if pending & set(self.by_location[h]))
                 try:
@@ -313,27 +324,94 @@ class ClusterExecutor(Executor):
                 if got is not None:
                     carried[host].append(cast(bytes, got[1]))  # bytes: no decode_responses
 
-    def _check_beats(self, name: str, run_id: str, host: str, phase: str, pending: set[str],
-                     beats: dict[str, dict | None], astray: dict[str, float]) -> None:
-        """A pending server must beat, and (after a grace) its heartbeat must name this run: a server
-        that was restarted, or dropped the run, never leaves this master waiting."""
+    def _take_report(self, name: str, run_id: str, phase: str, report: dict, steps: dict[str, list[str]],
+                     pending: set[str], per_server: dict[str, dict[str, dict]]) -> None:
+        """One server report: an error fails the run (or, the infrastructure's, costs an attempt); a
+        step done sends the server its next one."""
+        s = report["server"]
+        if report["kind"] == control.Reply.ERROR.value:
+            error = report["error"]
+            if error["type"] == "ClusterBusy":
+                raise ClusterBusy(f"job {name!r} was not started: {error['message']}")
+            if report.get("start_id") != self._start_ids.get(s):
+                return  # an attempt that was given up already
+            if not error.get("retryable"):
+                raise failure_from_report(name, error)
+            self._retry(name, run_id, phase, s, steps, pending, f"{error['type']}: {error['message']}", dead=False)
+            return
+        if report.get("start_id") != self._start_ids.get(s) or not steps.get(s) or report["phase"] != steps[s][0]:
+            return  # a report of an attempt given up, or of a step already taken
+        steps[s].pop(0)
+        if "counters" in report:
+            per_server[s][report["phase"]] = report["counters"]
+        if steps[s]:
+            self._send_step(run_id, s, steps[s][0])
+        else:
+            pending.discard(s)
+
+    def _check_beats(self, name: str, run_id: str, host: str, phase: str, steps: dict[str, list[str]],
+                     pending: set[str], beats: dict[str, dict | None], astray: dict[str, float]) -> None:
+        """Every server of the run must beat and (after a grace) name this run in its heartbeat, those
+        done with this phase too (their process holds what the others still send them, or what the
+        next phase reads): one that died, or was restarted, costs an attempt and is brought back."""
         now = time.monotonic()
         for s, beat in beats.items():
-            if s not in pending:
-                continue
             if beat is None:
-                raise JobFailed(name, f"server {s} on {host} stopped sending heartbeats (none for "
-                                f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died; `manage_cluster status` shows it, "
-                                "`manage_cluster start` starts it again", server=s, phase=phase)
+                self._retry(name, run_id, phase, s, steps, pending,
+                            f"server {s} on {host} stopped sending heartbeats (none for "
+                            f"{defaults.HEARTBEAT_TTL_SECONDS}s): it died", dead=True)
+                astray.pop(s, None)
+                continue
             if beat.get("run_id") == run_id or beat.get("busy_seconds"):  # busy: its status is from before
                 astray.pop(s, None)
                 continue
-            grace = defaults.START_GRACE_SECONDS if phase == START else 3 * defaults.HEARTBEAT_EVERY_SECONDS + 1
+            grace = defaults.START_GRACE_SECONDS if steps.get(s) and steps[s][0] == START else \
+                3 * defaults.HEARTBEAT_EVERY_SECONDS + 1
             if now - astray.setdefault(s, now) > grace:
-                other = (f"run {beat['run_id']} of job {beat.get('job')!r}" if beat.get("run_id")
-                         else "no run")
-                raise JobFailed(name, f"server {s} on {host} no longer works on run {run_id} (its heartbeat "
-                                f"names {other}): it was restarted or dropped the run", server=s, phase=phase)
+                other = f"run {beat['run_id']} of job {beat.get('job')!r}" if beat.get("run_id") else "no run"
+                self._retry(name, run_id, phase, s, steps, pending,
+                            f"server {s} on {host} no longer works on run {run_id} (its heartbeat names {other}): "
+                            "it was restarted or dropped the run", dead=False)
+                astray.pop(s, None)
+
+    def _retry(self, name: str, run_id: str, phase: str, server: str, steps: dict[str, list[str]],
+               pending: set[str], reason: str, *, dead: bool) -> None:
+        """Give a server's part another attempt (at most max_task_attempts per server and phase): start
+        its process again if it died, then its run again, and replay what it lost: in map, its map (a
+        new map attempt: the files its last one sent are dropped by their receivers); in sort, its sort;
+        in reduce, its sort and reduce (from the spill files it received, on its location's disk); a
+        server done with the phase only starts again (and sorts again, if the sort was what it held)."""
+        attempt = self._attempts.get((server, phase), 1) + 1
+        if attempt > self.config.max_task_attempts:
+            raise JobFailed(name, f"{reason}; its {phase} was tried {self.config.max_task_attempts} time(s) "
+                            "(max_task_attempts), so the job stops here", server=server, phase=phase)
+        self._attempts[(server, phase)] = attempt
+        busy = server in pending
+        replay = {START: [], Phase.MAP.value: [Phase.MAP.value] if busy else [],
+                  Phase.SORT.value: [Phase.SORT.value],
+                  Phase.REDUCE.value: [Phase.SORT.value, Phase.REDUCE.value] if busy else []}[phase]
+        if phase == Phase.MAP.value and busy:
+            self._map_attempts[server] += 1
+        log.warning("run %s: %s; attempt %d of server %s's %s", run_id, reason, attempt, server, phase)
+        self.retried.append({"server": server, "phase": phase, "attempt": attempt, "reason": reason[:500]})
+        if dead:
+            self._restart_server(name, server, phase)
+        steps[server] = [START, *replay]
+        pending.add(server)
+        self._send_step(run_id, server, START)
+
+    def _restart_server(self, name: str, server: str, phase: str) -> None:
+        """Start a server that died again in its screen session (as `manage_cluster start` does) and wait
+        until it beats; a location that cannot be reached fails the job (its data is on its own disk)."""
+        host = self.config.location_of(server)
+        try:
+            self.manager.call(host, "start_servers", ujson.dumps([server]))
+            wait_until(lambda: self.manager.alive(self.clients[host], [server])[server],
+                       defaults.SERVER_START_TIMEOUT_SECONDS, f"server {server} on {host} to start again")
+        except (ClusterError, redis.RedisError) as exc:
+            raise JobFailed(name, f"server {server} died and cannot be started again on {host} ({exc}); the files "
+                            f"of {host} are on its own disk, so the job cannot go on without it", server=server,
+                            phase=phase) from None
 
     def _commit(self, host: str, job: dict, run_id: str, replace: bool, plan: dict,
                 per_server: dict[str, dict[str, dict]]) -> str:

@@ -3,11 +3,16 @@
 Sender (RedisTransport.send): take a slot token (BLPOP on a list holding
 `simultaneous_files_in_redis` tokens, so no more files than that sit in one Redis),
 write the file in chunks below Redis's value limit plus a meta hash (size, checksum,
-chunk count), and push its id onto the receiver's inbox. The receiver
-(RedisReceiver) pops ids, checks length and checksum, writes the file into its map
-dir through a temporary name, deletes the keys, gives the slot back and acks. A
-sender's `close()` tells each receiver it is done and waits for every ack, with a
-timeout, so the map phase ends only when every file has arrived whole.
+chunk count) and push its id onto the receiver's inbox, all in one transaction. The
+receiver (RedisReceiver) moves ids from its inbox to its own processing list (BLMOVE),
+checks length and checksum, writes the file into its map dir through a temporary name,
+then deletes the keys, gives the slot back, acks and forgets the id, in one transaction:
+a receiver that dies midway finds the id in its processing list when it starts again. A
+sender's `close()` waits for every ack, with a timeout, so a server's map phase ends only
+when every file it sent has arrived whole.
+
+A receiver pulls for the whole run, from its start until its sort phase: a sender whose map
+runs again (a new attempt, after its server died) sends again, whenever that is.
 """
 from __future__ import annotations
 
@@ -28,7 +33,6 @@ from cluster.layout import JobLayout
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 32 * 1024 ** 2
-EOF_PREFIX = "EOF:"
 TTL = defaults.RUN_KEYS_TTL_SECONDS  # every key here is renewed while the run uses it
 
 
@@ -115,13 +119,8 @@ class RedisTransport:
         return len(data)
 
     def close(self) -> None:
-        """Tell every remote receiver this sender is done, then wait until each file was received."""
+        """Wait until every file sent was received (acked)."""
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for dest in self.remote_servers:
-                pipe.rpush(f"{self.ns}:inbox:{dest}", EOF_PREFIX + self.server_id)
-                pipe.expire(f"{self.ns}:inbox:{dest}", TTL)
-            pipe.execute()
             while self._outstanding:
                 got = _blpop(self.client, f"{self.ns}:acks:{self.server_id}", self.timeout, self.cancelled)
                 if got is None:
@@ -134,49 +133,49 @@ class RedisTransport:
 
 
 class RedisReceiver:
-    """Pulls the spill files addressed to one server from the Redis of every other location."""
+    """Pulls the spill files addressed to one server from the Redis of every other location, until told
+    to stop (`stop`: the run's sort phase begins, or the run is dropped)."""
 
     def __init__(self, *, layout: JobLayout, server_id: str, namespace: str,
-                 sources: dict[str, tuple[redis.Redis, list[str]]], timeout: float = 600.0,
-                 cancelled: threading.Event | None = None):
-        """sources: location -> (its Redis client, the servers of that location that send to us)."""
+                 sources: dict[str, redis.Redis], cancelled: threading.Event | None = None):
+        """sources: location -> its Redis client."""
         self.cancelled = cancelled
         self.layout = layout
         self.server_id = server_id
         self.ns = namespace
         self.sources = sources
-        self.timeout = timeout
         self.files = 0
         self.bytes = 0
-        self._errors: list[BaseException] = []
+        self.errors: list[BaseException] = []
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
 
-    def _pull(self, location: str, client: redis.Redis, senders: list[str]) -> None:
-        waiting = set(senders)
+    def _pull(self, location: str, client: redis.Redis) -> None:
         inbox = f"{self.ns}:inbox:{self.server_id}"
+        processing = f"{self.ns}:processing:{self.server_id}"
         folder = self.layout.map_dir(self.server_id)
         os.makedirs(folder, exist_ok=True)
         try:
-            while waiting:
-                got = _blpop(client, inbox, self.timeout, self.cancelled)
-                if got is None:
-                    raise ShuffleError(f"server {self.server_id}: nothing from {sorted(waiting)} on {location} for "
-                                       f"{self.timeout:.0f}s")
-                file_id = got.decode()
-                if file_id.startswith(EOF_PREFIX):
-                    waiting.discard(file_id[len(EOF_PREFIX):])
-                    continue
-                self._receive(client, file_id, folder)
+            # what an earlier receiver of this server took but did not finish
+            for raw in cast("list[bytes]", client.lrange(processing, 0, -1)):
+                self._receive(client, raw.decode(), folder, processing)
+            while not self._stop.is_set() and not (self.cancelled is not None and self.cancelled.is_set()):
+                got = cast("bytes | None", client.blmove(inbox, processing, 1, "LEFT", "RIGHT"))
+                if got is not None:
+                    client.expire(processing, TTL)
+                    self._receive(client, got.decode(), folder, processing)
         except redis.RedisError as exc:
             raise ShuffleError(f"server {self.server_id}: reading spill files from the Redis of {location} "
                                f"failed: {exc}") from exc
 
-    def _receive(self, client: redis.Redis, file_id: str, folder: str) -> None:
+    def _receive(self, client: redis.Redis, file_id: str, folder: str, processing: str) -> None:
         key = f"{self.ns}:file:{file_id}"
         raw = cast("dict[bytes, bytes]", client.hgetall(key))  # no decode_responses: bytes
         meta = {k.decode(): v.decode() for k, v in raw.items()}
-        if not meta:
-            raise ShuffleError(f"server {self.server_id}: spill file {file_id} is announced but not in Redis")
+        if not meta:  # received already (the transaction below ran); only the id was left
+            client.lrem(processing, 1, file_id)
+            return
         n = int(meta["chunks"])
         data = b"".join(cast("bytes | None", client.get(f"{key}:{i}")) or b"" for i in range(n))
         if len(data) != int(meta["size"]) or _checksum(data) != meta["checksum"]:
@@ -193,24 +192,28 @@ class RedisReceiver:
         pipe.expire(f"{self.ns}:slots", TTL)
         pipe.rpush(f"{self.ns}:acks:{meta['sender']}", file_id)
         pipe.expire(f"{self.ns}:acks:{meta['sender']}", TTL)
+        pipe.lrem(processing, 1, file_id)
         pipe.execute()
         with self._lock:
             self.files += 1
             self.bytes += len(data)
 
-    def run(self) -> None:
-        """Pull from every location at once until each of its senders said it is done."""
-        threads = []
-        for location, (client, senders) in self.sources.items():
-            def target(location=location, client=client, senders=senders) -> None:
+    def start(self) -> None:
+        """Pull from every location at once, in threads, until `stop`."""
+        for location, client in self.sources.items():
+            def target(location=location, client=client) -> None:
                 try:
-                    self._pull(location, client, senders)
-                except BaseException as exc:  # noqa: B036 - handed to run()'s caller
-                    self._errors.append(exc)
+                    self._pull(location, client)
+                except BaseException as exc:  # noqa: B036 - handed to whoever stops the receiver
+                    self.errors.append(exc)
             t = threading.Thread(target=target, daemon=True, name=f"receive-{location}")
             t.start()
-            threads.append(t)
-        for t in threads:
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop pulling (within a second) and wait for the threads; raise the first error one met."""
+        self._stop.set()
+        for t in self._threads:
             t.join()
-        if self._errors:
-            raise self._errors[0]
+        if self.errors:
+            raise self.errors[0]

@@ -6,6 +6,7 @@ locations send are pulled while the map phase runs.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -21,7 +22,7 @@ import ujson
 from cluster import defaults
 from cluster.config import ClusterConfig
 from cluster.engine.task import Phase, ServerTask, error_report
-from cluster.exceptions import JobAborted
+from cluster.exceptions import InputError, JobAborted, OutputError, ShuffleError, UserFunctionError
 from cluster.layout import JobLayout
 from cluster.node import control
 from cluster.node.pulse import Pulse
@@ -59,7 +60,9 @@ class ClusterServer:
         self._interruptible = False
         self._state = threading.Lock()  # run_id and cancelled change together
         self._failing: set[str] = set()
-        self._sources: dict[str, tuple[Any, list[str]]] = {}
+        self._sources: dict[str, redis.Redis] = {}
+        self.receiver: RedisReceiver | None = None
+        self.start_id: str | None = None
         self.pulse = Pulse(host=self.location, port=config.redis_port, password=password,
                            key=self.keys.alive(server_id))
 
@@ -170,7 +173,7 @@ class ClusterServer:
             self._cancel()
             self._work.put((self._start, message))
         elif command is control.Command.PHASE:
-            self._work.put((self._run_phase, message["run_id"], Phase(message["phase"])))
+            self._work.put((self._run_phase, message["run_id"], Phase(message["phase"]), message.get("accepted")))
         elif command is control.Command.ABORT:
             self._cancel(message.get("run_id"))
             self._work.put((self._drop_run, message.get("run_id"), ABORTED))
@@ -193,7 +196,7 @@ class ClusterServer:
     def _report(self, run_id: str, kind: control.Reply, phase: str, **fields) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(self.keys.reports(run_id), ujson.dumps({"kind": kind.value, "server": self.server_id,
-                                                            "phase": phase, **fields}))
+                                                            "phase": phase, "start_id": self.start_id, **fields}))
         pipe.expire(self.keys.reports(run_id), defaults.RUN_KEYS_TTL_SECONDS)
         pipe.execute()
 
@@ -204,14 +207,14 @@ class ClusterServer:
         self._drop_run(reason=ORPHANED if self.run_id != run_id else None)
         with self._state:
             self.run_id, self.job_name, self.phase = run_id, job["job_name"], "start"
+            self.start_id = message.get("start_id")  # the master's name for this attempt: in every report
             self.cancelled = threading.Event()
         self.pulse.send(self.status())  # at once: a phase may hold the interpreter lock before the next beat
         try:
             by_location = self.config.servers_by_location()
             namespace = job_namespace(self.config.cluster_name, job["job_name"], run_id)
-            self._sources = {
-                loc: (control.redis_client(self.config, loc, self.password, timeout=60.0), servers)
-                for loc, servers in by_location.items() if loc != self.location}
+            self._sources = {loc: control.redis_client(self.config, loc, self.password, timeout=60.0)
+                             for loc in by_location if loc != self.location}
             layout = JobLayout(self.config.base_dir, self.config.auxiliary_dir, job["job_name"])
             transport = RedisTransport(
                 layout=layout, client=self.redis, namespace=namespace, server_id=self.server_id,
@@ -230,18 +233,23 @@ class ClusterServer:
             self.task = ServerTask(config=self.config, job=job, run_id=run_id, server_id=self.server_id,
                                    partitions=self.config.server_ids(), inputs=message["inputs"],
                                    projects_root=self.config.base_projects_dir, transport=transport,
-                                   on_progress=publish, cancelled=self.cancelled, isolate=True)
+                                   on_progress=publish, cancelled=self.cancelled, isolate=True,
+                                   attempt=int(message.get("attempt") or 1))
+            if self._sources:  # files from other locations, from now until the sort phase
+                self.receiver = RedisReceiver(layout=layout, server_id=self.server_id, namespace=namespace,
+                                              sources=self._sources, cancelled=self.cancelled)
+                self.receiver.start()
         except Exception as exc:
             log.error("run %s of job %s cannot start here: %s", run_id, job["job_name"], exc)
             self._report(run_id, control.Reply.ERROR, "start", error=error_report(exc, self.server_id, "start"))
             self._drop_run()
             return
-        log.info("run %s of job %s: %d input file(s) here", run_id, job["job_name"],
-                 len(message["inputs"].get("files", [])))
+        log.info("run %s of job %s (attempt %s): %d input file(s) here", run_id, job["job_name"],
+                 message.get("attempt") or 1, len(message["inputs"].get("files", [])))
         self._report(run_id, control.Reply.STARTED, "start")
         self.phase = None
 
-    def _run_phase(self, run_id: str, phase: Phase) -> None:
+    def _run_phase(self, run_id: str, phase: Phase, accepted: dict[str, int] | None = None) -> None:
         if run_id != self.run_id or self.task is None or self.cancelled.is_set():
             log.warning("ignoring phase %s of run %s (my run: %s)", phase.value, run_id, self.run_id)
             return
@@ -249,22 +257,16 @@ class ClusterServer:
         self.phase = phase.value
         self.pulse.send(self.status())
         try:
-            receiver = None
+            received = None
             self._interruptible = True
-            if phase is Phase.MAP and self._sources:
-                assert isinstance(self.task.transport, RedisTransport)  # the one _start made
-                receiver = RedisReceiver(layout=self.task.layout, server_id=self.server_id,
-                                         namespace=self.task.transport.ns, sources=self._sources,
-                                         timeout=defaults.SHUFFLE_TIMEOUT_SECONDS, cancelled=self.cancelled)
-                errors: list[BaseException] = []
-                pulling = threading.Thread(target=_capture(receiver.run, errors), daemon=True, name="receive")
-                pulling.start()
-            counters = self.task.run_phase(phase)
-            if receiver is not None:
-                pulling.join()
-                if errors:
-                    raise errors[0]
-                counters["received_files"], counters["received_bytes"] = receiver.files, receiver.bytes
+            if phase is not Phase.MAP and self.receiver is not None:
+                # every map that counts has had its files acked (the master waited for it): stop pulling
+                receiver, self.receiver = self.receiver, None
+                receiver.stop()
+                received = (receiver.files, receiver.bytes)
+            counters = self.task.run_phase(phase, accepted=accepted)
+            if received is not None:
+                counters["received_files"], counters["received_bytes"] = received
             self._interruptible = False
             self._report(run_id, control.Reply.DONE, phase.value, counters=counters)
             log.info("run %s: %s phase done in %.1fs", run_id, phase.value, counters.get("seconds", 0))
@@ -276,7 +278,7 @@ class ClusterServer:
             log.error("run %s: %s phase failed: %s", run_id, phase.value, exc)
             try:
                 self._report(run_id, control.Reply.ERROR, phase.value,
-                             error=error_report(exc, self.server_id, phase.value))
+                             error={**error_report(exc, self.server_id, phase.value), "retryable": retryable(exc)})
             except redis.RedisError as report_exc:
                 log.error("could not report the failure to the master (Redis: %s)", report_exc)
         finally:
@@ -301,19 +303,33 @@ class ClusterServer:
             except redis.RedisError as exc:
                 log.warning("could not delete the keys of run %s (they expire in %ss): %s", self.run_id,
                             defaults.RUN_KEYS_TTL_SECONDS, exc)
-        for client, _ in self._sources.values():
+        if self.receiver is not None:
+            receiver, self.receiver = self.receiver, None
+            try:
+                receiver.stop()
+            except Exception as exc:  # noqa: BLE001 - the run is dropped; what went wrong is said here
+                log.warning("run %s: receiving spill files had failed: %s", self.run_id, exc)
+        for client in self._sources.values():
             client.close()
         with self._state:
             self.task, self.run_id, self.job_name, self.phase, self._sources = None, None, None, None, {}
 
 
-def _capture(fn, errors: list) -> Any:
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: B036 - handed to the phase thread
-            errors.append(exc)
-    return target
+def retryable(exc: BaseException) -> bool:
+    """Whether a phase's failure is the infrastructure's (worth another attempt: a lost connection, a
+    transfer that timed out, an I/O error other than a full disk) rather than the job's own (a user
+    function's error, bad input, a full disk: the same again)."""
+    seen: BaseException | None = exc
+    found = False
+    while seen is not None:
+        if isinstance(seen, (UserFunctionError, InputError, OutputError)):
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        if isinstance(seen, (ShuffleError, redis.RedisError, OSError, EOFError)):
+            found = True
+        seen = seen.__cause__
+    return found
 
 
 def current_rss_bytes() -> int:

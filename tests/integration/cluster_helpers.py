@@ -22,10 +22,12 @@ SERVERS = 2
 class Cluster:
     """One test cluster: its config, its console scripts, its sessions, its Redis."""
 
-    def __init__(self, root: Path, extra_config: str = "", env: dict[str, str] | None = None):
+    def __init__(self, root: Path, extra_config: str = "", env: dict[str, str] | None = None, servers: int = SERVERS,
+                 memory: str = "256M"):
         self.root = root
         self.name = "t" + uuid.uuid4().hex[:8]
-        base = free_port_block(SERVERS)
+        self.servers = [f"S_{i}" for i in range(servers)]
+        base = free_port_block(servers)
         self.config_path = root / "cluster.cfg"
         self.config_path.write_text(
             "[CLUSTER]\n"
@@ -33,11 +35,11 @@ class Cluster:
             f"compute_dir = {root / 'compute'}\n"
             f"local_working_dir = {root / 'master'}\n"
             f"projects_dir = {TEST_PROJECTS}\n"
-            f"number_of_servers_per_location = {SERVERS}\n"
+            f"number_of_servers_per_location = {servers}\n"
             f"base_port = {base}\n"
             f"management_port = {free_port()}\n"
             f"redis_port = {free_port()}\n"
-            "max_number_of_bytes_in_memory = 256M\n"
+            f"max_number_of_bytes_in_memory = {memory}\n"
             "poll_every = 0.2\n" + extra_config)
         self.env = dict(os.environ, XDG_CONFIG_HOME=str(root / "xdg"), **(env or {}))
         self.config = ClusterConfig.from_file(str(self.config_path))

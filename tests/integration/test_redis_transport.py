@@ -49,7 +49,7 @@ def sender(layout, redis_a, limit=10, chunk_bytes=32 * 1024 ** 2, timeout=20):
 
 def receiver(layout, redis_a, timeout=20):
     return RedisReceiver(layout=layout, server_id="S_1", namespace=NS,
-                         sources={"a": (redis_a.client(PASSWORD, timeout=timeout + 10), ["S_0"])}, timeout=timeout)
+                         sources={"a": redis_a.client(PASSWORD, timeout=timeout + 10)})
 
 
 def file_keys(redis_a) -> list[bytes]:
@@ -59,8 +59,7 @@ def file_keys(redis_a) -> list[bytes]:
 def test_files_arrive_whole_local_ones_are_renamed_and_redis_is_left_clean(redis_a, layouts):
     a, b = layouts
     rx = receiver(b, redis_a)
-    pulling = threading.Thread(target=rx.run)
-    pulling.start()
+    rx.start()
     tx = sender(a, redis_a)
     sent = {}
     for i in range(5):
@@ -69,9 +68,8 @@ def test_files_arrive_whole_local_ones_are_renamed_and_redis_is_left_clean(redis
         sent[os.path.basename(path)] = data
     local_path, local_data = spill(a, "S_0", "S_0-local.spill", 1000)
     tx.send(local_path, "S_9")
-    tx.close()
-    pulling.join(timeout=20)
-    assert not pulling.is_alive()
+    tx.close()  # returns once every file was acked: received whole
+    rx.stop()
     got = {f: open(os.path.join(b.map_dir("S_1"), f), "rb").read() for f in os.listdir(b.map_dir("S_1"))}
     assert got == sent
     assert open(os.path.join(a.map_dir("S_9"), "S_0-local.spill"), "rb").read() == local_data
@@ -101,8 +99,10 @@ def test_never_more_files_in_redis_than_the_limit(redis_a, layouts):
     time.sleep(0.5)
     assert sending.is_alive(), "with no receiver the sender must wait for room"
     assert len(file_keys(redis_a)) == 2
-    receiver(b, redis_a).run()
+    rx = receiver(b, redis_a)
+    rx.start()
     sending.join(timeout=20)
+    rx.stop()
     stop.set()
     watcher.join()
     assert not sending.is_alive() and most[0] <= 2
@@ -116,10 +116,9 @@ def test_big_files_go_in_chunks(redis_a, layouts):
     tx.send(path, "S_1")
     assert len(redis_a.client(PASSWORD).keys(f"{NS}:file:S_0-000001:*")) == 11
     rx = receiver(b, redis_a)
-    pulling = threading.Thread(target=rx.run)
-    pulling.start()
+    rx.start()
     tx.close()
-    pulling.join(timeout=20)
+    rx.stop()
     assert open(os.path.join(b.map_dir("S_1"), "S_0-big.spill"), "rb").read() == data
 
 
@@ -128,9 +127,11 @@ def test_a_damaged_file_is_refused(redis_a, layouts):
     tx = sender(a, redis_a, chunk_bytes=10_000)
     tx.send(spill(a, "S_0", "S_0-x.spill", 30_000)[0], "S_1")
     redis_a.client(PASSWORD).setrange(f"{NS}:file:S_0-000001:1", 5, b"\x00\x01\x02")
-    redis_a.client(PASSWORD).rpush(f"{NS}:inbox:S_1", "EOF:S_0")
+    rx = receiver(b, redis_a)
+    rx.start()
+    time.sleep(1.5)
     with pytest.raises(ShuffleError, match="arrived damaged"):
-        receiver(b, redis_a).run()
+        rx.stop()
     assert not os.path.exists(os.path.join(b.map_dir("S_1"), "S_0-x.spill"))
 
 
@@ -155,3 +156,23 @@ def test_a_redis_that_dies_mid_shuffle_fails_the_sender_at_once(redis_a, layouts
     blocked.join(timeout=15)
     assert not blocked.is_alive() and time.monotonic() - started < 10
     assert "through Redis failed" in str(outcome.get("error"))
+
+
+def test_a_receiver_that_died_midway_is_finished_by_the_next_and_every_key_expires(redis_a, layouts):
+    """A file id taken (BLMOVE) by a receiver that died before writing the file stays in its processing
+    list: the server's next receiver takes it first, so the sender's acks all come."""
+    a, b = layouts
+    tx = sender(a, redis_a)
+    path, data = spill(a, "S_0", "S_0~1-000001.spill", 40_000)
+    tx.send(path, "S_1")
+    client = redis_a.client(PASSWORD)
+    taken = client.blmove(f"{NS}:inbox:S_1", f"{NS}:processing:S_1", 1, "LEFT", "RIGHT")  # then it "died"
+    assert taken == b"S_0-000001"
+    client.expire(f"{NS}:processing:S_1", 60)  # as the receiver does after its BLMOVE
+    assert all(client.ttl(k) > 0 for k in client.keys(f"{NS}:*"))
+    rx = receiver(b, redis_a)
+    rx.start()
+    tx.close()
+    rx.stop()
+    assert open(os.path.join(b.map_dir("S_1"), "S_0~1-000001.spill"), "rb").read() == data
+    assert client.llen(f"{NS}:processing:S_1") == 0 and not file_keys(redis_a)
