@@ -250,6 +250,7 @@ class DaskExecutor(ThisMachineExecutor):
         by_future = {f: k for k, f in futures.items()}
         pending = set(futures.values())
         no_workers_since: float | None = None
+        fetches: dict[str, int] = {}  # a task's results that could not be fetched
         while pending:
             self.deadline.check(name, phase)
             try:
@@ -275,6 +276,20 @@ class DaskExecutor(ThisMachineExecutor):
                     raise JobFailed(name, f"Dask task {task} was cancelled: the connection to the scheduler at "
                                     f"{self.address} was lost, or someone cancelled it", server=task,
                                     phase=phase) from None
+                except JobFailed:
+                    raise
+                except Exception as exc:  # fetching a result from a worker that died as it was asked (Dask
+                    # computes it again); seen once as an UnboundLocalError from inside distributed's gather
+                    fetches[task] = fetches.get(task, 0) + 1
+                    if fetches[task] > defaults.DASK_TASK_RETRIES:
+                        raise JobFailed(name, f"the result of Dask task {task} could not be fetched "
+                                        f"{fetches[task]} times: {type(exc).__name__}: {exc}", server=task,
+                                        phase=phase) from exc
+                    log.warning("fetching the result of %s failed (%s: %s); waiting for it again", task,
+                                type(exc).__name__, exc)
+                    time.sleep(0.5 * fetches[task])  # a moment for the scheduler to see the worker gone
+                    pending.add(future)
+                    continue
                 if "error" in result:
                     raise failure_from_report(name, result["error"])
                 done(task, result)

@@ -196,3 +196,52 @@ def test_history_prune_deletes_old_ended_runs_only(cfg, cfg_file, runner, clock,
                          text=True, timeout=60)
     assert out.returncode == 0 and "deleted the records of 1 run(s)" in out.stdout, out.stderr
     assert sorted(r["id"] for r in s.history()) == sorted([recent, running])
+
+
+def test_a_runner_killed_with_3_jobs_queued_does_each_jobs_work_once_after_restart(cfg, cfg_file, tmp_path):
+    """SIGKILL of the Runner while the first of 3 run_once jobs runs: the next Runner stops what the
+    killed run left (its script, in a session of its own, outlived the Runner) and runs every job, so
+    each one's work (written at its end) is done exactly once."""
+    import os
+    import signal
+    import time
+
+    from cluster.scheduling.store import Scheduler
+
+    log = tmp_path / "work.log"
+    started = tmp_path / "started"
+    script = tmp_path / "work.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        open({str(started)!r}, "a").write(sys.argv[1] + "\\n")
+        time.sleep(float(sys.argv[2]))
+        open({str(log)!r}, "a").write(sys.argv[1] + "\\n")
+    """))
+    s = Scheduler(cfg)
+    for name, prio in (("first", 3), ("second", 2), ("third", 1)):
+        j = get_script_template()
+        j.update(job_name=name, script_location=str(script), script_arguments=[name, "4"], run_once=True,
+                 job_priority=prio)
+        s.submit_job(j)
+    runner = subprocess.Popen([str(MAPREDUCE), "runner", "--local", "--config", cfg_file],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (started.exists() and started.read_text().split() == ["first"]):
+            assert time.monotonic() < deadline, "the first job never started"
+            time.sleep(0.1)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    again = subprocess.run([str(MAPREDUCE), "runner", "--once", "--local", "--config", cfg_file],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    time.sleep(5)  # the killed run's script would have written by now, had it been left running
+    assert sorted(log.read_text().split()) == ["first", "second", "third"]
+    statuses = {r["job_name"]: r["status"] for r in reversed(s.history())}
+    assert statuses == {"first": "succeeded", "second": "succeeded", "third": "succeeded"}
+    assert [r["status"] for r in s.history("first")] == ["succeeded", "interrupted"]
+    assert s.list_jobs() == []
