@@ -70,6 +70,8 @@ COUNTERS: tuple[Counter, ...] = (
     # every phase
     Counter("seconds", "any", Merge.LOCAL, "the phase's time (the job's: per phase, by the executor)"),
     Counter("peak_rss_bytes", "any", Merge.PER_SERVER, "the server's peak resident memory"),
+    Counter("retried_tasks", "any", Merge.LOCAL, "the job's tasks that ran again (a server died, or met an "
+            "infrastructure error): server, phase, attempt, reason (by the executor)"),
 )
 BY_NAME = {c.name: c for c in COUNTERS}
 

@@ -283,7 +283,7 @@ class ClusterExecutor(Executor):
                 raise JobFailed(name, f"lost the cluster's run lock ({self.keys.running()}): this master did not "
                                 f"renew it for {self.master_ttl}s, and another run may have the servers now",
                                 phase=phase)
-            for host, client in self.clients.items():
+            for host, client in list(self.clients.items()):
                 servers = self.by_location[host]
                 wanted = self.on_progress is not None and phase != START
                 try:
@@ -296,8 +296,9 @@ class ClusterExecutor(Executor):
                     # the clients are made without decode_responses: the replies are bytes
                     _, popped, progress, alive, management = pipe.execute()
                 except redis.RedisError as exc:
-                    raise JobFailed(name, f"lost the Redis of location {host} ({exc}); its servers cannot shuffle "
-                                    "or report: check it with `manage_cluster status`", phase=phase) from None
+                    self._recover_redis(name, run_id, phase, host, exc, steps, pending)
+                    carried = {h: [] for h in self.clients}
+                    break  # every server starts again: look at every location afresh
                 reports = carried[host] + (popped or [])
                 carried[host] = []
                 for raw in reports:
@@ -399,6 +400,48 @@ class ClusterExecutor(Executor):
         steps[server] = [START, *replay]
         pending.add(server)
         self._send_step(run_id, server, START)
+
+    def _recover_redis(self, name: str, run_id: str, phase: str, host: str, exc: Exception,
+                       steps: dict[str, list[str]], pending: set[str]) -> None:
+        """A location's Redis stopped answering: start it again (its management server does, as `start`
+        does) and, since what was in it is gone (reports, files in flight, the run's keys), start every
+        server's part again from its map, with new map attempts, up to this phase. Counts as an attempt
+        of this phase for every server; a Redis that cannot be started fails the job."""
+        lost = f"lost the Redis of location {host} ({exc})"
+        attempt = self._attempts.get((f"redis:{host}", phase), 1) + 1
+        if attempt > self.config.max_task_attempts:
+            raise JobFailed(name, f"{lost}, {self.config.max_task_attempts} time(s) in this phase "
+                            "(max_task_attempts); check it with `manage_cluster status`", phase=phase)
+        self._attempts[(f"redis:{host}", phase)] = attempt
+        log.warning("run %s: %s; starting it again, and the run from its map (attempt %d)", run_id, lost, attempt)
+        try:
+            self.manager.call(host, "start_redis")
+            wait_until(lambda: self._answers(host), defaults.SERVER_START_TIMEOUT_SECONDS, f"the Redis of {host}")
+            self._renew(name, run_id)
+            if host == self.config.locations[0] and self._lock is not None:
+                self._lock.take_again()
+            wait_until(lambda: all(self.manager.alive(self.clients[self.config.location_of(s)], [s])[s]
+                                   for s in self.server_ids),
+                       defaults.SERVER_START_TIMEOUT_SECONDS, "every server to beat in the restarted Redis")
+        except (ClusterError, redis.RedisError) as again:
+            raise JobFailed(name, f"{lost}, and it could not be started again ({again}); `manage_cluster status` "
+                            "shows it", phase=phase) from None
+        order = [START, Phase.MAP.value, Phase.SORT.value, Phase.REDUCE.value]
+        replay = order[1:order.index(phase) + 1] if phase != START else []
+        self.retried.append({"server": f"every server (the Redis of {host})", "phase": phase, "attempt": attempt,
+                             "reason": lost[:500]})
+        for s in self.server_ids:
+            if replay:
+                self._map_attempts[s] += 1
+            steps[s] = [START, *replay]
+            pending.add(s)
+            self._send_step(run_id, s, START)
+
+    def _answers(self, host: str) -> bool:
+        try:
+            return bool(self.clients[host].ping())
+        except redis.RedisError:
+            return False
 
     def _restart_server(self, name: str, server: str, phase: str) -> None:
         """Start a server that died again in its screen session (as `manage_cluster start` does) and wait

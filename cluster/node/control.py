@@ -21,6 +21,7 @@ import ujson
 
 from cluster import defaults
 from cluster.config import ClusterConfig
+from cluster.exceptions import ClusterBusy
 from cluster.node.security import ClusterSecrets
 
 log = logging.getLogger(__name__)
@@ -163,12 +164,21 @@ class RunLock:
                 return ujson.loads(held)
         return {"job": "?", "host": "?", "pid": 0, "since": time.time()}
 
+    def take_again(self) -> None:
+        """After a restart of the Redis that holds the lock (it came back empty): set it again, as this
+        holder's; raise ClusterBusy when another run took it meanwhile."""
+        if not self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
+            held = self.client.get(self.key)
+            if held != self.value.encode():
+                raise ClusterBusy(f"the cluster's run lock was taken by another run after its Redis restarted: "
+                                  f"{held!r}")
+        self.lost.clear()
+
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
                 if not self.client.eval(_RENEW_IF_HELD, 1, self.key, self.value, int(self.ttl * 1000)):
-                    self.lost.set()
-                    return
+                    self.lost.set()  # (a restarted Redis: the master sets it again, and this goes on)
             except redis.RedisError as exc:  # the key expires if this goes on; the run's own calls fail and say why
                 log.warning("cannot renew the cluster's run lock %s: %s", self.key, exc)
 

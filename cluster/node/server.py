@@ -63,6 +63,7 @@ class ClusterServer:
         self._sources: dict[str, redis.Redis] = {}
         self.receiver: RedisReceiver | None = None
         self.start_id: str | None = None
+        self._master_missing_since: float | None = None  # when the run's master key was first seen gone
         self.pulse = Pulse(host=self.location, port=config.redis_port, password=password,
                            key=self.keys.alive(server_id))
 
@@ -91,7 +92,12 @@ class ClusterServer:
             self.pulse.send(self.status())
             try:
                 run_id = self.run_id
-                if run_id is not None and not self.redis.exists(self.keys.master(run_id)):
+                if run_id is None or self.redis.exists(self.keys.master(run_id)):
+                    self._master_missing_since = None
+                elif self._master_missing_since is None:  # gone, or a restarted Redis the master sets again
+                    self._master_missing_since = time.monotonic()
+                elif time.monotonic() - self._master_missing_since >= defaults.MASTER_GRACE_SECONDS:
+                    self._master_missing_since = None
                     log.warning("the master of run %s is gone (it stopped, or Redis lost the run); dropping it",
                                 run_id)
                     self._cancel(run_id)

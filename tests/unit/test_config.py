@@ -59,7 +59,9 @@ def test_config_keys_are_exactly_the_design_keys():
         # added by the dashboard (issue 6): its login password, kept on the master
         "dashboard_password",
         # added by the Dask executor (issue 15): the scheduler `mapreduce run` uses by default
-        "dask_scheduler"]
+        "dask_scheduler",
+        # added by task attempts (issue 16): how often a server's part of a phase may run
+        "max_task_attempts"]
 
 
 # --- from_file ---------------------------------------------------------------------------
