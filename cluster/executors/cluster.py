@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 START = "start"
 
 
+class _RunLost(Exception):
+    """A location's Redis was started again: every server goes through the run again (`_everywhere`)."""
+
+
 class ClusterExecutor(Executor):
     """Runs mapreduce jobs on the cluster that `manager` manages."""
 
@@ -178,19 +182,33 @@ class ClusterExecutor(Executor):
                 plan[s]["previous_output"] = fs
 
     def start(self, job: dict, run_id: str, plan: Plan, per_server: dict[str, dict[str, dict]]) -> None:
-        self._job, self._plan = job, plan
+        self._job, self._plan, self._run_id = job, plan, run_id
         self._map_attempts = {s: 1 for s in self.server_ids}
         self._attempts: dict[tuple[str, str], int] = {}
         self._start_ids: dict[str, str] = {}
         self._renew(job["job_name"], run_id)
-        for s in self.server_ids:
-            self._send_step(run_id, s, START)
-        self._wait(job["job_name"], run_id, START, {s: [START] for s in self.server_ids}, per_server)
+        self._everywhere(run_id, START, per_server)
 
     def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
-        for s in self.server_ids:
-            self._send_step(run_id, s, phase.value)
-        self._wait(job["job_name"], run_id, phase.value, {s: [phase.value] for s in self.server_ids}, per_server)
+        self._everywhere(run_id, phase.value, per_server)
+
+    def _everywhere(self, run_id: str, phase: str, per_server: dict[str, dict[str, dict]]) -> None:
+        """Send a phase to every server and wait for all of them. After a Redis was started again (its
+        files in flight lost) every server goes through the run again from its start, phase by
+        phase, each phase on every server before the next (a server must not sort while others
+        still send it their map output)."""
+        order = [START, *(p.value for p in Phase)]
+        todo = [phase]
+        while todo:
+            step = todo[0]
+            for s in self.server_ids:
+                self._send_step(run_id, s, step)
+            try:
+                self._wait(self._job["job_name"], run_id, step, {s: [step] for s in self.server_ids}, per_server)
+            except _RunLost:
+                todo = order[:order.index(phase) + 1]
+                continue
+            todo.pop(0)
 
     def _send_step(self, run_id: str, server: str, step: str) -> None:
         """Send a server one step of its part: its start (a new attempt, with a new start id: reports of
@@ -296,9 +314,7 @@ class ClusterExecutor(Executor):
                     # the clients are made without decode_responses: the replies are bytes
                     _, popped, progress, alive, management = pipe.execute()
                 except redis.RedisError as exc:
-                    self._recover_redis(name, run_id, phase, host, exc, steps, pending)
-                    carried = {h: [] for h in self.clients}
-                    break  # every server starts again: look at every location afresh
+                    self._recover_redis(name, run_id, phase, host, exc)  # raises _RunLost: the run starts again
                 reports = carried[host] + (popped or [])
                 carried[host] = []
                 for raw in reports:
@@ -387,12 +403,14 @@ class ClusterExecutor(Executor):
             raise JobFailed(name, f"{reason}; its {phase} was tried {self.config.max_task_attempts} time(s) "
                             "(max_task_attempts), so the job stops here", server=server, phase=phase)
         self._attempts[(server, phase)] = attempt
-        busy = server in pending
-        replay = {START: [], Phase.MAP.value: [Phase.MAP.value] if busy else [],
-                  Phase.SORT.value: [Phase.SORT.value],
-                  Phase.REDUCE.value: [Phase.SORT.value, Phase.REDUCE.value] if busy else []}[phase]
-        if phase == Phase.MAP.value and busy:
-            self._map_attempts[server] += 1
+        left = [step for step in steps.get(server, []) if step != START] if server in pending else []
+        if left[:1] == [Phase.REDUCE.value]:
+            left = [Phase.SORT.value, *left]  # its sort was in the memory of the process that died
+        elif not left and phase == Phase.SORT.value:
+            left = [Phase.SORT.value]  # done, but what it sorted is gone with it: the reduce reads it
+        if Phase.MAP.value in left:
+            self._map_attempts[server] += 1  # its receivers drop what the attempt given up sent
+        replay = left
         log.warning("run %s: %s; attempt %d of server %s's %s", run_id, reason, attempt, server, phase)
         self.retried.append({"server": server, "phase": phase, "attempt": attempt, "reason": reason[:500]})
         if dead:
@@ -401,12 +419,11 @@ class ClusterExecutor(Executor):
         pending.add(server)
         self._send_step(run_id, server, START)
 
-    def _recover_redis(self, name: str, run_id: str, phase: str, host: str, exc: Exception,
-                       steps: dict[str, list[str]], pending: set[str]) -> None:
+    def _recover_redis(self, name: str, run_id: str, phase: str, host: str, exc: Exception) -> None:
         """A location's Redis stopped answering: start it again (its management server does, as `start`
         does) and, since what was in it is gone (reports, files in flight, the run's keys), start every
-        server's part again from its map, with new map attempts, up to this phase. Counts as an attempt
-        of this phase for every server; a Redis that cannot be started fails the job."""
+        server's part again from its start, with new map attempts, up to this phase (`_RunLost` tells
+        `_everywhere`). Counts as an attempt of this phase; a Redis that cannot be started fails the job."""
         lost = f"lost the Redis of location {host} ({exc})"
         attempt = self._attempts.get((f"redis:{host}", phase), 1) + 1
         if attempt > self.config.max_task_attempts:
@@ -416,26 +433,32 @@ class ClusterExecutor(Executor):
         log.warning("run %s: %s; starting it again, and the run from its map (attempt %d)", run_id, lost, attempt)
         try:
             self.manager.call(host, "start_redis")
-            wait_until(lambda: self._answers(host), defaults.SERVER_START_TIMEOUT_SECONDS, f"the Redis of {host}")
+            wait_until(lambda: self._answers(host) and self._renew_reachable(run_id),
+                       defaults.SERVER_START_TIMEOUT_SECONDS, f"the Redis of {host}")
             self._renew(name, run_id)
             if host == self.config.locations[0] and self._lock is not None:
                 self._lock.take_again()
-            wait_until(lambda: all(self.manager.alive(self.clients[self.config.location_of(s)], [s])[s]
-                                   for s in self.server_ids),
+            wait_until(lambda: self._renew_reachable(run_id) and all(
+                self.manager.alive(self.clients[self.config.location_of(s)], [s])[s] for s in self.server_ids),
                        defaults.SERVER_START_TIMEOUT_SECONDS, "every server to beat in the restarted Redis")
         except (ClusterError, redis.RedisError) as again:
             raise JobFailed(name, f"{lost}, and it could not be started again ({again}); `manage_cluster status` "
                             "shows it", phase=phase) from None
-        order = [START, Phase.MAP.value, Phase.SORT.value, Phase.REDUCE.value]
-        replay = order[1:order.index(phase) + 1] if phase != START else []
         self.retried.append({"server": f"every server (the Redis of {host})", "phase": phase, "attempt": attempt,
                              "reason": lost[:500]})
-        for s in self.server_ids:
-            if replay:
-                self._map_attempts[s] += 1
-            steps[s] = [START, *replay]
-            pending.add(s)
-            self._send_step(run_id, s, START)
+        for s in self.server_ids:  # what any earlier map sent is dropped by its receivers
+            self._map_attempts[s] += 1
+        raise _RunLost(lost)
+
+    def _renew_reachable(self, run_id: str) -> bool:
+        """Renew the run's master key wherever Redis answers (while this master waits on a restart, the
+        other servers must not take the run for orphaned); always true, to sit in a wait's check."""
+        for client in self.clients.values():
+            try:
+                client.set(self.keys.master(run_id), 1, ex=self.master_ttl)
+            except redis.RedisError:
+                continue  # that location's own check names it
+        return True
 
     def _answers(self, host: str) -> bool:
         try:
@@ -449,7 +472,8 @@ class ClusterExecutor(Executor):
         host = self.config.location_of(server)
         try:
             self.manager.call(host, "start_servers", ujson.dumps([server]))
-            wait_until(lambda: self.manager.alive(self.clients[host], [server])[server],
+            wait_until(lambda: self._renew_reachable(self._run_id) and self.manager.alive(self.clients[host],
+                                                                                        [server])[server],
                        defaults.SERVER_START_TIMEOUT_SECONDS, f"server {server} on {host} to start again")
         except (ClusterError, redis.RedisError) as exc:
             raise JobFailed(name, f"server {server} died and cannot be started again on {host} ({exc}); the files "

@@ -29,7 +29,7 @@ import redis
 from cluster import defaults
 from cluster.engine.transport import LocalTransport
 from cluster.exceptions import JobAborted, ShuffleError
-from cluster.layout import JobLayout
+from cluster.layout import SPILL_SUFFIX, JobLayout
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 32 * 1024 ** 2
@@ -92,7 +92,9 @@ class RedisTransport:
         with open(path, "rb") as fh:
             data = fh.read()
         self._seq += 1
-        file_id = f"{self.server_id}-{self._seq:06d}"
+        # the file's own name, which carries its map attempt: an earlier attempt's ids (and their acks,
+        # still in the list) are never this attempt's
+        file_id = os.path.basename(path).removesuffix(SPILL_SUFFIX) or f"{self.server_id}-{self._seq:06d}"
         key = f"{self.ns}:file:{file_id}"
         try:
             if _blpop(self.client, f"{self.ns}:slots", self.timeout, self.cancelled) is None:
@@ -147,6 +149,7 @@ class RedisReceiver:
         self.files = 0
         self.bytes = 0
         self.errors: list[BaseException] = []
+        self.reported = False  # whether its server told the master of its first error
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

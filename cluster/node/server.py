@@ -90,6 +90,7 @@ class ClusterServer:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(defaults.HEARTBEAT_EVERY_SECONDS):
             self.pulse.send(self.status())
+            self._report_receiver_trouble()
             try:
                 run_id = self.run_id
                 if run_id is None or self.redis.exists(self.keys.master(run_id)):
@@ -105,10 +106,25 @@ class ClusterServer:
                         "server": self.server_id, "phase": self.phase or "start", "type": "JobAborted",
                         "message": f"server {self.server_id} dropped the run: its master stopped renewing "
                                    f"{self.keys.master(run_id)}", "traceback": ""})
-                    self._work.put((self._drop_run, run_id, ORPHANED))
+                    self._work.put((self._drop_run, run_id, ORPHANED, self.start_id))
                 self._redis_trouble("check the run's master", None)
             except redis.RedisError as exc:
                 self._redis_trouble("check the run's master", exc)
+
+    def _report_receiver_trouble(self) -> None:
+        """A receiving thread that failed (a damaged file, a lost Redis) is said at once, as an error of
+        the infrastructure (the master starts this server's part again), not at the sort phase: the
+        senders would wait for its acks until their timeout."""
+        receiver, run_id = self.receiver, self.run_id
+        if receiver is None or run_id is None or not receiver.errors or receiver.reported:
+            return
+        receiver.reported = True
+        exc = receiver.errors[0]
+        try:
+            self._report(run_id, control.Reply.ERROR, self.phase or "map", error={
+                **error_report(exc, self.server_id, self.phase or "map"), "retryable": retryable(exc)})
+        except redis.RedisError as report_exc:
+            log.error("could not report the receiver's failure (Redis: %s)", report_exc)
 
     def _interrupt(self, signum, frame) -> None:
         if self._interruptible and self.cancelled.is_set():
@@ -215,6 +231,7 @@ class ClusterServer:
             self.run_id, self.job_name, self.phase = run_id, job["job_name"], "start"
             self.start_id = message.get("start_id")  # the master's name for this attempt: in every report
             self.cancelled = threading.Event()
+            self._master_missing_since = None
         self.pulse.send(self.status())  # at once: a phase may hold the interpreter lock before the next beat
         try:
             by_location = self.config.servers_by_location()
@@ -291,9 +308,12 @@ class ClusterServer:
             self._interruptible = False
             self.phase = None
 
-    def _drop_run(self, run_id: str | None = None, reason: str | None = None) -> None:
-        """Free what the current run holds (only that run's, when `run_id` is given)."""
+    def _drop_run(self, run_id: str | None = None, reason: str | None = None, start_id: str | None = None) -> None:
+        """Free what the current run holds (only that run's, when `run_id` is given; only that attempt's,
+        when `start_id` is: a newer attempt of the run keeps what it has)."""
         if self.run_id is None or (run_id is not None and run_id != self.run_id):
+            return
+        if start_id is not None and start_id != self.start_id:
             return
         if reason:
             log.info("run %s dropped: %s", self.run_id, reason)

@@ -123,3 +123,25 @@ def test_a_user_error_fails_at_once_and_is_not_retried(cluster3, tmp_path):
     history = json.loads(cluster3.cli(MAPREDUCE, "history", "user_bug", "--json").stdout)
     assert len(history) == 1 and history[0]["status"] == "failed"
     assert "attempt 2 of server" not in proc.stderr
+
+
+def test_redis_killed_during_reduce_the_run_goes_again_from_its_map_phase_by_phase(cluster3, tmp_path):
+    """What was in Redis is gone (reports among it): every server goes through the run again, each
+    phase on every server before the next, and every count is exact."""
+    folder = tmp_path / "in"
+    write_lines(folder / "a.txt", ["SLEEP_4", *(f"w{j} w{j % 9}" for j in range(20_000))])
+    write_lines(folder / "b.txt", [f"v{j} w{j % 3}" for j in range(20_000)])
+    write_lines(folder / "c.txt", [f"u{j} v{j % 5}" for j in range(20_000)])
+    job = word_count_job("redis_in_reduce", folder, map_function="words", reduce_function="sum_values_sleep_on_key")
+    thread, out = run_json(cluster3, job, tmp_path)
+    wait_until(lambda: any((cluster3.beat(s) or {}).get("phase") == "reduce" for s in SERVERS), 120,
+               "a server in its reduce phase")
+    old = cluster3.redis_pid()
+    os.kill(old, signal.SIGKILL)
+    thread.join(300)
+    proc = out["proc"]
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [(r["phase"], r["attempt"]) for r in result["counters"]["retried_tasks"]] == [("reduce", 2)]
+    assert cluster3.redis_pid() not in (None, old)
+    assert output_of(cluster3, "redis_in_reduce") == expected_counts(folder)

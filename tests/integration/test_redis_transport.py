@@ -114,7 +114,7 @@ def test_big_files_go_in_chunks(redis_a, layouts):
     tx = sender(a, redis_a, chunk_bytes=100_000)
     path, data = spill(a, "S_0", "S_0-big.spill", 1_050_000)
     tx.send(path, "S_1")
-    assert len(redis_a.client(PASSWORD).keys(f"{NS}:file:S_0-000001:*")) == 11
+    assert len(redis_a.client(PASSWORD).keys(f"{NS}:file:S_0-big:*")) == 11
     rx = receiver(b, redis_a)
     rx.start()
     tx.close()
@@ -126,7 +126,7 @@ def test_a_damaged_file_is_refused(redis_a, layouts):
     a, b = layouts
     tx = sender(a, redis_a, chunk_bytes=10_000)
     tx.send(spill(a, "S_0", "S_0-x.spill", 30_000)[0], "S_1")
-    redis_a.client(PASSWORD).setrange(f"{NS}:file:S_0-000001:1", 5, b"\x00\x01\x02")
+    redis_a.client(PASSWORD).setrange(f"{NS}:file:S_0-x:1", 5, b"\x00\x01\x02")
     rx = receiver(b, redis_a)
     rx.start()
     time.sleep(1.5)
@@ -167,7 +167,7 @@ def test_a_receiver_that_died_midway_is_finished_by_the_next_and_every_key_expir
     tx.send(path, "S_1")
     client = redis_a.client(PASSWORD)
     taken = client.blmove(f"{NS}:inbox:S_1", f"{NS}:processing:S_1", 1, "LEFT", "RIGHT")  # then it "died"
-    assert taken == b"S_0-000001"
+    assert taken == b"S_0~1-000001"
     client.expire(f"{NS}:processing:S_1", 60)  # as the receiver does after its BLMOVE
     assert all(client.ttl(k) > 0 for k in client.keys(f"{NS}:*"))
     rx = receiver(b, redis_a)
