@@ -10,8 +10,9 @@ import threading
 import time
 
 import pytest
-from cluster_helpers import MANAGE, Cluster, master_of
-from conftest import expected_counts, job_file, wait_until, word_count_job
+from cluster_helpers import MANAGE, Cluster, master_of, wait_until
+from cluster_helpers import word_counts_of as expected_counts
+from fault_helpers import job_file, word_count_job
 from integration_helpers import MAPREDUCE, items_to_dict, write_lines
 
 SERVERS = ("S_0", "S_1", "S_2")

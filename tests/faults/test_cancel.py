@@ -9,7 +9,8 @@ import subprocess
 import textwrap
 import time
 
-from conftest import job_file, run_cli, slow_input, wait_until, word_count_job
+from cluster_helpers import wait_until
+from fault_helpers import job_file, run_cli, slow_input, word_count_job
 from integration_helpers import MAPREDUCE
 
 from cluster import get_script_template

@@ -12,16 +12,9 @@ import time
 from pathlib import Path
 
 import redis
-from cluster_helpers import MANAGE
-from conftest import (
-    expected_counts,
-    in_phase,
-    job_file,
-    run_cli,
-    slow_input,
-    wait_until,
-    word_count_job,
-)
+from cluster_helpers import MANAGE, wait_until
+from cluster_helpers import word_counts_of as expected_counts
+from fault_helpers import in_phase, job_file, run_cli, slow_input, word_count_job
 from integration_helpers import MAPREDUCE, items_to_dict, write_lines
 
 from cluster.layout import JobLayout

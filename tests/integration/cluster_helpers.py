@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +86,23 @@ def master_of(c: Cluster) -> Iterator[Cluster]:
                 os.environ.pop("XDG_CONFIG_HOME", None)
             else:
                 os.environ["XDG_CONFIG_HOME"] = saved
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll `predicate` every 0.1 s until it is true (return it) or `timeout` passes (fail naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def word_counts_of(folder: Path) -> dict[str, int]:
+    """The exact word count of every file in a folder (what a word count job must output)."""
+    counts: dict[str, int] = {}
+    for path in sorted(folder.iterdir()):
+        for word in path.read_text().split():
+            counts[word] = counts.get(word, 0) + 1
+    return counts

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 import rpyc
-from cluster_helpers import MANAGE, Cluster, master_of
+from cluster_helpers import MANAGE, Cluster, master_of, wait_until, word_counts_of
 from integration_helpers import (
     MAPREDUCE,
     REPO,
@@ -79,16 +79,6 @@ def run_in_thread(manager: ClusterManager, job: dict) -> tuple[threading.Thread,
     t = threading.Thread(target=target, daemon=True)
     t.start()
     return t, outcome
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_start_brings_every_server_up_and_a_second_start_changes_nothing(cluster):
@@ -221,10 +211,7 @@ def test_kill_9_of_a_server_in_map_costs_an_attempt_not_the_run(cluster, words, 
     assert retried["server"] == victim and retried["phase"] == "map" and retried["attempt"] == 2
     assert "heartbeat" in retried["reason"]
     assert cluster.beat(victim)["pid"] != old_pid  # started again, in its screen session
-    expected: dict = {}
-    for path in (tmp_path / "in").iterdir():
-        for word in path.read_text().split():
-            expected[word] = expected.get(word, 0) + 1
+    expected = word_counts_of(tmp_path / "in")
     got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "killed").stdout.splitlines())
     assert got == expected and result.counters["files"] == 2
 
@@ -244,10 +231,7 @@ def test_a_redis_that_dies_mid_map_is_started_again_and_the_job_succeeds(cluster
     [retried] = result.counters["retried_tasks"]
     assert retried["phase"] == "map" and "the Redis of localhost" in retried["server"]
     assert cluster.redis_pid() not in (None, old)
-    expected: dict = {}
-    for path in (tmp_path / "in").iterdir():
-        for word in path.read_text().split():
-            expected[word] = expected.get(word, 0) + 1
+    expected = word_counts_of(tmp_path / "in")
     got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "redis_dies").stdout.splitlines())
     assert got == expected
 

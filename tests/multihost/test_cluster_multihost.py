@@ -176,7 +176,9 @@ def test_a_redis_that_dies_mid_shuffle_is_started_again_and_the_count_is_exact(c
     assert not thread.is_alive(), "the run hangs after a Redis died"
     result = outcome.get("result")
     assert result is not None, outcome
-    assert [r["phase"] for r in result.counters["retried_tasks"]] == ["map"]
+    retried = result.counters["retried_tasks"]
+    # the restart of the run, and perhaps first a receiver on another host that lost its connection to it
+    assert any("the Redis of" in r["server"] for r in retried) and {r["phase"] for r in retried} == {"map"}, retried
     got = items_to_dict(json.loads(line) for line in cli(cluster, MAPREDUCE, "output", "mh_redis_dies")
                         .stdout.splitlines())
     assert got == expected
