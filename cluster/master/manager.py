@@ -154,11 +154,13 @@ class ClusterManager:
                                   "was started by another version): run `manage_cluster stop`, then `start`")
             mgmt.root.make_dirs()
             client = self.redis(host)
+            redis_started = False
             try:
                 client.ping()
             except redis.ConnectionError:
                 mgmt.root.start_redis()
                 started.append(f"redis-server :{self.config.redis_port}")
+                redis_started = True
             try:  # its heartbeat (a master running a job watches it) starts once Redis runs
                 wait_until(lambda: client.exists(self.keys.management(host)), defaults.SERVER_START_TIMEOUT_SECONDS,
                            f"the management server of {host} to beat in its Redis")
@@ -167,8 +169,10 @@ class ClusterManager:
                 raise ClusterError(f"the management server of {host} writes no heartbeat in its Redis (port "
                                    f"{self.config.redis_port}); its log {log_file} says why") from None
             servers = self.config.servers_by_location()[host]
-            down = [s for s, beat in self.alive(client, servers).items() if beat is None]
-            if down:  # no heartbeat: not running, or running but cut off from a Redis that was restarted
+            # after a Redis (re)start every server lacks a heartbeat, however fast it reconnects
+            down = servers if redis_started else [s for s, beat in self.alive(client, servers).items()
+                                                  if beat is None]
+            if down:  # not running, or running but cut off from a Redis that was restarted
                 launched = ujson.loads(mgmt.root.start_servers(ujson.dumps(down)))
                 self._wait_servers(host, client, down, mgmt)
                 started.extend(launched)
