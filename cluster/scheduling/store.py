@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import statistics
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -178,6 +179,17 @@ class Scheduler:
             path = os.path.join(config.local_working_dir, "queue.sqlite")
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        for wait in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 0):  # two processes opening a new queue at once
+            try:
+                self._setup()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or not wait:
+                    raise
+                time.sleep(wait)
+
+    def _setup(self) -> None:
+        """The schema, and columns a queue made by an older version lacks (idempotent)."""
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
