@@ -37,3 +37,10 @@ def in_phase(c: Cluster, job_name: str, phase: str, servers=("S_0", "S_1"), ever
     beats = [c.beat(s) or {} for s in servers]
     hits = [b.get("job") == job_name and b.get("phase") == phase for b in beats]
     return all(hits) if every else any(hits)
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """SIGKILL a process a test started, if it is still there (a finalizer: whatever the test did)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -10,7 +10,7 @@ import textwrap
 import time
 
 from cluster_helpers import wait_until
-from fault_helpers import job_file, run_cli, slow_input, word_count_job
+from fault_helpers import job_file, kill_if_running, run_cli, slow_input, word_count_job
 from integration_helpers import MAPREDUCE
 
 from cluster import get_script_template
@@ -70,9 +70,7 @@ def test_cancel_of_a_mapreduce_run_stops_that_client_and_the_history_names_its_s
         cluster.cli(MAPREDUCE, "cancel", "by_hand", "--delete", timeout=90)
         out, err = client.communicate(timeout=60)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        kill_if_running(client)
     assert client.returncode == 1 and "was cancelled" in err, err
     assert history(cluster, "by_hand")[0]["status"] == "cancelled"
     done = cluster.cli(MAPREDUCE, "run", str(job_file(tmp_path, word_count_job(

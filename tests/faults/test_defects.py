@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 from cluster_helpers import MANAGE, wait_until
 from cluster_helpers import word_counts_of as expected_counts
-from fault_helpers import in_phase, job_file, run_cli, slow_input, word_count_job
+from fault_helpers import in_phase, job_file, kill_if_running, run_cli, slow_input, word_count_job
 from integration_helpers import MAPREDUCE, items_to_dict, write_lines
 
 from cluster.layout import JobLayout
@@ -79,9 +79,7 @@ def test_a_manual_run_beside_a_running_job_is_refused_naming_it(cluster, tmp_pat
         out, err = first.communicate(timeout=120)
         assert first.returncode == 0, err
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        kill_if_running(first)
     assert output_of(cluster, "long_one") == expected_counts(tmp_path / "long")
 
 
@@ -133,9 +131,7 @@ def test_a_killed_management_server_fails_the_run_within_seconds_and_strands_not
         out, err = proc.communicate(timeout=60)
         took = time.monotonic() - killed
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 1 and "error:" in err and "management server of localhost stopped" in err, err
     assert "Traceback" not in err
     assert took < 15, f"noticed after {took:.0f}s"
@@ -159,9 +155,7 @@ def test_a_killed_client_leaves_no_spills_or_keys_and_the_next_job_starts_at_onc
         client.send_signal(signal.SIGKILL)
         client.wait(10)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        kill_if_running(client)
     killed = time.monotonic()
     nxt = job_file(tmp_path, word_count_job("next_one", slow_input(tmp_path / "next", sleep=0)))
     done = cluster.cli(MAPREDUCE, "run", str(nxt), check=False, timeout=120)
@@ -185,9 +179,7 @@ def test_every_key_a_run_makes_expires(cluster, tmp_path):
         proc.communicate(timeout=120)
         assert proc.returncode == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
 
 
 def test_start_after_a_redis_restart_says_what_it_did(cluster, tmp_path):
@@ -231,9 +223,7 @@ def test_a_runner_job_refused_by_a_busy_cluster_is_not_a_failed_try(cluster, tmp
         manual.communicate(timeout=120)
         assert manual.returncode == 0
     finally:
-        if manual.poll() is None:
-            manual.kill()
-            manual.wait()
+        kill_if_running(manual)
     history = json.loads(cluster.cli(MAPREDUCE, "history", "queued", "--json").stdout)
     assert history[0]["status"] == "refused" and "is running job 'manual'" in history[0]["exception"]
     queue = json.loads(cluster.cli(MAPREDUCE, "queue", "--json").stdout)

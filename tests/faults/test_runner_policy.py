@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fault_helpers import kill_if_running
 from integration_helpers import MAPREDUCE, REPO, make_config
 
 from cluster import get_script_template
@@ -233,9 +234,7 @@ def test_a_runner_killed_with_3_jobs_queued_does_each_jobs_work_once_after_resta
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(10)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        kill_if_running(runner)
     again = subprocess.run([str(MAPREDUCE), "runner", "--once", "--local", "--config", cfg_file],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
