@@ -116,7 +116,10 @@ class DaskExecutor(ThisMachineExecutor):
             address = self.address
         try:
             try:
-                self._client = distributed.Client(address, timeout=defaults.DASK_CONNECT_TIMEOUT_SECONDS)
+                # not the process's default client: a job script's own Client (or a second run in this
+                # process) must not pick up ours, nor we theirs
+                self._client = distributed.Client(address, timeout=defaults.DASK_CONNECT_TIMEOUT_SECONDS,
+                                                  set_as_default=False)
             except OSError as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc} (start one with "
                                   "`dask scheduler`, or check the address)") from None
@@ -184,10 +187,12 @@ class DaskExecutor(ThisMachineExecutor):
         spec = {"job": job, "run_id": run_id, "partitions": self._partitions, "staging": staging,
                 "memory_budget": self.config.server_memory_budget, "store": self.store,
                 "versions": dask_tasks.versions()}  # a worker that joins later is checked by each task
-        # sent once to every worker, not once per task, under keys of this run (a scheduler is shared)
+        # each one task of this run (a scheduler is shared), fetched once by each worker that needs it, not
+        # sent with every task; not scattered: Dask's memory manager keeps one copy of scattered data once
+        # no waiting task needs it, and that copy dies with its worker (a map run again could not start)
         values = {"spec": spec, "project": project, "aux_map": aux_map, "aux_reduce": aux_reduce}
-        shared = client.scatter({f"{k}-{run_id}": v for k, v in values.items()}, broadcast=True, hash=False)
-        self._shared = {k: shared[f"{k}-{run_id}"] for k in values}
+        self._shared = {k: client.submit(dask_tasks.held, v, key=f"{k}-{run_id}", pure=False)
+                        for k, v in values.items()}
         self._plan = plan
 
     def run_phase(self, job: dict, run_id: str, phase: Phase, per_server: dict[str, dict[str, dict]]) -> None:
@@ -254,22 +259,28 @@ class DaskExecutor(ThisMachineExecutor):
         while pending:
             self.deadline.check(name, phase)
             try:
-                finished, pending = distributed.wait(list(pending), timeout=self.deadline.remaining(1.0),
-                                                     return_when="FIRST_COMPLETED")
+                # distributed.wait waits through the current client, else the newest one in the process;
+                # on another client's event loop it fails ('bound to a different event loop')
+                with self._client.as_current():
+                    finished, pending = distributed.wait(list(pending), timeout=self.deadline.remaining(1.0),
+                                                         return_when="FIRST_COMPLETED")
             except TimeoutError:
                 no_workers_since = self._check_workers_left(name, phase, no_workers_since)
                 continue
+            except CancelledError as exc:  # the scheduler dropped a task of ours (its reasons are in exc)
+                raise JobFailed(name, f"the Dask scheduler at {self.address} cancelled tasks of this run: "
+                                f"{exc}", phase=phase) from None
             for future in finished:
                 task = by_future[future]
-                if future.status == "lost":  # its result died with a worker: Dask computes it again
-                    pending.add(future)
+                if future.status in ("lost", "pending"):  # its result died with a worker (since the wait
+                    pending.add(future)                     # returned, too): Dask computes it again
                     continue
                 try:
                     if future.status != "finished":
-                        exc = future.exception()
-                        raise JobFailed(name, f"Dask task {task} failed: {type(exc).__name__}: {exc}"
+                        error = future.exception()
+                        raise JobFailed(name, f"Dask task {task} failed: {type(error).__name__}: {error}"
                                         + (" (a worker died running it too often; see the workers' logs)"
-                                           if type(exc).__name__ == "KilledWorker" else ""),
+                                           if type(error).__name__ == "KilledWorker" else ""),
                                         server=task, phase=phase)
                     result = future.result()
                 except CancelledError:
@@ -279,7 +290,7 @@ class DaskExecutor(ThisMachineExecutor):
                 except JobFailed:
                     raise
                 except Exception as exc:  # fetching a result from a worker that died as it was asked (Dask
-                    # computes it again); seen once as an UnboundLocalError from inside distributed's gather
+                    # computes it again)
                     fetches[task] = fetches.get(task, 0) + 1
                     if fetches[task] > defaults.DASK_TASK_RETRIES:
                         raise JobFailed(name, f"the result of Dask task {task} could not be fetched "

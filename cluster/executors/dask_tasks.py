@@ -41,6 +41,12 @@ SCRATCH = "mapreduce-cluster"  # under the worker's own folder
 
 
 # --- the project's code, shipped with the job ----------------------------------------------
+def held(value: Any) -> Any:
+    """A value the run's tasks share, as a task of its own: Dask computes it again from the task graph
+    when the worker that held it died."""
+    return value
+
+
 def bundle_project(projects_root: str, project_name: str) -> dict[str, Any]:
     """A project's files as {"name", "digest", "files": {relative path: bytes}}: what the workers
     import, so they need no copy of projects_dir."""

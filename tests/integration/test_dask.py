@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -200,8 +201,39 @@ def test_a_worker_killed_mid_phase_costs_a_retry_not_the_job(tmp_path, config, d
     killed = _kill_a_worker_running(dask_cluster, phase, done)
     thread.join(timeout=180)
     assert not thread.is_alive()
-    assert "error" not in out, out.get("error")
+    assert "error" not in out, "".join(traceback.format_exception(out["error"]))
     assert output_dict(out["result"]) == dict(expected), f"worker {killed} killed during {phase}"
+
+
+def test_a_client_of_the_callers_own_is_neither_used_nor_replaced(tmp_path, config, dask_cluster):
+    """A process with a Client of its own (a job script, a notebook) made while the run waits: the run
+    keeps to its own client (another's event loop fails its waits) and leaves the caller's the default."""
+    from distributed import Client, default_client
+
+    expected: collections.Counter = collections.Counter()
+    for f in range(3):
+        lines = [f"SLOW 0.3 w{f}"] + [f"word{i % 20} f{f}" for i in range(500)]
+        write_lines(tmp_path / "in" / f"f{f}.txt", lines)
+        for line in lines:
+            expected.update(line.split())
+    theirs: list = []
+
+    def cancelled():  # asked once a second while the run waits: the caller makes its client then
+        if not theirs:
+            with pytest.raises(ValueError, match="No clients found"):
+                default_client()  # the run's client is not the process's default
+            theirs.append(Client(dask_cluster.address, timeout=30))
+        return None
+
+    try:
+        result = DaskExecutor(config, dask_cluster.address).run(
+            make_job("their_client", "testjobs", [tmp_path / "in"], "slow_lines", "sum_values"), cancelled=cancelled)
+        assert theirs, "the run never waited"
+        assert output_dict(result) == dict(expected)
+        assert default_client() is theirs[0]
+    finally:
+        for c in theirs:
+            c.close()
 
 
 def test_workers_that_run_another_version_are_refused(config, dask_cluster, monkeypatch, tmp_path):
