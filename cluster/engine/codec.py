@@ -5,12 +5,23 @@ marshal is used because it is the fastest faithful codec measured for this data
 when loading. A file is a sequence of marshal-dumped lists in the current format
 (version 4: back-references make it faster and smaller). Stable hashing uses
 version 2, which has no back-references, so equal keys always give equal bytes.
+
+A batch is a list of entries, each standing for items of one key, so a key's many
+items cost no tuple each, on disk or in memory:
+
+- `(key, value)`: the one item itself;
+- `(key, value, n)`: n items `(key, value)` (a run of one value, as word counts make);
+- `(key, [value, ...], None)`: an item per value, in order.
+
+Files of plain items are files of entries too.
 """
 from __future__ import annotations
 
 import marshal
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import accumulate, chain, repeat
 from typing import IO, Any
 
 from cluster.engine.sizing import batch_items_for, estimate_item_bytes
@@ -73,10 +84,10 @@ def iter_batches(fh: IO[bytes]) -> Iterator[list]:
 
 
 def iter_items(path: str) -> Iterator:
-    """Yield every item of a spill or run file."""
+    """Yield every item of a spill or run file (its entries expanded)."""
     with open(path, "rb") as fh:
         for batch in iter_batches(fh):
-            yield from batch
+            yield from batch if plain(batch) else expand(batch)
 
 
 def stable_hash(key: Any) -> int:
@@ -103,3 +114,94 @@ def dump_items(fh: IO[bytes], items: list, batch_items: int) -> int:
     for i in range(0, len(items), batch_items):
         written += dump_batch(fh, items[i:i + batch_items])
     return written
+
+
+# --- entries: a key's items without a tuple each ---------------------------------------------
+RUN_VALUE_TYPES = frozenset({int, str, bytes, bool, type(None)})  # equal only when the same value
+
+
+def entries_of(key: Any, values: list, runs: bool, chunk: int, most: int) -> list[tuple]:
+    """The entries for one key's values (in order): a single item, runs of one repeated value (when
+    `runs`: every value of one type where equal means identical), or lists of at most `chunk` values;
+    none stands for more than `most` items."""
+    n = len(values)
+    if n == 1:
+        return [(key, values[0])]
+    v0 = values[0]
+    if runs and values[-1] == v0 and values.count(v0) == n:
+        if n <= most:
+            return [(key, v0, n)]
+        return [(key, v0, min(most, n - i)) if min(most, n - i) > 1 else (key, v0) for i in range(0, n, most)]
+    chunk = min(chunk, most)
+    if n <= chunk:
+        return [(key, values, None)]
+    return [(key, values[i:i + chunk], None) if n - i > 1 else (key, values[i]) for i in range(0, n, chunk)]
+
+
+def weight(entry: tuple) -> int:
+    """How many items an entry stands for."""
+    if len(entry) == 2:
+        return 1
+    return len(entry[1]) if entry[2] is None else entry[2]
+
+
+def total_items(entries: Iterable[tuple]) -> int:
+    return sum(map(weight, entries))
+
+
+def plain(entries: list) -> bool:
+    """True when every entry is an item (len 2): the batch is its own list of items."""
+    return set(map(len, entries)) <= _ONLY_PAIRS
+
+
+_ONLY_PAIRS = frozenset({2})
+
+
+def items_of(entry: tuple) -> Iterable[tuple]:
+    """The items one entry stands for."""
+    if len(entry) == 2:
+        return (entry,)
+    if entry[2] is None:
+        return zip(repeat(entry[0]), entry[1])
+    return zip(repeat(entry[0]), repeat(entry[1], entry[2]))
+
+
+def expand(entries: Iterable[tuple]) -> Iterator[tuple]:
+    """The items the entries stand for, in order (each entry's own key), without a Python frame per item."""
+    return chain.from_iterable(map(items_of, entries))
+
+
+def expand_into(out: list, entries: Iterable[tuple]) -> None:
+    """Append the items of the entries to `out` (a C-level extend per entry)."""
+    for entry in entries:
+        if len(entry) == 2:
+            out.append(entry)
+        elif entry[2] is None:
+            out += zip(repeat(entry[0]), entry[1])
+        else:
+            out += zip(repeat(entry[0]), repeat(entry[1], entry[2]))
+
+
+def split_entries(entries: list, max_items: int) -> list[list]:
+    """The entries cut into consecutive lists of at most `max_items` items each (an entry is never
+    cut: one that stands for more is a list of its own; the shuffler makes none)."""
+    if len(entries) <= 1:
+        return [entries] if entries else []
+    ends = list(accumulate(map(weight, entries)))
+    if ends[-1] <= max_items:
+        return [entries]
+    out = []
+    start = 0
+    while start < len(entries):
+        base = ends[start - 1] if start else 0
+        stop = max(start + 1, bisect_right(ends, base + max_items, lo=start))
+        out.append(entries[start:stop])
+        start = stop
+    return out
+
+
+def dump_entries(fh: IO[bytes], entries: list, batch_items: int) -> int:
+    """Write entries as batches of about `batch_items` items each; return the bytes written."""
+    if plain(entries):
+        return dump_items(fh, entries, batch_items)
+    return sum(dump_batch(fh, part) for part in split_entries(entries, batch_items))

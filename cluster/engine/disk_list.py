@@ -23,14 +23,20 @@ from cluster.engine import codec
 
 
 class DiskList:
-    """A list that spills to `directory` past `max_items_in_memory` items."""
+    """A list that spills to `directory` past `max_items_in_memory` items.
+
+    It holds codec entries (an item is an entry), so a key's values can come in as whole entries
+    (`add_entries`) and are expanded into items only while they are read."""
 
     def __init__(self, directory: str | None = None, max_items_in_memory: int = 100_000,
                  delete_after_iteration: bool = False):
         self.directory = directory
         self.max_items_in_memory = max(1, int(max_items_in_memory))
         self.delete_after_iteration = delete_after_iteration
-        self._buffer: list = []
+        self._buffer: list = []     # entries
+        self._in_buffer = 0         # the items they stand for
+        self._plain = True          # every buffered entry is an item
+        self._entries = False       # add_entries was used: what it holds are entries, not any items
         self._path: str | None = None
         self._fh: IO[bytes] | None = None
         self._on_disk = 0
@@ -38,7 +44,7 @@ class DiskList:
 
     def __len__(self) -> int:
         self._check_open()
-        return self._on_disk + len(self._buffer)
+        return self._on_disk + self._in_buffer
 
     def _check_open(self) -> None:
         if self._closed:
@@ -49,7 +55,7 @@ class DiskList:
         what `group[0]` needs, and for the in-memory tail, which `group[-1]` reads)."""
         if isinstance(index, slice):
             wanted = range(len(self))[index]
-            if wanted and min(wanted) >= self._on_disk:  # all in the in-memory tail (group[-5:])
+            if wanted and min(wanted) >= self._on_disk and self._plain:  # all in the in-memory tail (group[-5:])
                 return [self._buffer[i - self._on_disk] for i in wanted]
             return _slice(self, index)
         if not isinstance(index, int):
@@ -60,7 +66,9 @@ class DiskList:
         if not 0 <= index < n:
             raise IndexError("DiskList index out of range")
         if index >= self._on_disk:
-            return self._buffer[index - self._on_disk]
+            if self._plain:
+                return self._buffer[index - self._on_disk]
+            return next(islice(codec.expand(self._buffer), index - self._on_disk, None))
         return next(islice(self._iter_file(), index, None))
 
     @property
@@ -70,19 +78,30 @@ class DiskList:
 
     def append(self, item: Any) -> None:
         self._buffer.append(item)
-        if len(self._buffer) >= self.max_items_in_memory:
+        self._in_buffer += 1
+        if self._in_buffer >= self.max_items_in_memory:
             self._spill()
 
     def extend(self, items: Iterable) -> None:
         it = iter(items)
         room = self.max_items_in_memory
         while True:
-            chunk = list(islice(it, max(1, room - len(self._buffer))))
+            chunk = list(islice(it, max(1, room - self._in_buffer)))
             if not chunk:
                 return
-            self._buffer.extend(chunk)
-            if len(self._buffer) >= room:
+            self._buffer += chunk
+            self._in_buffer += len(chunk)
+            if self._in_buffer >= room:
                 self._spill()
+
+    def add_entries(self, entries: list, items: int | None = None) -> None:
+        """Add codec entries (standing for `items` items, counted when not given)."""
+        self._entries = True  # so the items added before must be (key, value) items too
+        self._buffer += entries
+        self._in_buffer += codec.total_items(entries) if items is None else items
+        self._plain = self._plain and codec.plain(entries)
+        if self._in_buffer >= self.max_items_in_memory:
+            self._spill()
 
     def _spill(self) -> None:
         if self._closed:
@@ -90,10 +109,12 @@ class DiskList:
         if self._fh is None:
             fd, self._path = tempfile.mkstemp(prefix="disklist-", suffix=".bin", dir=self.directory)
             self._fh = os.fdopen(fd, "wb")
-        buf = self._buffer
-        codec.dump_items(self._fh, buf, defaults.BATCH_ITEMS)
-        self._on_disk += len(buf)
-        self._buffer = []
+        if self._entries:
+            codec.dump_entries(self._fh, self._buffer, defaults.BATCH_ITEMS)
+        else:
+            codec.dump_items(self._fh, self._buffer, defaults.BATCH_ITEMS)
+        self._on_disk += self._in_buffer
+        self._buffer, self._in_buffer, self._plain = [], 0, True
 
     def _iter_file(self) -> Iterator:
         if self._fh is not None:
@@ -101,12 +122,20 @@ class DiskList:
             assert self._path is not None  # set with self._fh
             with open(self._path, "rb") as fh:
                 for batch in codec.iter_batches(fh):
-                    yield from batch
+                    yield from codec.expand(batch) if self._entries and not codec.plain(batch) else batch
+
+    def _iter_buffer(self) -> Iterator:
+        return iter(self._buffer) if self._plain else codec.expand(self._buffer)
 
     def __iter__(self) -> Iterator:
         self._check_open()
+        if self._fh is None and not self.delete_after_iteration:
+            return self._iter_buffer()  # no generator between the caller and the items
+        return self._iter_all()
+
+    def _iter_all(self) -> Iterator:
         yield from self._iter_file()
-        yield from self._buffer
+        yield from self._iter_buffer()
         if self.delete_after_iteration:
             self.close()
 
@@ -121,7 +150,7 @@ class DiskList:
             except FileNotFoundError:
                 pass
             self._path = None
-        self._buffer = []
+        self._buffer, self._in_buffer, self._plain = [], 0, True
         self._on_disk = 0
         self._closed = True
 

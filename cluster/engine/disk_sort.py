@@ -275,41 +275,58 @@ class DiskSort:
                 self._own_runs.remove(p)
 
     # --- output ------------------------------------------------------------------------
+    def entries(self) -> Iterator[tuple]:
+        """Every codec entry, in key order (an entry stands for one or many items of its key)."""
+        return chain.from_iterable(self._sorted_batches())
+
     def items(self) -> Iterator[tuple]:
         """Every item, in key order."""
+        weight = codec.weight
         for batch in self._sorted_batches():
-            self.counters["items_sorted"] += len(batch)
-            yield from batch
+            if codec.plain(batch):
+                self.counters["items_sorted"] += len(batch)
+                yield from batch
+            else:
+                self.counters["items_sorted"] += sum(map(weight, batch))
+                yield from codec.expand(batch)
 
     def groups(self, disk_based: bool = False, max_items_in_memory: int | None = None
                ) -> Iterator[tuple[Any, list | DiskList]]:
         """Yield (key, group) per key in order. A group is a list; one that outgrows a quarter of the
         memory budget (every group, when `disk_based`) is a DiskList instead, valid until the next
-        group is requested. `counters["groups_on_disk"]` counts the DiskList groups."""
+        group is requested. `counters["groups_on_disk"]` counts the DiskList groups.
+
+        A key's entries become items only here: a list group is built in C from them, and a DiskList
+        takes them whole (its items are made as the reduce function reads them)."""
         per_item = self._item_bytes or 128.0
         if max_items_in_memory is None:
             max_items_in_memory = max(1000, int(self.memory_budget / 4 / per_item))
-        self.counters.setdefault("groups_on_disk", 0)
-        for key, it in groupby(self.items(), key=_key0):
-            if disk_based:
-                head: list = []
-            else:
-                head = list(islice(it, max_items_in_memory))
-                if len(head) < max_items_in_memory:
-                    yield key, head
+        limit = max_items_in_memory
+        counters = self.counters
+        counters.setdefault("groups_on_disk", 0)
+        weight, plain, expand = codec.weight, codec.plain, codec.expand
+        for key, run in groupby(self.entries(), key=_key0):
+            head: list = []
+            n = 0
+            for entry in run:
+                head.append(entry)
+                n += 1 if len(entry) == 2 else weight(entry)
+                if n > limit:
+                    break
+            else:  # the whole group fits
+                if not disk_based:
+                    counters["items_sorted"] += n
+                    yield key, head if plain(head) else list(expand(head))
                     continue
-                nxt = next(it, _END)  # noqa: B031 - a peek: is there more than fits?
-                if nxt is _END:
-                    yield key, head
-                    continue
-                head.append(nxt)
-            group = DiskList(self.directory, max_items_in_memory)
+            group = DiskList(self.directory, limit)
             self._current = group
-            self.counters["groups_on_disk"] += 1
+            counters["groups_on_disk"] += 1
             try:
-                group.extend(head)
+                group.add_entries(head, n)
                 del head
-                group.extend(it)  # noqa: B031 - the rest of this one group
+                for chunk in iter(lambda: list(islice(run, 256)), []):  # noqa: B023 - the rest of this group
+                    group.add_entries(chunk)
+                counters["items_sorted"] += len(group)
                 yield key, group
             finally:
                 group.close()

@@ -12,14 +12,18 @@ line). A batch is then either counted or grouped:
   merged, so the combiner sees exactly what the map produced.
 - keys counted per value, for `cluster.emit.with_value(keys, value)` output with a
   combiner: no tuple is built per key at all.
-- grouped otherwise: items are appended to their key's list (itemgetter,
-  defaultdict lookup and list.append chained through `map`, all in C).
+- grouped otherwise: with a combiner, items are appended to their key's list;
+  without one, only their values are (a job without a combiner holds no tuple per
+  item: `with_value` keys and plain tuples alike go to `groups[key].append(value)`,
+  itemgetter, defaultdict lookup and list.append chained through `map`, all in C).
+  Keys that are equal are one key (1, 1.0, True): the group's key is the first seen.
 
 When the held items pass the combine size, groups are combined in place (a
 combiner may run 0..n times, so it must be associative); when they pass the
 memory budget they are spilled: keys are sorted once per spill, so every spill
-file is a sorted run and the reducer only merges. Keys go to servers by a stable
-hash, the same on every machine.
+file is a sorted run and the reducer only merges; each key's values are written as
+codec entries (a run of one repeated value, or a list of values), not an item each.
+Keys go to servers by a stable hash, the same on every machine.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import os
 import traceback
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
-from itertools import chain, islice, repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -36,7 +40,7 @@ from cluster import defaults
 from cluster.emit import SameValue
 from cluster.engine import codec
 from cluster.engine.disk_sort import sort_keys
-from cluster.engine.sizing import estimate_item_bytes
+from cluster.engine.sizing import batch_items_for, deep_size, estimate_item_bytes, estimate_value_bytes
 from cluster.engine.transport import Transport
 from cluster.exceptions import BadMapOutput, ShuffleError, UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
@@ -137,18 +141,29 @@ class CountedItems:
 
 
 class GroupedItems:
-    """Items grouped by key, one list per key: what the combiner reads and a spill writes."""
+    """Items grouped by key, one list per key: the items themselves, what a combiner reads, or (for a
+    job without one, `values`) only their values. A spill writes either."""
 
-    __slots__ = ("groups", "items")
+    __slots__ = ("groups", "items", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, values: bool = False) -> None:
         self.groups: defaultdict = defaultdict(list)
         self.items = 0  # items held in the groups
+        self.values = values
 
     def add_batch(self, items: list) -> None:
-        """Append every (key, value) item to its key's list (lookup and append chained in C)."""
-        group_into(self.groups, items)
+        """Append every (key, value) item (or its value) to its key's list (lookup and append chained in C)."""
+        (group_values_into if self.values else group_into)(self.groups, items)
         self.items += len(items)
+
+    def add_keys(self, keys: list, value: Any) -> None:
+        """`values` only: the items (key, value) for every key, as `value` appended to each key's list."""
+        try:
+            _consume(map(_append, map(self.groups.__getitem__, keys), repeat(value)))
+        except TypeError as exc:
+            raise BadMapOutput(describe_bad_output(zip(keys, repeat(value)))
+                               or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
+        self.items += len(keys)
 
     def add_combined(self, key: Any, group: list, combine: Callable[[Any, list], list]) -> None:
         """Put one key's items back, combined first when there are several (`combine(key, group)`)."""
@@ -189,6 +204,15 @@ def group_into(groups: defaultdict, items: list) -> None:
                            or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
 
 
+def group_values_into(groups: defaultdict, items: list) -> None:
+    """Append each item's value to `groups[item[0]]`; malformed items are BadMapOutput."""
+    try:
+        _consume(map(_append, map(groups.__getitem__, map(_key0, items)), map(_value1, items)))
+    except (TypeError, IndexError, KeyError) as exc:
+        raise BadMapOutput(describe_bad_output(items)
+                           or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
+
+
 class Shuffler:
     """Collects one map server's output, combines it, spills and ships it to its reducers."""
 
@@ -214,9 +238,11 @@ class Shuffler:
         self._pending: list = []          # map output not yet counted or grouped
         self._pending_keys: dict = {}     # (type(value), value) -> [value, keys...] from with_value()
         self._counted = CountedItems()
-        self._grouped = GroupedItems()
+        self._grouped = GroupedItems(values=combine is None)
         self._use_counts = combine is not None
-        self._bytes_per_item: float | None = None  # estimated from the batches
+        self._bytes_per_item: float | None = None  # estimated from the batches (a value, without a combiner)
+        self._bytes_per_key = 0.0  # a group's key, without a combiner (with one, within the items)
+        self._value_types: set = set()  # of every value held: a run of one value is written as one entry
         self._batches = 0
         self._bytes_after_combine = 0.0
         self._items_after_combine = 0
@@ -262,11 +288,14 @@ class Shuffler:
         if not items:
             return
         self._pending = []
-        if not set(map(type, items)) <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
+        types = set(map(type, items))
+        if not types <= _PAIR_TYPES or set(map(len, items)) != _PAIR:
             raise BadMapOutput(describe_bad_output(items))
         self.counters["map_items_out"] += len(items)
         self._measure(items)
-        if self._use_counts and not self._countable(items):
+        if self._use_counts and self._count_keys(items, types):
+            return
+        if self._use_counts and not self._countable(items, types):
             self._use_counts = False  # map output types rarely change: stop checking
         if self._use_counts:
             counts = self._counted.by_item
@@ -277,6 +306,7 @@ class Shuffler:
                 self._use_counts = False  # nearly every item is distinct: counting only costs time
             return
         if self.combine is None:
+            self._value_types.update(map(type, map(_value1, items)))
             self._grouped.add_batch(items)
             return
         batch: defaultdict = defaultdict(list)
@@ -297,6 +327,14 @@ class Shuffler:
         """Keep the bytes-per-item estimate honest: the first batch, then a small sample now and then
         (and of every big batch), since items vary."""
         self._batches += 1
+        if self._grouped.values:  # a held item is its value; its key is held once per group
+            if self._bytes_per_item is None or not self._batches % defaults.RESAMPLE_EVERY_BATCHES:
+                step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
+                sample = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
+                per_value = estimate_value_bytes([v for _, v in sample])
+                self._bytes_per_item = max(per_value, ((self._bytes_per_item or per_value) + per_value) / 2)
+                self._bytes_per_key = max(self._bytes_per_key, estimate_item_bytes([k for k, _ in sample]))
+            return
         if self._bytes_per_item is None:
             self._bytes_per_item = estimate_item_bytes(items)
         elif not self._batches % defaults.RESAMPLE_EVERY_BATCHES or len(items) > 4 * defaults.BATCH_ITEMS:
@@ -318,15 +356,44 @@ class Shuffler:
         return out
 
     def _drain_keys(self) -> None:
-        """with_value() output of a job without a combiner: plain (key, value) items."""
+        """with_value() output of a job without a combiner: the value appended to each key's group."""
         buckets, self._pending_keys = self._pending_keys, {}
+        grouped = self._grouped
         for bucket in buckets.values():
             value = bucket[0]
-            self._pending += zip(islice(bucket, 1, None), repeat(value))
+            keys = bucket[1:]
+            self.counters["map_items_out"] += len(keys)
+            self._value_types.add(type(value))
+            if self._bytes_per_item is None:
+                self._bytes_per_item = 8.0 + deep_size(value) / max(1, len(keys))  # one value object, shared
+                self._bytes_per_key = estimate_item_bytes(keys)
+            grouped.add_keys(keys, value)
+
+    def _count_keys(self, items: list, types: set) -> bool:
+        """Count a batch whose items all carry one plain value (a map returning (word, 1) tuples) by
+        their keys, as with_value output is: hashing a key costs less than hashing its tuple."""
+        if types != _TUPLE:
+            return False
+        values = set(map(_value1, items))
+        if len(values) != 1:
+            return False
+        value = values.pop()
+        if type(value) not in _COUNT_VALUE_TYPES:
+            return False
+        keys = list(map(_key0, items))
+        if not set(map(type, keys)) <= _COUNT_KEY_TYPES:
+            return False
+        counts = self._counted.keys_for(value)
+        before = len(counts)
+        _count_elements(counts, keys)
+        self._counted.items += len(keys)
+        if len(keys) > 10_000 and len(counts) - before > 0.8 * len(keys):
+            self._use_counts = False  # nearly every key is new: counting only costs time
+        return True
 
     @staticmethod
-    def _countable(items: list) -> bool:
-        if set(map(type, items)) != _TUPLE:
+    def _countable(items: list, types: set) -> bool:
+        if types != _TUPLE:
             return False
         if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
             return False
@@ -338,7 +405,7 @@ class Shuffler:
         per_item = self._bytes_per_item or _BYTES_PER_ITEM_GUESS
         counted = self._counted
         # a counted item costs a pointer once its group is built for the combiner
-        return (self._grouped.items * per_item + len(self._grouped.groups) * _BYTES_PER_GROUP
+        return (self._grouped.items * per_item + len(self._grouped.groups) * (_BYTES_PER_GROUP + self._bytes_per_key)
                 + counted.items * 8 + counted.entries() * (per_item + _BYTES_PER_COUNT)
                 + len(self._pending) * per_item)
 
@@ -386,6 +453,7 @@ class Shuffler:
     # --- spill -------------------------------------------------------------------------
     def _spill_all(self) -> None:
         self._grouped.add_counted(self._counted.take())
+        values = self._grouped.values
         groups = self._grouped.take()
         if not groups:
             return
@@ -400,26 +468,50 @@ class Shuffler:
             for k in keys:  # each key once per spill
                 per_part[stable_hash(k) % n].append(k)
         self.counters["spills"] += 1
-        getitem = groups.__getitem__
+        # a run of one value is one entry only when equal values are the same value (1 == True == 1.0)
+        types = self._value_types
+        runs = len(types) == 1 and types <= codec.RUN_VALUE_TYPES
+        chunk = batch_items_for(self._bytes_per_item or _BYTES_PER_ITEM_GUESS)
         for index, pkeys in enumerate(per_part):
             if not pkeys:
                 continue
-            items = list(chain.from_iterable(map(getitem, pkeys)))
-            for start in range(0, len(items), self.max_items_per_file):
-                self._write(items[start:start + self.max_items_per_file], self.partitions[index], universal)
+            entries = self._entries(pkeys, groups, values, runs, min(chunk, self.max_items_per_file),
+                                    self.max_items_per_file)
+            for part in codec.split_entries(entries, self.max_items_per_file):
+                self._write(part, self.partitions[index], universal)
+        if values:
+            self._value_types = set()
 
-    def _write(self, items: list, dest: str, universal: bool) -> None:
+    @staticmethod
+    def _entries(keys: list, groups: dict, values: bool, runs: bool, chunk: int, most: int) -> list:
+        """One partition's groups as codec entries, in key order: item lists are entries as they are
+        (a combiner's output: few items a key); values lists become runs, lists or single items."""
+        lists = list(map(groups.__getitem__, keys))
+        if not values:
+            return list(chain.from_iterable(lists))
+        if max(map(len, lists)) == 1:
+            return list(zip(keys, map(_key0, lists), strict=True))  # every key once: an item each
+        entries: list = []
+        entries_of = codec.entries_of
+        for k, group in zip(keys, lists, strict=True):
+            if len(group) == 1:
+                entries.append((k, group[0]))
+            else:
+                entries += entries_of(k, group, runs, chunk, most)
+        return entries
+
+    def _write(self, entries: list, dest: str, universal: bool) -> None:
         self._spill_seq += 1
         name = f"{self.file_prefix}-{self._spill_seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
         tmp = os.path.join(self.spill_dir, name + ".tmp")
         path = os.path.join(self.spill_dir, name)
         try:
             with open(tmp, "wb") as fh:
-                written = codec.dump_items(fh, items, defaults.BATCH_ITEMS)
+                written = codec.dump_entries(fh, entries, defaults.BATCH_ITEMS)
             os.replace(tmp, path)
             self.counters["moved_bytes"] += self.transport.send(path, dest)
         except OSError as exc:
             raise ShuffleError(f"writing spill file {path} for {dest} failed: {exc}") from exc
         self.counters["spill_files"] += 1
-        self.counters["spilled_items"] += len(items)
+        self.counters["spilled_items"] += codec.total_items(entries)
         self.counters["spilled_bytes"] += written

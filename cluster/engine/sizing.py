@@ -29,3 +29,20 @@ def estimate_item_bytes(items: list, sample_size: int = defaults.SIZE_SAMPLE_ITE
 def batch_items_for(item_bytes: float) -> int:
     """How many items of this size make one batch: at most BATCH_ITEMS, at most BATCH_BYTES."""
     return int(max(1, min(defaults.BATCH_ITEMS, defaults.BATCH_BYTES // max(1.0, item_bytes))))
+
+
+def held_value_bytes(value: Any) -> int:
+    """Bytes one more reference to `value` costs where it is held: nothing beyond the slot for the
+    objects Python shares (None, booleans, small ints), its size for the others."""
+    if value is None or type(value) is bool or (type(value) is int and -5 <= value <= 256):
+        return 0
+    return deep_size(value)
+
+
+def estimate_value_bytes(values: list, sample_size: int = defaults.SIZE_SAMPLE_ITEMS) -> float:
+    """Average bytes a value takes in a list of values (its slot, and the value unless shared)."""
+    if not values:
+        return 8.0
+    step = max(1, len(values) // sample_size)
+    sample = values[::step][:sample_size]
+    return 8 + sum(map(held_value_bytes, sample)) / len(sample)

@@ -115,3 +115,36 @@ def test_batches_of_big_items_are_cut_by_bytes(tmp_path):
     with open(path, "rb") as fh:
         sizes = [len(b) for b in codec.iter_batches(fh)]
     assert sum(sizes) == 200 and max(sizes) * 100_000 <= 2 * defaults.BATCH_BYTES
+
+
+# --- entries: a key's items without a tuple each ---------------------------------------------
+def test_entries_stand_for_their_items_in_order():
+    assert codec.entries_of("k", [5], runs=True, chunk=10, most=100) == [("k", 5)]
+    assert codec.entries_of("k", [1] * 6, runs=True, chunk=4, most=100) == [("k", 1, 6)]
+    lists = codec.entries_of("k", [1, 2, 3, 4, 5], runs=True, chunk=2, most=100)
+    assert lists == [("k", [1, 2], None), ("k", [3, 4], None), ("k", 5)]
+    for values in ([1] * 6, [1, 2, 3, 4, 5], ["a", "a", "b"], [None, None]):
+        entries = codec.entries_of("k", values, runs=True, chunk=2, most=3)
+        assert list(codec.expand(entries)) == [("k", v) for v in values]
+        assert codec.total_items(entries) == len(values)
+        assert all(codec.weight(e) <= 3 for e in entries)
+
+
+def test_a_run_is_written_only_where_equal_values_are_the_same_value():
+    """1 == True == 1.0: without `runs` (the shuffler passes it only for one value type) each value
+    keeps its type."""
+    values = [1, True, 1.0, 1]
+    entries = codec.entries_of("k", values, runs=False, chunk=100, most=100)
+    back = [v for _, v in codec.expand(entries)]
+    assert [(type(v), v) for v in back] == [(type(v), v) for v in values]
+
+
+def test_split_entries_keeps_each_part_within_the_limit(tmp_path):
+    entries = [("a", 1, 3), ("b", [1, 2], None), ("c", 9), ("d", 1, 3), ("e", [4, 5, 6], None)]
+    parts = codec.split_entries(entries, 4)
+    assert [e for p in parts for e in p] == entries
+    assert all(codec.total_items(p) <= 4 for p in parts)
+    path = tmp_path / "run.bin"
+    with open(path, "wb") as fh:
+        codec.dump_entries(fh, entries, 4)
+    assert list(codec.iter_items(str(path))) == list(codec.expand(entries))

@@ -268,3 +268,34 @@ def test_nan_and_deeply_nested_set_keys_group_exactly(tmp_path, seed):
     assert sum(n for _, n in groups) == 3000
     truth = Counter(k for k, _ in items if k == k)
     assert {k: n for k, n in plain} == dict(truth)
+
+
+def test_runs_of_entries_merge_into_the_groups_of_their_items(tmp_path):
+    """Spill files hold codec entries (runs of one value, lists of values, single items): merged from
+    several runs, each key's group is its items, as a list or, past the limit, a DiskList."""
+    runs = [
+        [("a", 1, 40), ("b", [1, 2, 3], None), ("c", 7)],
+        [("a", [5, 6], None), ("c", 1, 2000), ("d", "x")],
+        [("b", 4), ("c", [8, 9], None)],
+    ]
+    expected: dict = {}
+    for i, entries in enumerate(runs):
+        path = tmp_path / f"r{i}.spill"
+        with open(path, "wb") as fh:
+            codec.dump_entries(fh, entries, 16)
+        for k, v in codec.expand(entries):
+            expected.setdefault(k, []).append((k, v))
+    for disk_based in (False, True):
+        (tmp_path / f"sort{disk_based}").mkdir()
+        ds = DiskSort(str(tmp_path / f"sort{disk_based}"))
+        for i in range(len(runs)):
+            ds.add_run(str(tmp_path / f"r{i}.spill"))
+        seen = {}
+        for key, group in ds.groups(disk_based=disk_based, max_items_in_memory=1000):
+            assert isinstance(group, DiskList) == (disk_based or key == "c"), key
+            assert len(group) == len(expected[key])
+            assert group[0] == expected[key][0] and group[-1] == expected[key][-1]
+            seen[key] = sorted(group)
+        assert seen == {k: sorted(v) for k, v in expected.items()}
+        assert ds.counters["items_sorted"] == sum(map(len, expected.values()))
+        ds.close()
