@@ -122,6 +122,33 @@ def targets(results: dict) -> list[str]:
         worst = max(sk["rss"][1:]) / 2**20
         out.append(f"| skewed 120 MB through 64 MB: no process above budget + 160 MB (224 MB) | worst worker "
                    f"{worst:.0f} MB | {'met' if worst <= 224 else 'MISSED'} |")
+        out.append(f"| skewed 120 MB through 64 MB: >= 3x faster than 60 s (<= 20 s) | {sk['seconds']:.1f} s | "
+                   f"{'met' if sk['seconds'] <= 20 else 'MISSED'} |")
+    for size, rows in sorted(results.get("scale", {}).items()):
+        for case, base, label, want in (("exec-2", "loop-1", "word count, no combiner", 0.5),):
+            got = rows.get(f"words/{case}"), rows.get(f"words/{base}")
+            if all(g and "error" not in g for g in got):
+                r = got[1]["seconds"] / got[0]["seconds"]
+                out.append(f"| {label} >= {want}x the Counter loop at {size} MB | {r:.2f}x | "
+                           f"{'met' if r >= want else 'MISSED'} |")
+    for kind, case, base, label, want in (
+            ("words", "exec-2", "loop-1", "word count, no combiner (groups from disk) >= 0.5x the Counter loop", 0.5),
+            ("words", "exec-2-a", "loop-1", "word count, no combiner (in memory) >= 0.5x the Counter loop", 0.5),
+            ("words", "exec-2-c-t", "loop-1", "word count, map emits plain tuples >= 0.8x the Counter loop", 0.8),
+            ("words", "exec-2-c", "loop-2", "word count + combiner >= 0.95x the 2-process loop", 0.95),
+            ("telemetry", "exec-2-c", "loop-2", "telemetry + combiner >= 0.95x the 2-process loop", 0.95),
+            ("jobscript", "script-orjson-2", "loop-orjson-2", "telemetry job script (orjson) >= 0.95x the 2-process "
+             "orjson loop", 0.95),
+            ("words", "cluster-2-c", "exec-2-c", "words: our cluster within 5% of the local executor", 0.95),
+            ("telemetry", "cluster-2-c", "exec-2-c", "telemetry: our cluster within 5% of the local executor", 0.95)):
+        r = ratio(kind, case, base)
+        if r is not None:
+            out.append(f"| {label} (300 MB) | {r:.2f}x | {'met' if r >= want else 'MISSED'} |")
+    for case, label, limit in (("exec", "the local executor", 0.35), ("cluster", "a running cluster", 0.6)):
+        f = results.get("fixed", {}).get(case)
+        if f and "error" not in f:
+            out.append(f"| a 1 MB job end to end on {label} <= {limit} s | {f['median']:.2f} s (median of "
+                       f"{f.get('runs', 7)}) | {'met' if f['median'] <= limit else 'MISSED'} |")
     return out + [""]
 
 
@@ -133,8 +160,19 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each configuration, taken in rotation; the fastest counts (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="the key rows at 300 MB, once each (a few minutes): words, telemetry, the job script, "
+                        "the fixed cost")
+    p.add_argument("--scale", default="",
+                   help="comma-separated sizes in MB (e.g. 1500,3000) for the scale rows: word count with and "
+                        "without a combiner and telemetry, once each, beside their loops")
     a = p.parse_args()
+    if a.quick:
+        a.size_mb, a.repeat = 300, 1
+        if a.only == p.get_default("only"):
+            a.only = "words,telemetry,jobscript,fixed"
     only = set(a.only.split(","))
+    quick = a.quick
     results: dict[str, dict[str, dict]] = {}
     lines = ["# Benchmarks", "",
              f"Measured by `scripts/bench` on {time.strftime('%Y-%m-%d')}: "
@@ -174,17 +212,93 @@ def main() -> None:
                       f"| RedisTransport -> RedisReceiver (chunks, checksum, file written, acks) | "
                       f"{best_r['shuffle_mb_s']:.0f} |", ""]
     bench_cluster: dict = {}
-    if only & {"words", "telemetry"}:
+    if only & {"words", "telemetry", "fixed"}:
         bench_cluster = start_cluster()
     try:
-        measure(a, only, results, lines, bench_cluster)
+        measure(a, only, results, lines, bench_cluster, quick)
+        if "fixed" in only:
+            fixed(a, results, lines, bench_cluster)
     finally:
         if bench_cluster:
             stop_cluster(bench_cluster)
+    if a.scale:
+        scale(a, [int(x) for x in a.scale.split(",")], results, lines)
     lines += targets(results)
-    with open(a.out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_section(a.out, lines)
     print(f"wrote {a.out}")
+
+
+START, END = "<!-- scripts/bench: start -->", "<!-- scripts/bench: end -->"
+
+
+def write_section(path: str, lines: list[str]) -> None:
+    """Put this run's tables between the markers in `path` (at the top, after the title, the first
+    time), leaving the sections written by hand as they are."""
+    body = "\n".join([START, *lines[2:], END])  # lines[:2]: the title and its blank line
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if START in old and END in old:
+        new = old[:old.index(START)] + body + old[old.index(END) + len(END):]
+    else:
+        title, _, rest = old.partition("\n")
+        new = f"{title}\n\n{body}\n\n{rest.lstrip()}"
+    with open(path, "w") as fh:
+        fh.write(new)
+
+
+def fixed(a, results: dict, lines: list, bench_cluster: dict) -> None:
+    """The fixed cost of a run: a 1 MB job, on the local executor (and through the CLI) and on the cluster."""
+    folder, _ = dataset("words", a.size_mb, 16)
+    out = {}
+    for case in ("exec", "cluster"):
+        print(f"fixed cost ({case}) ...", flush=True)
+        r = run_one({"kind": "fixed", "case": case, "input": folder, "runs": 7, **bench_cluster})
+        print(f"   {r}", flush=True)
+        out[case] = r
+    results["fixed"] = out
+    lines += ["### The fixed cost of a run (a 1 MB word count with its combiner, 7 runs in one process)", "",
+              "| where | best (s) | median (s) | the CLI, `mapreduce run --local`, best of 3 (s) |",
+              "|---|---:|---:|---:|"]
+    for case, label in (("exec", "local executor, 2 workers"), ("cluster", "cluster, 1 location x 2 servers")):
+        r = out[case]
+        if "error" in r:
+            lines.append(f"| {label} | error: {r['error'][:80]} | | |")
+        else:
+            cli = f"{r['cli']:.2f}" if r.get("cli") else "-"
+            lines.append(f"| {label} | {r['best']:.2f} | {r['median']:.2f} | {cli} |")
+    lines.append("")
+
+
+def scale(a, sizes: list[int], results: dict, lines: list) -> None:
+    """Word count (with and without a combiner) and telemetry at bigger sizes, once each: how the cost
+    grows with the work (seconds per GB, and the workers' peak RSS)."""
+    rows = [("words", 16, [("loop-1", "Counter loop, 1 process"), ("exec-2-c", "local executor, 2 workers, combiner"),
+                           ("exec-2", "local executor, 2 workers, no combiner, disk_based_input")]),
+            ("telemetry", 32, [("loop-1", "json.loads loop, 1 process"),
+                               ("exec-2-c", "local executor, 2 workers, combiner")])]
+    out = ["### Scale: the same jobs at bigger sizes (one run each)", "",
+           "| data | configuration | MB | seconds | seconds per GB | vs the loop | peak RSS per worker (MB) "
+           "| correct |",
+           "|---|---|---:|---:|---:|---:|---|---|"]
+    for size in sizes:
+        got: dict = {}
+        for kind, files, cases in rows:
+            folder, expected = dataset(kind, size, files * max(1, size // 300))
+            mb = data_bytes(folder) / 2**20
+            for case, label in cases:
+                print(f"scale {size} MB {kind} {label} ...", flush=True)
+                r = run_one({"kind": kind, "case": case, "input": folder, "expected": expected})
+                print(f"   {r}", flush=True)
+                got[f"{kind}/{case}"] = r
+                if "error" in r:
+                    out.append(f"| {kind} | {label} | {mb:.0f} | - | - | - | - | error: {r['error'][:80]} |")
+                    continue
+                base = got.get(f"{kind}/loop-1")
+                ratio = f"{base['seconds'] / r['seconds']:.2f}x" if base and "error" not in base else "-"
+                rss = ", ".join(f"{v / 2**20:.0f}" for v in r["rss"][1:]) or f"{r['rss'][0] / 2**20:.0f}"
+                out.append(f"| {kind} | {label} | {mb:.0f} | {r['seconds']:.1f} | {r['seconds'] / mb * 1024:.1f} | "
+                           f"{ratio} | {rss} | {'yes' if r.get('correct') else 'NO'} |")
+        results.setdefault("scale", {})[size] = got
+    lines += out + [""]
 
 
 def start_cluster() -> dict:
@@ -225,7 +339,12 @@ def stop_cluster(spec: dict) -> None:
                    check=True, env=env)
 
 
-def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> None:
+QUICK = {"words": {"loop-1", "loop-2", "exec-2-c", "cluster-2-c", "exec-2-c-t", "exec-2", "exec-2-a"},
+         "telemetry": {"loop-1", "loop-2", "exec-2-c", "cluster-2-c"},
+         "jobscript": {"loop-orjson", "script-orjson-2", "loop-orjson-2"}}
+
+
+def measure(a, only: set, results: dict, lines: list, bench_cluster: dict, quick: bool = False) -> None:
     for kind, files, cases in (
         ("words", 16, [("loop-1", "Counter loop, 1 process"), ("loop-2", "Counter loop, 2 processes"),
                        ("dask-2", "Dask bag, 2 processes"), ("exec-1-c", "local executor, 1 worker, combiner"),
@@ -247,6 +366,8 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
     ):
         if kind not in only:
             continue
+        if quick:
+            cases = [c for c in cases if c[0] in QUICK[kind]]
         folder, expected = dataset("telemetry" if kind == "jobscript" else kind, a.size_mb, files)
         mb = data_bytes(folder) / 2**20
         best: dict[str, dict] = {}
@@ -262,7 +383,7 @@ def measure(a, only: set, results: dict, lines: list, bench_cluster: dict) -> No
         results[kind] = best
         if kind == "jobscript":
             lines += table("telemetry job scripts, `python -m cluster.job` (vs the loop with the same parser)", mb,
-                           rows, cases[0][1], bases={cases[4][1]: cases[3][1]})
+                           rows, cases[0][1], bases={cases[4][1]: cases[3][1]} if len(cases) > 4 else None)
         else:
             lines += table(f"{kind}", mb, rows, cases[0][1])
     if "skewed" in only:

@@ -330,10 +330,10 @@ class Shuffler:
         if self._grouped.values:  # a held item is its value; its key is held once per group
             if self._bytes_per_item is None or not self._batches % defaults.RESAMPLE_EVERY_BATCHES:
                 step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
-                sample = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
-                per_value = estimate_value_bytes([v for _, v in sample])
+                picked = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
+                per_value = estimate_value_bytes([v for _, v in picked])
                 self._bytes_per_item = max(per_value, ((self._bytes_per_item or per_value) + per_value) / 2)
-                self._bytes_per_key = max(self._bytes_per_key, estimate_item_bytes([k for k, _ in sample]))
+                self._bytes_per_key = max(self._bytes_per_key, estimate_item_bytes([k for k, _ in picked]))
             return
         if self._bytes_per_item is None:
             self._bytes_per_item = estimate_item_bytes(items)

@@ -240,9 +240,12 @@ class StepwiseExecutor(Executor):
             self._renew(name, run_id)
             if host == self.config.locations[0] and self._lock is not None:
                 self._lock.take_again()
+            # the management server beats there again too (within a second): the run's next round checks it
             wait_until(lambda: self._renew_reachable(run_id) and all(
-                self.manager.alive(self.clients[self.config.location_of(s)], [s])[s] for s in self.server_ids),
-                       defaults.SERVER_START_TIMEOUT_SECONDS, "every server to beat in the restarted Redis")
+                self.manager.alive(self.clients[self.config.location_of(s)], [s])[s] for s in self.server_ids)
+                and self.clients[host].exists(self.keys.management(host)),
+                       defaults.SERVER_START_TIMEOUT_SECONDS,
+                       "every server and the management server to beat in the restarted Redis")
         except (ClusterError, redis.RedisError) as again:
             raise JobFailed(name, f"{lost}, and it could not be started again ({again}); `manage_cluster status` "
                             "shows it", phase=phase) from None
