@@ -265,7 +265,7 @@ class DiskSort:
         for path in self._runs:
             for batch in self._batches(path):
                 if batch:
-                    return estimate_item_bytes(batch)
+                    return codec.entry_item_bytes(batch)
         return 64.0
 
     def _drop_own(self, paths: list[str]) -> None:
@@ -298,19 +298,19 @@ class DiskSort:
 
         A key's entries become items only here: a list group is built in C from them, and a DiskList
         takes them whole (its items are made as the reduce function reads them)."""
-        per_item = self._item_bytes or 128.0
+        per_item = max(self._item_bytes or 128.0, 64.0)  # an item of a list group is a tuple of its own
         if max_items_in_memory is None:
             max_items_in_memory = max(1000, int(self.memory_budget / 4 / per_item))
         limit = max_items_in_memory
         counters = self.counters
         counters.setdefault("groups_on_disk", 0)
-        weight, plain, expand = codec.weight, codec.plain, codec.expand
+        plain, expand = codec.plain, codec.expand
         for key, run in groupby(self.entries(), key=_key0):
             head: list = []
             n = 0
             for entry in run:
                 head.append(entry)
-                n += 1 if len(entry) == 2 else weight(entry)
+                n += 1 if len(entry) == 2 else (len(entry[1]) if entry[2] is None else entry[2])  # its weight
                 if n > limit:
                     break
             else:  # the whole group fits

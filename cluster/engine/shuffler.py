@@ -30,10 +30,12 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+import zlib
+from bisect import bisect_right
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable
-from itertools import chain, repeat
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate, chain, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 from cluster import defaults
@@ -58,12 +60,14 @@ log = logging.getLogger(__name__)
 _BYTES_PER_GROUP = 160   # a dict entry, a list header and its spare slots
 _BYTES_PER_COUNT = 100   # a Counter entry
 _BYTES_PER_ITEM_GUESS = 128.0  # before the first batch is measured
+_MAX_PENDING_ITEMS = defaults.MAX_PENDING_ITEMS
 _key0 = itemgetter(0)
 _value1 = itemgetter(1)
 _append = list.append
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 _NOTHING = object()
 _TUPLE = {tuple}
+_STR = {str}
 _PAIR = {2}
 _PAIR_TYPES = {tuple, list}
 _COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
@@ -274,8 +278,9 @@ class Shuffler:
             return
         if items is None:
             return
-        self._pending += items
-        if len(self._pending) > defaults.MAX_PENDING_ITEMS:
+        pending = self._pending
+        pending += items
+        if len(pending) > _MAX_PENDING_ITEMS:
             self.drain()
 
     # --- batches -----------------------------------------------------------------------
@@ -460,58 +465,114 @@ class Shuffler:
         keys = list(groups)
         universal = sort_keys(keys)
         n = len(self.partitions)
-        if n == 1:
-            per_part = [keys]
-        else:
-            per_part = [[] for _ in range(n)]
-            stable_hash = codec.stable_hash
-            for k in keys:  # each key once per spill
-                per_part[stable_hash(k) % n].append(k)
+        per_part = [keys] if n == 1 else partition_keys(keys, n)
         self.counters["spills"] += 1
         # a run of one value is one entry only when equal values are the same value (1 == True == 1.0)
         types = self._value_types
         runs = len(types) == 1 and types <= codec.RUN_VALUE_TYPES
-        chunk = batch_items_for(self._bytes_per_item or _BYTES_PER_ITEM_GUESS)
+        most = self.max_items_per_file
+        chunk = min(batch_items_for(self._bytes_per_item or _BYTES_PER_ITEM_GUESS), most)
         for index, pkeys in enumerate(per_part):
             if not pkeys:
                 continue
-            entries = self._entries(pkeys, groups, values, runs, min(chunk, self.max_items_per_file),
-                                    self.max_items_per_file)
-            for part in codec.split_entries(entries, self.max_items_per_file):
-                self._write(part, self.partitions[index], universal)
+            lists = list(map(groups.__getitem__, pkeys))
+            if not values:  # item lists (a combiner's output, few items a key): the items are entries
+                items = list(chain.from_iterable(lists))
+                for start in range(0, len(items), most):
+                    part = items[start:start + most]
+                    self._write([part[i:i + chunk] for i in range(0, len(part), chunk)], len(part),
+                                self.partitions[index], universal)
+                continue
+            file: list = []
+            in_file = 0
+            for batch, size in value_batches(pkeys, lists, runs, chunk, most):
+                if in_file + size > most and file:
+                    self._write(file, in_file, self.partitions[index], universal)
+                    file, in_file = [], 0
+                file.append(batch)
+                in_file += size
+            if file:
+                self._write(file, in_file, self.partitions[index], universal)
         if values:
             self._value_types = set()
 
-    @staticmethod
-    def _entries(keys: list, groups: dict, values: bool, runs: bool, chunk: int, most: int) -> list:
-        """One partition's groups as codec entries, in key order: item lists are entries as they are
-        (a combiner's output: few items a key); values lists become runs, lists or single items."""
-        lists = list(map(groups.__getitem__, keys))
-        if not values:
-            return list(chain.from_iterable(lists))
-        if max(map(len, lists)) == 1:
-            return list(zip(keys, map(_key0, lists), strict=True))  # every key once: an item each
-        entries: list = []
-        entries_of = codec.entries_of
-        for k, group in zip(keys, lists, strict=True):
-            if len(group) == 1:
-                entries.append((k, group[0]))
-            else:
-                entries += entries_of(k, group, runs, chunk, most)
-        return entries
-
-    def _write(self, entries: list, dest: str, universal: bool) -> None:
+    def _write(self, batches: list[list], items: int, dest: str, universal: bool) -> None:
+        """One spill file of these batches of entries (`items` in all), handed to the transport."""
         self._spill_seq += 1
         name = f"{self.file_prefix}-{self._spill_seq:06d}{UNIVERSAL_MARK if universal else ''}{SPILL_SUFFIX}"
         tmp = os.path.join(self.spill_dir, name + ".tmp")
         path = os.path.join(self.spill_dir, name)
         try:
             with open(tmp, "wb") as fh:
-                written = codec.dump_entries(fh, entries, defaults.BATCH_ITEMS)
+                written = sum(codec.dump_batch(fh, batch) for batch in batches)
             os.replace(tmp, path)
             self.counters["moved_bytes"] += self.transport.send(path, dest)
         except OSError as exc:
             raise ShuffleError(f"writing spill file {path} for {dest} failed: {exc}") from exc
         self.counters["spill_files"] += 1
-        self.counters["spilled_items"] += codec.total_items(entries)
+        self.counters["spilled_items"] += items
         self.counters["spilled_bytes"] += written
+
+
+def partition_keys(keys: list, n: int) -> list[list]:
+    """The keys (in order) of each of `n` partitions, by their stable hash; str keys hashed in C."""
+    per_part: list[list] = [[] for _ in range(n)]
+    hashes = None
+    if set(map(type, keys)) == _STR:
+        try:
+            hashes = list(map(zlib.crc32, map(str.encode, keys)))  # what stable_hash gives a str
+        except UnicodeEncodeError:  # a lone surrogate: stable_hash encodes it
+            hashes = None
+    if hashes is None:
+        hashes = list(map(codec.stable_hash, keys))
+    appends = [p.append for p in per_part]
+    for k, h in zip(keys, hashes, strict=True):  # each key once per spill
+        appends[h % n](k)
+    return per_part
+
+
+def value_batches(keys: list, lists: list[list], runs: bool, chunk: int, most: int
+                  ) -> Iterator[tuple[list, int]]:
+    """Codec entries for each key's values, in key order, as batches of about `chunk` values held
+    (a run of one value holds one) and at most `most` items: (batch, items). A key's values are one
+    entry: a run (when `runs` and they are all one value) or a list; only a key of more than `chunk`
+    values (a run: more than `most`) takes several. Built in C and list comprehensions: no Python call
+    per key."""
+    lens = list(map(len, lists))
+    entries: list[tuple]
+    if max(lens) == 1:
+        entries = list(zip(keys, map(_key0, lists), strict=True))  # every key once: an item each
+        held = lens
+    elif runs:
+        firsts = list(map(_key0, lists))
+        same = list(map(eq, map(list.count, lists, firsts), lens))
+        entries = [(k, v, n) if r else (k, vs, None)
+                   for k, vs, v, n, r in zip(keys, lists, firsts, lens, same, strict=True)]
+        held = [1 if r else n for n, r in zip(lens, same, strict=True)]
+    else:
+        entries = list(zip(keys, lists, repeat(None)))
+        held = lens
+    if max(held) > chunk or max(lens) > most:  # a long list, or a run past a file's items: cut them
+        flat: list = []
+        lens, held = [], []
+        for e in entries:
+            if len(e) == 2 or (e[2] is None and len(e[1]) <= chunk) or (e[2] is not None and e[2] <= most):
+                pieces: list[tuple] = [e]
+            else:
+                pieces = codec.entries_of(e[0], e[1] if e[2] is None else [e[1]] * e[2], runs, chunk, most)
+            for entry in pieces:
+                flat.append(entry)
+                w = codec.weight(entry)
+                lens.append(w)
+                held.append(w if len(entry) == 3 and entry[2] is None else 1)
+        entries = flat
+    item_ends = list(accumulate(lens))
+    held_ends = list(accumulate(held))
+    start = 0
+    while start < len(entries):
+        items_before = item_ends[start - 1] if start else 0
+        held_before = held_ends[start - 1] if start else 0
+        stop = max(start + 1, min(bisect_right(held_ends, held_before + chunk, lo=start),
+                                  bisect_right(item_ends, items_before + most, lo=start)))
+        yield entries[start:stop], item_ends[stop - 1] - items_before
+        start = stop

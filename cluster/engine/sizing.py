@@ -46,3 +46,4 @@ def estimate_value_bytes(values: list, sample_size: int = defaults.SIZE_SAMPLE_I
     step = max(1, len(values) // sample_size)
     sample = values[::step][:sample_size]
     return 8 + sum(map(held_value_bytes, sample)) / len(sample)
+
