@@ -156,7 +156,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size-mb", type=int, default=300)
     p.add_argument("--skewed-mb", type=int, default=120)
-    p.add_argument("--only", default="codec,redis,words,telemetry,jobscript,skewed")
+    p.add_argument("--only", default="codec,redis,words,telemetry,jobscript,skewed,fixed")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each configuration, taken in rotation; the fastest counts (default 3)")

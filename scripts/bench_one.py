@@ -267,7 +267,6 @@ def redis_case(spec: dict) -> dict:
     """Spill files through RedisTransport/RedisReceiver vs raw SET/GET/DEL of the same blobs, one redis-server."""
     import socket
     import tempfile
-    import threading
 
     from cluster.layout import JobLayout
     from cluster.node.redis_server import RedisServer
@@ -301,15 +300,13 @@ def redis_case(spec: dict) -> dict:
         ns = job_namespace("bench", "job", "r")
         tx = RedisTransport(layout=a, client=srv.client(password, timeout=300), namespace=ns, server_id="S_0",
                             local_servers=["S_0"], remote_servers=["S_1"], max_files_in_redis=10, timeout=120)
-        rx = RedisReceiver(layout=b, server_id="S_1", namespace=ns,
-                           sources={"a": (srv.client(password, timeout=300), ["S_0"])}, timeout=120)
+        rx = RedisReceiver(layout=b, server_id="S_1", namespace=ns, sources={"a": srv.client(password, timeout=300)})
         t = time.perf_counter()
-        pulling = threading.Thread(target=rx.run)
-        pulling.start()
+        rx.start()
         for p in paths:
             tx.send(p, "S_1")
-        tx.close()
-        pulling.join()
+        tx.close()  # every file acked: received whole
+        rx.stop()
         shuffle = time.perf_counter() - t
         mb = files * size / 2**20
         return {"mb": mb, "raw_mb_s": mb / raw, "shuffle_mb_s": mb / shuffle, "files": files,

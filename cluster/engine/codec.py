@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from itertools import accumulate, chain, repeat
 from typing import IO, Any
 
-from cluster.engine.sizing import batch_items_for, deep_size, estimate_item_bytes
+from cluster.engine.sizing import batch_items_for, deep_size, estimate_item_bytes, spread_sample
 from cluster.exceptions import CodecError
 
 VERSION = marshal.version
@@ -154,8 +154,7 @@ def entry_item_bytes(entries: list, sample_size: int = 256) -> float:
     tuple among them): a batch of N items holds about N times this."""
     if not entries:
         return 64.0
-    step = max(1, len(entries) // sample_size)
-    sample = entries[::step][:sample_size]
+    sample = spread_sample(entries, sample_size)
     return 8 + sum(map(deep_size, sample)) / max(1, sum(map(weight, sample)))
 
 

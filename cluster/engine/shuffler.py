@@ -42,7 +42,14 @@ from cluster import defaults
 from cluster.emit import SameValue
 from cluster.engine import codec
 from cluster.engine.disk_sort import sort_keys
-from cluster.engine.sizing import batch_items_for, deep_size, estimate_item_bytes, estimate_value_bytes
+from cluster.engine.sizing import (
+    SLOT_BYTES,
+    batch_items_for,
+    deep_size,
+    estimate_item_bytes,
+    estimate_value_bytes,
+    spread_sample,
+)
 from cluster.engine.transport import Transport
 from cluster.exceptions import BadMapOutput, ShuffleError, UserFunctionError
 from cluster.layout import SPILL_SUFFIX, UNIVERSAL_MARK
@@ -334,8 +341,7 @@ class Shuffler:
         self._batches += 1
         if self._grouped.values:  # a held item is its value; its key is held once per group
             if self._bytes_per_item is None or not self._batches % defaults.RESAMPLE_EVERY_BATCHES:
-                step = max(1, len(items) // defaults.SIZE_SAMPLE_ITEMS)
-                picked = items[::step][:defaults.SIZE_SAMPLE_ITEMS]
+                picked = spread_sample(items)
                 per_value = estimate_value_bytes([v for _, v in picked])
                 self._bytes_per_item = max(per_value, ((self._bytes_per_item or per_value) + per_value) / 2)
                 self._bytes_per_key = max(self._bytes_per_key, estimate_item_bytes([k for k, _ in picked]))
@@ -370,7 +376,7 @@ class Shuffler:
             self.counters["map_items_out"] += len(keys)
             self._value_types.add(type(value))
             if self._bytes_per_item is None:
-                self._bytes_per_item = 8.0 + deep_size(value) / max(1, len(keys))  # one value object, shared
+                self._bytes_per_item = SLOT_BYTES + deep_size(value) / max(1, len(keys))  # one value, shared
                 self._bytes_per_key = estimate_item_bytes(keys)
             grouped.add_keys(keys, value)
 

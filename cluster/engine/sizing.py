@@ -17,12 +17,16 @@ def deep_size(obj: Any, depth: int = 3) -> int:
     return size
 
 
+def spread_sample(items: list, sample_size: int = defaults.SIZE_SAMPLE_ITEMS) -> list:
+    """At most `sample_size` items, spread evenly over the list."""
+    return items[::max(1, len(items) // sample_size)][:sample_size]
+
+
 def estimate_item_bytes(items: list, sample_size: int = defaults.SIZE_SAMPLE_ITEMS) -> float:
     """Average in-memory bytes of an item (plus its list slot), from a sample spread over the list."""
     if not items:
         return 64.0
-    step = max(1, len(items) // sample_size)
-    sample = items[::step][:sample_size]
+    sample = spread_sample(items, sample_size)
     return 8 + sum(map(deep_size, sample)) / len(sample)
 
 
@@ -39,11 +43,13 @@ def held_value_bytes(value: Any) -> int:
     return deep_size(value)
 
 
+SLOT_BYTES = 9.0  # a list's slot for one more value, with the spare room a growing list keeps (1/8)
+
+
 def estimate_value_bytes(values: list, sample_size: int = defaults.SIZE_SAMPLE_ITEMS) -> float:
     """Average bytes a value takes in a list of values (its slot, and the value unless shared)."""
     if not values:
-        return 8.0
-    step = max(1, len(values) // sample_size)
-    sample = values[::step][:sample_size]
-    return 8 + sum(map(held_value_bytes, sample)) / len(sample)
+        return SLOT_BYTES
+    sample = spread_sample(values, sample_size)
+    return SLOT_BYTES + sum(map(held_value_bytes, sample)) / len(sample)
 

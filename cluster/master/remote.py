@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import paramiko
-
 from cluster.config import ClusterConfig
 from cluster.exceptions import RemoteCommandError
 
@@ -110,6 +108,8 @@ class SSHRemote(_Closing):
 
     def __init__(self, host: str, *, user: str | None, key_file: str | None, port: int = 22,
                  known_hosts: str | None = None, check_host_keys: bool = True, timeout: float = 15.0):
+        import paramiko  # here: a master of localhost locations never needs it (~0.1 s to import)
+
         self.host = host
         self._client = paramiko.SSHClient()
         self._client.load_system_host_keys()
@@ -131,6 +131,8 @@ class SSHRemote(_Closing):
             raise RemoteCommandError(f"cannot reach {host}:{port} over SSH: {exc}") from None
 
     def run(self, command: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> CommandResult:
+        import paramiko
+
         try:
             _, stdout, stderr = self._client.exec_command(command, timeout=timeout)
             channel = stdout.channel
@@ -148,6 +150,8 @@ class SSHRemote(_Closing):
         return result
 
     def put(self, local_path: str, remote_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        import paramiko
+
         tmp = f"{remote_path}.part-{os.getpid()}-{int(time.time() * 1000)}"
         sftp = self._client.open_sftp()
         try:
@@ -161,6 +165,8 @@ class SSHRemote(_Closing):
             sftp.close()
 
     def get(self, remote_path: str, local_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        import paramiko
+
         sftp = self._client.open_sftp()
         try:
             sftp.get_channel().settimeout(timeout)
