@@ -178,7 +178,9 @@ class DiskSort:
     # --- merging -----------------------------------------------------------------------
     def _fan_in(self) -> int:
         per_item = self._item_bytes or 128.0
-        per_run = 3 * batch_items_for(per_item) * per_item  # current batch, its slice, the merged copy
+        # a run's current batch, and two lists of pointers to its items: its slice and the merged copy
+        # (the items themselves are shared, not copied)
+        per_run = batch_items_for(per_item) * (per_item + 16)
         return int(max(2, min(defaults.MAX_MERGE_FAN_IN, self.memory_budget // per_run)))
 
     @staticmethod
@@ -246,7 +248,7 @@ class DiskSort:
                 path = self._new_run_path()
                 with open(path, "wb") as fh:
                     for batch in self._merge([self._batches(p) for p in group]):
-                        codec.dump_items(fh, batch, defaults.BATCH_ITEMS)
+                        codec.dump_entries(fh, batch, defaults.BATCH_ITEMS)
                 merged.append(path)
                 self._drop_own(group)
             runs = merged
