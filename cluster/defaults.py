@@ -71,6 +71,8 @@ RUN_KEYS_TTL_SECONDS = 24 * 3600  # every key a run makes in Redis expires after
 START_GRACE_SECONDS = 60.0    # a server told to start a run must name it in its heartbeat within this
 SHUFFLE_TIMEOUT_SECONDS = 600.0  # a spill file transfer that makes no progress this long fails the map phase
 COMBINE_MIN_ITEMS = 65_536     # ...or once this many new items average 8 or more per key
+COMBINE_COPIES_RUN = 1024      # n counted copies of an item reach the combiner as its output for this
+#                                many, n / this times (associative), plus the rest
 EAGER_COMBINE_ITEMS_PER_KEY = 8  # a drained batch with this many items per key is combined at once
 COMBINE_BUFFER_BYTES = 256 * 1024 ** 2  # combine once map output grows this much (cache-friendly)
 SIZE_SAMPLE_ITEMS = 256        # items sampled for a first estimate of the memory an item takes

@@ -8,8 +8,10 @@ line). A batch is then either counted or grouped:
   grouped, since hashing a nested tuple twice costs more than grouping it once):
   identical items are counted by `collections.Counter` in C, so
   millions of ("word", 1) items take the memory of their distinct values, and
-  the combiner later gets `[item] * n`. Only items equal in type and value are
-  merged, so the combiner sees exactly what the map produced.
+  the combiner later gets `[item] * n` (for a big n, its own output for 1024
+  copies, n / 1024 times: a combiner is associative). Only items equal in type
+  and value are merged, so the combiner sees what the map produced. A batch whose
+  items all carry one value (a map's `(word, 1)` tuples) is counted by key.
 - keys counted per value, for `cluster.emit.with_value(keys, value)` output with a
   combiner: no tuple is built per key at all.
 - grouped otherwise: with a combiner, items are appended to their key's list;
@@ -458,8 +460,18 @@ class Shuffler:
             if entries:  # built one key at a time: memory stays small
                 group = list(group)
                 for item, n in entries:
-                    group += [item] * n
+                    group += self._copies(key, item, n)
             combined.add_combined(key, group, self._combine_group)
+
+    def _copies(self, key: Any, item: tuple, n: int) -> list:
+        """What the combiner makes of `n` copies of one item, in fewer items: a combiner is associative
+        (it may run any number of times, on any part of a group), so the combined output of RUN copies
+        stands for them, and the combiner reads RUN + n / RUN items, not n."""
+        run = defaults.COMBINE_COPIES_RUN
+        if n <= 2 * run:
+            return [item] * n
+        times, rest = divmod(n, run)
+        return self._combine_group(key, [item] * run) * times + [item] * rest
 
     # --- spill -------------------------------------------------------------------------
     def _spill_all(self) -> None:

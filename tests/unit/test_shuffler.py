@@ -299,3 +299,22 @@ def test_runs_of_one_value_respect_max_items_per_file(tmp_path):
     sh.close()
     assert all(len(items) <= 7 for _, _, items in tr.files)
     assert Counter(tr.all_items()) == Counter({("k", 1): 20, ("j", 2): 3})
+
+
+def test_many_copies_of_one_item_reach_the_combiner_as_its_own_output(tmp_path):
+    """n counted copies: the combiner reads its output for a run of copies, n / run times (it is
+    associative), so a hot key costs the combiner a few thousand items, not millions; sums stay exact."""
+    from cluster.emit import with_value
+
+    seen: list[int] = []
+
+    def combine(group, aux):
+        seen.append(len(group))
+        return sum_combine(group, aux)
+
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=combine)
+    for _ in range(1000):
+        sh.add(with_value(["hot"] * 100 + ["cold"], 1))
+    counters = sh.close()
+    assert sums(tr.all_items()) == {"hot": 100_000, "cold": 1000}
+    assert max(seen) < 5000 and counters["combine_items_in"] < 10_000
