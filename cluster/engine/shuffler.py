@@ -81,19 +81,21 @@ _PAIR = {2}
 _PAIR_TYPES = {tuple, list}
 _COUNT_VALUE_TYPES = frozenset({int, str, bytes, type(None)})
 _COUNT_KEY_TYPES = frozenset({int, str, bytes, type(None)})
+_IMMUTABLE_VALUES = frozenset({int, float, str, bytes, bool, type(None), tuple, frozenset})
 
 
-def describe_bad_output(items: Iterable) -> str | None:
-    """Why these map output items are not (key, value) pairs with hashable keys; None when they are."""
+def describe_bad_output(items: Iterable, what: str = "map output") -> str | None:
+    """Why these map (or combine) output items are not (key, value) pairs with hashable keys; None
+    when they are."""
     for item in items:
         if type(item) not in _PAIR_TYPES or len(item) != 2:
-            return (f"map output must be an iterable of (key, value) pairs, or None; got the item "
+            return (f"{what} must be an iterable of (key, value) pairs, or None; got the item "
                     f"{item!r:.200} ({type(item).__name__}"
                     + (f" of length {len(item)})" if hasattr(item, "__len__") else ")"))
         try:
             hash(item[0])
         except TypeError:
-            return (f"map output item {item!r:.200} has an unhashable key "
+            return (f"{what} item {item!r:.200} has an unhashable key "
                     f"({type(item[0]).__name__}); keys must be hashable: use a tuple, not a list or dict")
     return None
 
@@ -365,6 +367,11 @@ class Shuffler:
             raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
                                     server=self.server_id, error=f"{type(exc).__name__}: {exc}",
                                     traceback=traceback.format_exc(), key=key) from exc
+        # its items go where map output goes (spills, the reduce function): (key, value) pairs only
+        if out and (not set(map(type, out)) <= _PAIR_TYPES or set(map(len, out)) != _PAIR):
+            raise UserFunctionError(function=f"combine function {self.combine_name!r}", phase="map",
+                                    server=self.server_id, error=describe_bad_output(out, "combine output")
+                                    or "combine output must be (key, value) pairs", traceback="", key=key)
         self.counters["combine_items_out"] += len(out)
         return out
 
@@ -387,12 +394,13 @@ class Shuffler:
         their keys, as with_value output is: hashing a key costs less than hashing its tuple."""
         if types != _TUPLE:
             return False
+        value_types = set(map(type, map(_value1, items)))  # first: 1, True and 1.0 are one set member
+        if len(value_types) != 1 or not value_types <= _COUNT_VALUE_TYPES:
+            return False
         values = set(map(_value1, items))
         if len(values) != 1:
             return False
         value = values.pop()
-        if type(value) not in _COUNT_VALUE_TYPES:
-            return False
         keys = list(map(_key0, items))
         if not set(map(type, keys)) <= _COUNT_KEY_TYPES:
             return False
@@ -471,7 +479,10 @@ class Shuffler:
         if n <= 2 * run:
             return [item] * n
         times, rest = divmod(n, run)
-        return self._combine_group(key, [item] * run) * times + [item] * rest
+        out = self._combine_group(key, [item] * run)
+        if not all(type(o) is tuple and type(o[1]) in _IMMUTABLE_VALUES for o in out):
+            return [item] * n  # a list or dict may be changed in place: one object repeated would count twice
+        return out * times + [item] * rest
 
     # --- spill -------------------------------------------------------------------------
     def _spill_all(self) -> None:
@@ -489,7 +500,8 @@ class Shuffler:
         types = self._value_types
         runs = len(types) == 1 and types <= codec.RUN_VALUE_TYPES
         most = self.max_items_per_file
-        chunk = min(batch_items_for(self._bytes_per_item or _BYTES_PER_ITEM_GUESS), most)
+        # a batch's bytes: its values, and a key for each entry (counted per value: unique keys, one each)
+        chunk = min(batch_items_for((self._bytes_per_item or _BYTES_PER_ITEM_GUESS) + self._bytes_per_key), most)
         for index, pkeys in enumerate(per_part):
             if not pkeys:
                 continue

@@ -23,6 +23,7 @@ class FakeTransport:
         self.sent: list[tuple[str, str]] = []
         self.files: list[tuple[str, str, list]] = []
         self.entries: list[list] = []  # each file's codec entries, as written
+        self.batch_bytes: list[int] = []  # the str keys' characters in each batch written
         self.closed = 0
 
     def send(self, path: str, dest: str) -> int:
@@ -30,7 +31,9 @@ class FakeTransport:
         size = os.path.getsize(path)
         items = list(codec.iter_items(path))
         with open(path, "rb") as fh:
-            self.entries.append([e for batch in codec.iter_batches(fh) for e in batch])
+            batches = list(codec.iter_batches(fh))
+        self.entries.append([e for batch in batches for e in batch])
+        self.batch_bytes += [sum(len(e[0]) for e in batch if isinstance(e[0], str)) for batch in batches]
         self.sent.append((path, dest))
         self.files.append((os.path.basename(path), dest, items))
         os.unlink(path)  # a transport takes the file away
@@ -318,3 +321,62 @@ def test_many_copies_of_one_item_reach_the_combiner_as_its_own_output(tmp_path):
     counters = sh.close()
     assert sums(tr.all_items()) == {"hot": 100_000, "cold": 1000}
     assert max(seen) < 5000 and counters["combine_items_in"] < 10_000
+
+
+def test_a_batch_of_equal_values_of_other_types_keeps_each_type_with_a_combiner(tmp_path):
+    """1, True and 1.0 are one member of a set: counting a batch by key must not take them for one
+    value (each item keeps its own value's type)."""
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=lambda group, aux: group)
+    sh.add([("a", 1), ("b", True), ("c", 1.0)] * 10)
+    sh.close()
+    assert {(k, type(v).__name__) for k, v in tr.all_items()} == {("a", "int"), ("b", "bool"), ("c", "float")}
+
+
+def test_unhashable_values_with_a_combiner_are_grouped_not_counted(tmp_path):
+    def total_length(group, aux):
+        return [(group[0][0], sum(len(v) for _, v in group))]
+
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=total_length)
+    sh.add([("a", [1, 2]), ("a", [3]), ("b", {"x": 1})])
+    sh.close()
+    assert sorted(tr.all_items(), key=repr) == [("a", 3), ("b", {"x": 1})]  # one item: not combined
+
+
+def test_a_combiner_that_returns_other_than_pairs_is_named(tmp_path):
+    """Its items go where map output goes: a (key, total, count) triple would be read as something else."""
+    from cluster.exceptions import UserFunctionError
+
+    sh, _ = make(tmp_path, partitions=["S_0"], combine=lambda group, aux: [(group[0][0], len(group), "n")])
+    sh.add([("a", 1), ("a", 2)])
+    with pytest.raises(UserFunctionError, match=r"combine output must be an iterable of \(key, value\) pairs"):
+        sh.close()
+
+
+def test_copies_of_an_item_are_never_one_mutable_object_repeated(tmp_path):
+    """A combiner that adds into its first item in place, returning lists: a hot key's sum stays exact
+    (its output is not replicated by reference)."""
+    from cluster.emit import with_value
+
+    def add_in_place(group, aux):
+        first = group[0] if isinstance(group[0], list) else list(group[0])  # its own output: changed in place
+        for _, v in group[1:]:
+            first[1] += v
+        return [first]
+
+    sh, tr = make(tmp_path, partitions=["S_0"], combine=add_in_place)
+    for _ in range(50):
+        sh.add(with_value(["hot"] * 100, 1))
+    sh.close()
+    assert sums(tr.all_items()) == {"hot": 5000}
+
+
+def test_spill_batches_hold_a_bounded_size_whatever_the_keys_weigh(tmp_path):
+    """Without a combiner a batch's size counts its keys too: 80 unique 200 KB keys are not one batch."""
+    from cluster import defaults
+
+    sh, tr = make(tmp_path, partitions=["S_0"])
+    keys = [f"{i:04d}" + "k" * 200_000 for i in range(80)]
+    sh.add([(k, 1) for k in keys])
+    sh.close()
+    assert sorted(k for k, _ in tr.all_items()) == sorted(keys)
+    assert tr.batch_bytes and max(tr.batch_bytes) <= 2 * defaults.BATCH_BYTES
