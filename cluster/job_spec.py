@@ -122,7 +122,7 @@ class MapReduceJob(CommonJob, total=False):
         f"spill files a server has in Redis at once (null: {defaults.SIMULTANEOUS_FILES_IN_REDIS})")]
     combine_function_name: Annotated[str | None, Spec(
         "a reduce function run on each mapper's partial groups before shuffling (it may run 0..n times, so it "
-        "must be associative, like a sum)")]
+        "must be associative, like a sum, and return (key, value) pairs)")]
     reduce_function_name: Annotated[str | None, Spec(
         "the reduce function in reduce_functions.py: `f(group, auxiliary_data)` (null: a map-only job, every map "
         "item is output)")]
