@@ -129,13 +129,16 @@ def entries_of(key: Any, values: list, runs: bool, chunk: int, most: int) -> lis
         return [(key, values[0])]
     v0 = values[0]
     if runs and values[-1] == v0 and values.count(v0) == n:
-        if n <= most:
-            return [(key, v0, n)]
-        return [(key, v0, min(most, n - i)) if min(most, n - i) > 1 else (key, v0) for i in range(0, n, most)]
+        return run_entries(key, v0, n, most)
     chunk = min(chunk, most)
     if n <= chunk:
         return [(key, values, None)]
     return [(key, values[i:i + chunk], None) if n - i > 1 else (key, values[i]) for i in range(0, n, chunk)]
+
+
+def run_entries(key: Any, value: Any, n: int, most: int) -> list[tuple]:
+    """`n` items `(key, value)` as runs of at most `most` (a run of one is the item itself)."""
+    return [(key, value, min(most, n - i)) if min(most, n - i) > 1 else (key, value) for i in range(0, n, most)]
 
 
 def weight(entry: tuple) -> int:
@@ -149,12 +152,12 @@ def total_items(entries: Iterable[tuple]) -> int:
     return sum(map(weight, entries))
 
 
-def entry_item_bytes(entries: list, sample_size: int = 256) -> float:
+def entry_item_bytes(entries: list) -> float:
     """Average bytes per item of codec entries in memory (an entry of many values shares its key and
     tuple among them): a batch of N items holds about N times this."""
     if not entries:
         return 64.0
-    sample = spread_sample(entries, sample_size)
+    sample = spread_sample(entries)
     return 8 + sum(map(deep_size, sample)) / max(1, sum(map(weight, sample)))
 
 
@@ -180,15 +183,16 @@ def expand(entries: Iterable[tuple]) -> Iterator[tuple]:
     return chain.from_iterable(map(items_of, entries))
 
 
-def expand_into(out: list, entries: Iterable[tuple]) -> None:
-    """Append the items of the entries to `out` (a C-level extend per entry)."""
-    for entry in entries:
-        if len(entry) == 2:
-            out.append(entry)
-        elif entry[2] is None:
-            out += zip(repeat(entry[0]), entry[1])
-        else:
-            out += zip(repeat(entry[0]), repeat(entry[1], entry[2]))
+def cuts(*bounds: tuple[list[int], int]) -> Iterator[tuple[int, int]]:
+    """Consecutive [start, stop) ranges over entries whose running totals (one list per measure, each
+    with its limit) stay within every limit: at least one entry a range."""
+    first = bounds[0][0]
+    start = 0
+    while start < len(first):
+        stop = min(bisect_right(ends, (ends[start - 1] if start else 0) + limit, lo=start) for ends, limit in bounds)
+        stop = max(start + 1, stop)
+        yield start, stop
+        start = stop
 
 
 def split_entries(entries: list, max_items: int) -> list[list]:
@@ -199,14 +203,7 @@ def split_entries(entries: list, max_items: int) -> list[list]:
     ends = list(accumulate(map(weight, entries)))
     if ends[-1] <= max_items:
         return [entries]
-    out = []
-    start = 0
-    while start < len(entries):
-        base = ends[start - 1] if start else 0
-        stop = max(start + 1, bisect_right(ends, base + max_items, lo=start))
-        out.append(entries[start:stop])
-        start = stop
-    return out
+    return [entries[start:stop] for start, stop in cuts((ends, max_items))]
 
 
 def dump_entries(fh: IO[bytes], entries: list, batch_items: int) -> int:

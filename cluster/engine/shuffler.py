@@ -33,7 +33,6 @@ import logging
 import os
 import traceback
 import zlib
-from bisect import bisect_right
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, chain, repeat
@@ -588,8 +587,10 @@ def value_batches(keys: list, lists: list[list], runs: bool, chunk: int, most: i
         for e in entries:
             if len(e) == 2 or (e[2] is None and len(e[1]) <= chunk) or (e[2] is not None and e[2] <= most):
                 pieces: list[tuple] = [e]
+            elif e[2] is None:
+                pieces = codec.entries_of(e[0], e[1], runs, chunk, most)
             else:
-                pieces = codec.entries_of(e[0], e[1] if e[2] is None else [e[1]] * e[2], runs, chunk, most)
+                pieces = codec.run_entries(e[0], e[1], e[2], most)
             for entry in pieces:
                 flat.append(entry)
                 w = codec.weight(entry)
@@ -597,12 +598,5 @@ def value_batches(keys: list, lists: list[list], runs: bool, chunk: int, most: i
                 held.append(w if len(entry) == 3 and entry[2] is None else 1)
         entries = flat
     item_ends = list(accumulate(lens))
-    held_ends = list(accumulate(held))
-    start = 0
-    while start < len(entries):
-        items_before = item_ends[start - 1] if start else 0
-        held_before = held_ends[start - 1] if start else 0
-        stop = max(start + 1, min(bisect_right(held_ends, held_before + chunk, lo=start),
-                                  bisect_right(item_ends, items_before + most, lo=start)))
-        yield entries[start:stop], item_ends[stop - 1] - items_before
-        start = stop
+    for start, stop in codec.cuts((list(accumulate(held)), chunk), (item_ends, most)):
+        yield entries[start:stop], item_ends[stop - 1] - (item_ends[start - 1] if start else 0)
