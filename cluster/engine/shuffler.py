@@ -167,7 +167,7 @@ class GroupedItems:
 
     def add_batch(self, items: list) -> None:
         """Append every (key, value) item (or its value) to its key's list (lookup and append chained in C)."""
-        (group_values_into if self.values else group_into)(self.groups, items)
+        group_into(self.groups, items, self.values)
         self.items += len(items)
 
     def add_keys(self, keys: list, value: Any) -> None:
@@ -209,19 +209,11 @@ class GroupedItems:
         return groups
 
 
-def group_into(groups: defaultdict, items: list) -> None:
-    """Append each item to `groups[item[0]]`; malformed items are BadMapOutput."""
+def group_into(groups: defaultdict, items: list, values: bool = False) -> None:
+    """Append each item (or, with `values`, its value) to `groups[item[0]]`; malformed items are
+    BadMapOutput."""
     try:
-        _consume(map(_append, map(groups.__getitem__, map(_key0, items)), items))
-    except (TypeError, IndexError, KeyError) as exc:
-        raise BadMapOutput(describe_bad_output(items)
-                           or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
-
-
-def group_values_into(groups: defaultdict, items: list) -> None:
-    """Append each item's value to `groups[item[0]]`; malformed items are BadMapOutput."""
-    try:
-        _consume(map(_append, map(groups.__getitem__, map(_key0, items)), map(_value1, items)))
+        _consume(map(_append, map(groups.__getitem__, map(_key0, items)), map(_value1, items) if values else items))
     except (TypeError, IndexError, KeyError) as exc:
         raise BadMapOutput(describe_bad_output(items)
                            or f"map output could not be grouped ({type(exc).__name__}: {exc})") from None
@@ -308,17 +300,7 @@ class Shuffler:
             raise BadMapOutput(describe_bad_output(items))
         self.counters["map_items_out"] += len(items)
         self._measure(items)
-        if self._use_counts and self._count_keys(items, types):
-            return
-        if self._use_counts and not self._countable(items, types):
-            self._use_counts = False  # map output types rarely change: stop checking
-        if self._use_counts:
-            counts = self._counted.by_item
-            before = len(counts)
-            counts.update(items)
-            self._counted.items += len(items)
-            if len(items) > 10_000 and len(counts) - before > 0.8 * len(items):
-                self._use_counts = False  # nearly every item is distinct: counting only costs time
+        if self._use_counts and self._count(items, types):
             return
         if self.combine is None:
             self._value_types.update(map(type, map(_value1, items)))
@@ -388,36 +370,31 @@ class Shuffler:
                 self._bytes_per_key = estimate_item_bytes(keys)
             grouped.add_keys(keys, value)
 
-    def _count_keys(self, items: list, types: set) -> bool:
-        """Count a batch whose items all carry one plain value (a map returning (word, 1) tuples) by
-        their keys, as with_value output is: hashing a key costs less than hashing its tuple."""
+    def _count(self, items: list, types: set) -> bool:
+        """Count a batch of plain (key, value) tuples (a job with a combiner); False, and no counting
+        from now on, when its items are of other types (map output types rarely change). A batch whose
+        items all carry one value (a map returning (word, 1) tuples) is counted by key, as with_value
+        output is: hashing a key costs less than hashing its tuple."""
         if types != _TUPLE:
+            self._use_counts = False
             return False
-        value_types = set(map(type, map(_value1, items)))  # first: 1, True and 1.0 are one set member
-        if len(value_types) != 1 or not value_types <= _COUNT_VALUE_TYPES:
+        value_types = set(map(type, map(_value1, items)))  # before any set of values: 1, True and 1.0 are one member
+        if not value_types <= _COUNT_VALUE_TYPES or not set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES:
+            self._use_counts = False
             return False
-        values = set(map(_value1, items))
-        if len(values) != 1:
-            return False
-        value = values.pop()
-        keys = list(map(_key0, items))
-        if not set(map(type, keys)) <= _COUNT_KEY_TYPES:
-            return False
-        counts = self._counted.keys_for(value)
-        before = len(counts)
-        _count_elements(counts, keys)
-        self._counted.items += len(keys)
-        if len(keys) > 10_000 and len(counts) - before > 0.8 * len(keys):
-            self._use_counts = False  # nearly every key is new: counting only costs time
+        values = set(map(_value1, items)) if len(value_types) == 1 else ()
+        if len(values) == 1:
+            counts = self._counted.keys_for(values.pop())
+            before = len(counts)
+            _count_elements(counts, map(_key0, items))
+        else:
+            counts = self._counted.by_item
+            before = len(counts)
+            counts.update(items)
+        self._counted.items += len(items)
+        if len(items) > 10_000 and len(counts) - before > 0.8 * len(items):
+            self._use_counts = False  # nearly every item (or key) is new: counting only costs time
         return True
-
-    @staticmethod
-    def _countable(items: list, types: set) -> bool:
-        if types != _TUPLE:
-            return False
-        if not set(map(type, map(_value1, items))) <= _COUNT_VALUE_TYPES:
-            return False
-        return set(map(type, map(_key0, items))) <= _COUNT_KEY_TYPES
 
     # --- memory ------------------------------------------------------------------------
     def held_bytes(self) -> float:
