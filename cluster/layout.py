@@ -30,6 +30,8 @@ def spill_sender(name: str) -> tuple[str, int | None]:
     writer = name.split("-", 1)[0]
     sender, _, attempt = writer.partition(ATTEMPT_MARK)
     return sender, int(attempt) if attempt.isdigit() else None
+
+
 INTERMEDIATE = ("map", "spill", "sort", "staging")
 
 

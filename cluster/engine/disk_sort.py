@@ -283,13 +283,12 @@ class DiskSort:
 
     def items(self) -> Iterator[tuple]:
         """Every item, in key order."""
-        weight = codec.weight
         for batch in self._sorted_batches():
             if codec.plain(batch):
                 self.counters["items_sorted"] += len(batch)
                 yield from batch
             else:
-                self.counters["items_sorted"] += sum(map(weight, batch))
+                self.counters["items_sorted"] += codec.total_items(batch)
                 yield from codec.expand(batch)
 
     def groups(self, disk_based: bool = False, max_items_in_memory: int | None = None

@@ -81,6 +81,20 @@ def run_in_thread(manager: ClusterManager, job: dict) -> tuple[threading.Thread,
     return t, outcome
 
 
+def result_of(thread: threading.Thread, outcome: dict, seconds: float, what: str):
+    """The run's result, once its thread ended (within `seconds`: else `what` happened)."""
+    thread.join(seconds)
+    assert not thread.is_alive(), what
+    result = outcome.get("result")
+    assert result is not None, outcome
+    return result
+
+
+def published(cluster, job_name: str) -> dict:
+    """The job's published output as `mapreduce output` prints it, as {key: value}."""
+    return items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", job_name).stdout.splitlines())
+
+
 def test_start_brings_every_server_up_and_a_second_start_changes_nothing(cluster):
     first = cluster.cli(MANAGE, "start")
     assert "created the certificates" in first.stdout
@@ -102,9 +116,7 @@ def test_word_count_on_the_cluster_is_exact(cluster, words, tmp_path):
     run = cluster.cli(MAPREDUCE, "run", str(job_file), "--json", "--no-progress")
     counters = json.loads(run.stdout)["counters"]
     assert counters["files"] == 5 and counters["records_out"] == len(words[1]["counts"])
-    out = cluster.cli(MAPREDUCE, "output", "wc")
-    got = items_to_dict(json.loads(line) for line in out.stdout.splitlines())
-    assert got == words[1]["counts"]
+    assert published(cluster, "wc") == words[1]["counts"]
 
 
 def test_validate_plans_on_every_location_and_a_failed_file_fails_the_run(cluster, words, tmp_path):
@@ -203,17 +215,13 @@ def test_kill_9_of_a_server_in_map_costs_an_attempt_not_the_run(cluster, words, 
                         30, "a server in the map phase")
     old_pid = cluster.beat(victim)["pid"]
     os.kill(old_pid, signal.SIGKILL)
-    thread.join(90)
-    assert not thread.is_alive(), "the run did not end after a server was killed"
-    result = outcome.get("result")
-    assert result is not None, outcome
+    result = result_of(thread, outcome, 90, "the run did not end after a server was killed")
     [retried] = result.counters["retried_tasks"]
     assert retried["server"] == victim and retried["phase"] == "map" and retried["attempt"] == 2
     assert "heartbeat" in retried["reason"]
     assert cluster.beat(victim)["pid"] != old_pid  # started again, in its screen session
     expected = word_counts_of(tmp_path / "in")
-    got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "killed").stdout.splitlines())
-    assert got == expected and result.counters["files"] == 2
+    assert published(cluster, "killed") == expected and result.counters["files"] == 2
 
 
 def test_a_redis_that_dies_mid_map_is_started_again_and_the_job_succeeds(cluster, words, tmp_path):
@@ -224,16 +232,12 @@ def test_a_redis_that_dies_mid_map_is_started_again_and_the_job_succeeds(cluster
                "a server in the map phase")
     old = cluster.redis_pid()
     os.kill(old, signal.SIGKILL)
-    thread.join(120)
-    assert not thread.is_alive(), "the run hangs after Redis died"
-    result = outcome.get("result")
-    assert result is not None, outcome
+    result = result_of(thread, outcome, 120, "the run hangs after Redis died")
     [retried] = result.counters["retried_tasks"]
     assert retried["phase"] == "map" and "the Redis of localhost" in retried["server"]
     assert cluster.redis_pid() not in (None, old)
     expected = word_counts_of(tmp_path / "in")
-    got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "redis_dies").stdout.splitlines())
-    assert got == expected
+    assert published(cluster, "redis_dies") == expected
 
 
 def test_a_runner_killed_mid_mapreduce_is_cleaned_up_by_the_next_one(cluster, tmp_path):
@@ -261,7 +265,7 @@ def test_a_runner_killed_mid_mapreduce_is_cleaned_up_by_the_next_one(cluster, tm
     assert time.monotonic() - started < 60
     history = json.loads(cluster.cli(MAPREDUCE, "history", "orphaned", "--json").stdout)
     assert [r["status"] for r in history][:2] == ["succeeded", "interrupted"]
-    got = items_to_dict(json.loads(line) for line in cluster.cli(MAPREDUCE, "output", "orphaned").stdout.splitlines())
+    got = published(cluster, "orphaned")
     assert got["x"] == 2 and got["w0"] == 2 * 9  # w0 once as a first word, 8 times as a second, per file
 
 
