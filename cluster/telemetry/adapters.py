@@ -19,6 +19,7 @@ what it holds goes to the shuffler in batches, where the same combine applies ag
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import io
 import marshal
@@ -338,12 +339,13 @@ class ScriptFunction:
 def load_script(project_file: str, module: str) -> ModuleType:
     """The job script `module` of the one-file project that `project_file` (its map_functions.py or
     reduce_functions.py, written by python -m cluster.telemetry) belongs to: loaded once per version
-    of the file (its map, combine and reduce share one module, as in the original job.py)."""
+    of its content (its map, combine and reduce share one module, as in the original job.py)."""
     from cluster.engine import functions
 
     folder = os.path.dirname(os.path.abspath(project_file))
     path = os.path.join(folder, module + ".py")
-    stamp = os.stat(path).st_mtime_ns
+    with open(path, "rb") as fh:  # by content: two versions can share an mtime (one clock tick, `cp -p`)
+        stamp = hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
     unique = f"_cluster_project_{os.path.basename(folder).replace('.', '_').replace('-', '_')}_{module}"
     loaded = sys.modules.get(unique)
     if loaded is not None and getattr(loaded, "__file__", None) == path and \

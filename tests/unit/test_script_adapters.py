@@ -219,3 +219,23 @@ def test_loading_a_job_script_project_again_and_again_keeps_sys_path_as_it_was(t
         assert type(map_fn).__name__ == "ScriptMap" and combine_fn is None and reduce_fn.writes_text
         assert map_fn.script.map.__module__ == reduce_fn.reduce.__module__, "one module for map and reduce"
     assert [p for p in sys.path if p not in before] in ([], [str(project)])  # at most the project, once
+
+
+def test_a_job_script_changed_within_one_mtime_is_loaded_afresh(tmp_path):
+    """A new version of a script with the old one's mtime (one clock tick, `cp -p`, `rsync -t`) must not
+    run the old version's functions: a long-lived worker keeps the script it loaded."""
+    import os
+
+    from cluster.telemetry.adapters import load_script, write_project
+
+    project = tmp_path / "projects" / "s"
+    project.mkdir(parents=True)
+    script = tmp_path / "s.py"
+    stubs = []
+    for version in (1, 2):
+        script.write_text(f"VERSION = {version}\n\ndef map(key, dims, value, context):\n    context.write(key, 1)\n")
+        write_project(str(project), str(script), "s")
+        if stubs:
+            os.utime(project / "s.py", ns=(stubs[0], stubs[0]))  # the first version's mtime, to the nanosecond
+        stubs.append(os.stat(project / "s.py").st_mtime_ns)
+        assert load_script(str(project / "map_functions.py"), "s").VERSION == version
