@@ -231,11 +231,12 @@ def test_a_job_script_changed_within_one_mtime_is_loaded_afresh(tmp_path):
     project = tmp_path / "projects" / "s"
     project.mkdir(parents=True)
     script = tmp_path / "s.py"
-    stubs = []
+    first_mtime = None
     for version in (1, 2):
         script.write_text(f"VERSION = {version}\n\ndef map(key, dims, value, context):\n    context.write(key, 1)\n")
         write_project(str(project), str(script), "s")
-        if stubs:
-            os.utime(project / "s.py", ns=(stubs[0], stubs[0]))  # the first version's mtime, to the nanosecond
-        stubs.append(os.stat(project / "s.py").st_mtime_ns)
+        if first_mtime is None:
+            first_mtime = os.stat(project / "s.py").st_mtime_ns
+        else:
+            os.utime(project / "s.py", ns=(first_mtime, first_mtime))  # the first version's, to the nanosecond
         assert load_script(str(project / "map_functions.py"), "s").VERSION == version
